@@ -1,0 +1,136 @@
+"""A small KV-cached decoding loop shared by senders, collectors and receivers.
+
+We own the loop (instead of ``model.generate``) for two reasons: it can return the
+last-layer hidden state (after the final norm) that predicted each generated token
+without asking for every layer at every step, and it can start from input embeddings
+(a latent message in the slot) and continue from an existing KV cache (multi-turn).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Decoding:
+    greedy: bool = True
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    max_new_tokens: int = 256
+
+    def key(self) -> dict:
+        d = asdict(self)
+        if self.greedy:  # sampling knobs do not change greedy outputs
+            for k in ("temperature", "top_p", "top_k"):
+                d.pop(k)
+        return d
+
+
+@dataclass
+class Generated:
+    token_ids: list[list[int]]          # per row, generated tokens up to and including EOS
+    hidden: list[torch.Tensor] | None   # per row, (len, H) states that predicted those tokens
+    past_key_values: object = None      # cache after the last fed token (for continuation)
+
+
+def _warp(logits: torch.Tensor, dec: Decoding) -> torch.Tensor:
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    for warper in (TemperatureLogitsWarper(dec.temperature), TopKLogitsWarper(dec.top_k),
+                   TopPLogitsWarper(dec.top_p)):
+        logits = warper(None, logits)
+    return logits
+
+
+def next_tokens(logits: torch.Tensor, dec: Decoding, generator: torch.Generator | None) -> torch.Tensor:
+    if dec.greedy:
+        return logits.argmax(-1)
+    probs = torch.softmax(_warp(logits.float(), dec), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def backbone_and_head(model):
+    """The decoder stack (returns normed last-layer states) and the LM head."""
+    return model.get_decoder(), model.get_output_embeddings()
+
+
+@torch.no_grad()
+def generate(
+    model,
+    *,
+    eos_ids: set[int],
+    dec: Decoding,
+    input_ids: torch.Tensor | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    past_key_values=None,
+    capture_hidden: bool = False,
+    generator: torch.Generator | None = None,
+) -> Generated:
+    """Decode a left-padded batch.
+
+    The prefill is ``input_ids`` or ``inputs_embeds`` (B x T, left padded, with
+    ``attention_mask``), optionally after ``past_key_values`` (whose mask must be the prefix
+    of ``attention_mask``). Rows stop at an EOS id or after ``dec.max_new_tokens``.
+    """
+    decoder, head = backbone_and_head(model)
+    embed = model.get_input_embeddings()
+    x = inputs_embeds if inputs_embeds is not None else embed(input_ids)
+    batch, prompt_len = x.shape[:2]
+    dev = x.device
+    if attention_mask is None:
+        attention_mask = torch.ones(batch, prompt_len, dtype=torch.long, device=dev)
+    mask = attention_mask.to(dev)
+    done = torch.zeros(batch, dtype=torch.bool, device=dev)
+    out_ids: list[list[int]] = [[] for _ in range(batch)]
+    out_h: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    step_input = x
+    for _ in range(dec.max_new_tokens):
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1]:]
+        out = decoder(inputs_embeds=step_input, attention_mask=mask, position_ids=positions,
+                      past_key_values=past_key_values, use_cache=True)
+        past_key_values = out.past_key_values
+        h = out.last_hidden_state[:, -1]
+        logits = head(h)
+        tok = next_tokens(logits, dec, generator)
+        for i in range(batch):
+            if not done[i]:
+                out_ids[i].append(int(tok[i]))
+                if capture_hidden:
+                    out_h[i].append(h[i])
+                if int(tok[i]) in eos_ids:
+                    done[i] = True
+        if bool(done.all()):
+            break
+        # Finished rows keep decoding padding we discard; masking them out keeps positions sane.
+        mask = torch.cat([mask, (~done).long().unsqueeze(-1)], dim=-1)
+        step_input = embed(tok.unsqueeze(-1))
+    hidden = [torch.stack(rows) if rows else torch.empty(0, x.shape[-1]) for rows in out_h] \
+        if capture_hidden else None
+    return Generated(token_ids=out_ids, hidden=hidden, past_key_values=past_key_values)
+
+
+def eos_ids(tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    for tok in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid is not None:
+            ids.add(tid)
+    return {i for i in ids if i is not None}
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)

@@ -1,0 +1,59 @@
+"""Where things live: data, caches and the results database.
+
+Every location comes from a flag or an environment variable, never from a hard-coded path,
+so CI can point at ``../shared/data`` and users at their own downloads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from interlat_bench.harness.errors import UserError
+
+MATH_ENV = "MATH_DATA"
+ALFWORLD_ENV = "ALFWORLD_DATA"
+CACHE_ENV = "INTERLAT_CACHE"
+RESULTS_ENV = "INTERLAT_RESULTS"
+
+
+def cache_dir() -> Path:
+    """Root of content-addressed artifacts (converted models, messages, checkpoints)."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "interlat-bench"
+    )
+    return Path(root)
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get(RESULTS_ENV, "results"))
+
+
+def default_db() -> Path:
+    return results_dir() / "interlat.duckdb"
+
+
+def math_dir(explicit: str | os.PathLike | None = None) -> Path:
+    path = explicit or os.environ.get(MATH_ENV)
+    if not path:
+        raise UserError(
+            f"MATH data not found: set {MATH_ENV} to a folder holding math500_test.jsonl, "
+            "math_test.jsonl and math_train.jsonl (e.g. ../shared/data/math)"
+        )
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{MATH_ENV}={path}: not a folder (expected the MATH jsonl files)")
+    return path
+
+
+def alfworld_dir(explicit: str | os.PathLike | None = None) -> Path:
+    path = explicit or os.environ.get(ALFWORLD_ENV)
+    if not path:
+        raise UserError(
+            f"ALFWorld data not found: set {ALFWORLD_ENV} to a folder with json_2.1.1/ and logic/ "
+            "(offline: ../shared/data/alfworld; online: run `alfworld-download`)"
+        )
+    path = Path(path)
+    if not (path / "json_2.1.1").is_dir():
+        raise UserError(f"{ALFWORLD_ENV}={path}: expected a json_2.1.1/ folder inside")
+    return path
