@@ -8,6 +8,7 @@ without asking for every layer at every step, and it can start from input embedd
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -49,10 +50,20 @@ def _warp(logits: torch.Tensor, dec: Decoding) -> torch.Tensor:
     return logits
 
 
-def next_tokens(logits: torch.Tensor, dec: Decoding, generator: torch.Generator | None) -> torch.Tensor:
+# One generator for the whole batch, or one per row (then a row's samples do not depend on
+# which other rows share its batch).
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def next_tokens(logits: torch.Tensor, dec: Decoding, generator: Generators) -> torch.Tensor:
     if dec.greedy:
         return logits.argmax(-1)
     probs = torch.softmax(_warp(logits.float(), dec), dim=-1)
+    if isinstance(generator, Sequence):
+        if len(generator) != probs.shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {probs.shape[0]} rows")
+        return torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g)
+                          for i, g in enumerate(generator)]).squeeze(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -72,21 +83,23 @@ def generate(
     attention_mask: torch.Tensor | None = None,
     past_key_values=None,
     capture_hidden: bool = False,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> Generated:
     """Decode a left-padded batch.
 
     The prefill is ``input_ids`` or ``inputs_embeds`` (B x T, left padded, with
     ``attention_mask``), optionally after ``past_key_values`` (whose mask must be the prefix
     of ``attention_mask``). Rows stop at an EOS id or after ``dec.max_new_tokens``.
+    ``generator`` may be a list with one generator per row (sampling only).
     """
     decoder, head = backbone_and_head(model)
     embed = model.get_input_embeddings()
     x = inputs_embeds if inputs_embeds is not None else embed(input_ids)
     batch, prompt_len = x.shape[:2]
     dev = x.device
-    if attention_mask is None:
-        attention_mask = torch.ones(batch, prompt_len, dtype=torch.long, device=dev)
+    if attention_mask is None:  # unpadded: cover the cached prefix and the new input
+        cached = past_key_values.get_seq_length() if past_key_values is not None else 0
+        attention_mask = torch.ones(batch, cached + prompt_len, dtype=torch.long, device=dev)
     mask = attention_mask.to(dev)
     done = torch.zeros(batch, dtype=torch.bool, device=dev)
     out_ids: list[list[int]] = [[] for _ in range(batch)]

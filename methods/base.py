@@ -65,9 +65,11 @@ class Method:
     needs_sender: ClassVar[bool] = False
     # Benchmarks this method can run on; None means all.
     benchmarks: ClassVar[tuple[str, ...] | None] = None
+    # Settable parameters and their defaults (`--param key=value`); all enter the run key.
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: dict[str, Any] | None = None):
-        self.params = dict(params or {})
+        self.params = {**self.defaults, **(params or {})}
 
     def key_params(self) -> dict[str, Any]:
         """Parameters that change outcomes; they enter the run key."""

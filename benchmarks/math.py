@@ -1,0 +1,102 @@
+"""MATH: competition problems answered in ``\\boxed{}``, graded by equivalence.
+
+Splits: ``math500`` (the PRM800K 500-problem subset, default) and ``test`` (all 5,000);
+``train`` (7,500) supplies receiver training conversations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import cache
+from pathlib import Path
+
+from interlat_bench.benchmarks.base import Agent, Benchmark, Record, Sample
+from interlat_bench.benchmarks.math_grading import is_equivalent, last_boxed
+from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.registry import register_benchmark
+from interlat_bench.harness.settings import math_dir
+
+FILES = {"math500": "math500_test.jsonl", "test": "math_test.jsonl", "train": "math_train.jsonl"}
+
+SOLVE_PROMPT = (
+    "Solve the following math problem. Reason step by step, and put your final answer "
+    "within \\boxed{{}}.\n\nProblem: {problem}"
+)
+
+PLAN_PROMPT = (
+    "You are the planner for a math problem. Do not solve it and do not state a final answer; "
+    "write only a short, general step-by-step plan that a solver could follow.\n\n"
+    "The problem is: {task}"
+)
+
+
+def _level(raw) -> int | None:
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and raw.startswith("Level ") and raw[6:].isdigit():
+        return int(raw[6:])
+    return None  # the full splits have a few "Level ?" rows
+
+
+@cache
+def _read(path: Path) -> tuple[Sample, ...]:
+    samples = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                samples.append(Sample(
+                    id=row["unique_id"],
+                    task=row["problem"],
+                    data={"answer": row.get("answer"), "solution": row["solution"],
+                          "level": _level(row.get("level")), "subject": row.get("subject") or row.get("type")},
+                ))
+            except (json.JSONDecodeError, KeyError) as e:
+                raise UserError(f"{path}:{n}: expected a JSON object with unique_id, problem, solution ({e})") from None
+    return tuple(samples)
+
+
+@register_benchmark
+class MathBenchmark(Benchmark):
+    name = "math"
+    splits = ("math500", "test")
+    default_split = "math500"
+    planner_prompt = PLAN_PROMPT
+
+    def _load(self, split: str) -> tuple[Sample, ...]:
+        path = math_dir(self.params.get("data_dir")) / FILES[split]
+        if not path.exists():
+            raise UserError(f"MATH split {split!r}: {path} is missing (expected {FILES[split]})")
+        return _read(path)
+
+    def samples(self, split: str, limit: int | None = None) -> list[Sample]:
+        if split not in FILES:
+            raise UserError(f"math has no split {split!r} (choose from {', '.join(self.splits)})")
+        rows = self._load(split)
+        return list(rows[:limit] if limit is not None else rows)
+
+    def train_samples(self, limit: int | None = None) -> list[Sample]:
+        # Training conversations: problem -> reference solution. Rows without a parsable
+        # answer (two `\boxed 2` rows) still carry a valid solution, so they stay.
+        rows = self._load("train")[:limit] if limit is not None else self._load("train")
+        return [Sample(s.id, s.task, {**s.data, "conversation": [
+            {"role": "user", "content": SOLVE_PROMPT.format(problem=s.task)},
+            {"role": "assistant", "content": s.data["solution"]},
+        ]}) for s in rows]
+
+    def play(self, sample: Sample, agent: Agent, message) -> Record:
+        agent.begin(SOLVE_PROMPT.format(problem=sample.task), message, sample)
+        reply = agent.respond()
+        t0 = time.perf_counter()
+        predicted = last_boxed(reply)
+        correct = is_equivalent(sample.data["answer"], predicted)
+        grading_ms = (time.perf_counter() - t0) * 1000
+        return Record(
+            sample_id=sample.id,
+            success=correct,
+            score=float(correct),
+            metrics={"level": sample.data["level"], "subject": sample.data["subject"],
+                     "predicted": predicted, "gold": sample.data["answer"], "output": reply},
+            timings_ms={**agent.timings_ms(), "grading": grading_ms},
+        )

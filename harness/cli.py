@@ -1,0 +1,218 @@
+"""The `interlat-bench` command line. Heavy imports (torch, transformers) happen inside
+commands, so `--help` and `ls` stay fast."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from interlat_bench.harness.errors import UserError
+
+app = typer.Typer(help="Benchmark and ablation harness for agents that communicate in latent space.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+err = Console(stderr=True)
+
+DbOpt = typer.Option(None, "--db", help="Results database (default: $INTERLAT_RESULTS/interlat.duckdb or ./results/).")
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn UserError into one line on stderr and a non-zero exit (2 for unknown names)."""
+    try:
+        yield
+    except UserError as e:
+        err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        raise typer.Exit(e.exit_code) from None
+
+
+def _db(db: Optional[Path]) -> Path:
+    from interlat_bench.harness.settings import default_db
+
+    return db or default_db()
+
+
+def _params(values: list[str]) -> dict:
+    import json
+
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise UserError(f"--param {v!r}: expected key=value")
+        k, raw = v.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[k.strip()] = raw
+    return out
+
+
+@app.command()
+def run(
+    methods: str = typer.Option(..., "--methods", "-m", help="Comma-separated method names."),
+    tasks: str = typer.Option(..., "--tasks", "-t", help="Comma-separated benchmarks (math, alfworld)."),
+    splits: Optional[str] = typer.Option(None, help="Comma-separated splits (default: each task's default)."),
+    sender: str = typer.Option("smollm2-135m", help="Sender model reference."),
+    receiver: str = typer.Option("smollm2-135m", help="Receiver model reference."),
+    seeds: str = typer.Option("0", help="Comma-separated seeds."),
+    limit: Optional[int] = typer.Option(None, help="Play only the first N samples of each split."),
+    max_steps: int = typer.Option(20, help="ALFWorld step cap (SPEC section 7)."),
+    max_new_tokens: int = typer.Option(256, help="Receiver tokens per reply."),
+    sample: bool = typer.Option(False, "--sample", help="Seeded sampling instead of greedy decoding."),
+    temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),
+    dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Method parameter key=value (repeatable)."),
+    db: Optional[Path] = DbOpt,
+    leaderboard_after: bool = typer.Option(True, "--leaderboard/--no-leaderboard"),
+):
+    """Expand the grid and run every cell; finished samples are skipped (resume)."""
+    with user_errors():
+        from interlat_bench.harness.grid import expand, split_csv
+        from interlat_bench.harness.runspec import DecodingSpec
+
+        try:
+            seed_list = [int(s) for s in split_csv(seeds)]
+        except ValueError:
+            raise UserError(f"--seeds {seeds!r}: expected comma-separated integers") from None
+        specs = expand(
+            methods_csv=methods, tasks_csv=tasks, splits_csv=splits, seeds=seed_list, sender=sender,
+            receiver=receiver, dtype=_concrete_dtype(dtype), limit=limit,
+            decoding=DecodingSpec(greedy=not sample, temperature=temperature, max_new_tokens=max_new_tokens),
+            method_params=_params(param), benchmark_params={"alfworld": {"max_steps": max_steps}},
+        )
+        _run_with_progress(specs, _db(db))
+        if leaderboard_after:
+            _print_leaderboard(_db(db), sorted({s.method for s in specs}), sorted({s.benchmark for s in specs}),
+                               None, "success", "rich")
+
+
+def _concrete_dtype(dtype: str) -> str:
+    """Resolve `auto` now so the run key records the dtype actually used."""
+    if dtype != "auto":
+        from interlat_bench.harness.models import resolve_dtype
+
+        resolve_dtype(dtype)  # validates
+        return dtype
+    import torch
+
+    return "bfloat16" if torch.cuda.is_available() else "float32"
+
+
+def _run_with_progress(specs, db: Path) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from interlat_bench.harness.runner import run_grid
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, disable=not console.is_terminal)
+    current = {}
+
+    def on_start(spec, total, todo):
+        console.print(f"[bold]{spec.label()}[/bold]  key {spec.run_key}: "
+                      f"{total - todo} done, {todo} to compute", highlight=False)
+        current["task"] = progress.add_task(spec.method + "/" + spec.split, total=todo)
+
+    def on_sample(record):
+        progress.advance(current["task"])
+        if not console.is_terminal:
+            mark = "error" if record.error else ("ok" if record.success else "x")
+            console.print(f"  {record.sample_id}: {mark}", highlight=False)
+
+    with progress:
+        results = run_grid(specs, db, log=console.print, on_sample=on_sample, on_start=on_start)
+    computed = sum(r.computed for r in results)
+    errors = sum(r.errors for r in results)
+    console.print(f"{len(results)} runs, {computed} samples computed, {errors} errors; results in {db}")
+
+
+def _print_leaderboard(db, methods, benchmarks, splits, metric, fmt) -> None:
+    from interlat_bench.results import leaderboard as lb
+
+    table = lb.leaderboard(db, methods=methods, benchmarks=benchmarks, splits=splits, metric=metric)
+    if fmt == "md":
+        typer.echo(lb.render_markdown(table))
+    elif fmt == "csv":
+        typer.echo(lb.render_csv(table), nl=False)
+    else:
+        console.print(lb.render_rich(table))
+
+
+@app.command()
+def leaderboard(
+    methods: Optional[str] = typer.Option(None, "--methods", "-m"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", "-t"),
+    splits: Optional[str] = typer.Option(None),
+    metric: str = typer.Option("success", help="success, score or steps."),
+    format: str = typer.Option("rich", "--format", "-f", help="rich, md or csv."),
+    db: Optional[Path] = DbOpt,
+):
+    """Method x (task, split) table; every cell has n and a 95% interval."""
+    with user_errors():
+        from interlat_bench.harness.grid import split_csv
+
+        if format not in ("rich", "md", "csv"):
+            raise UserError(f"--format {format!r}: expected rich, md or csv")
+        if not _db(db).exists():
+            raise UserError(f"no results database at {_db(db)}: run `interlat-bench run ...` first")
+        _print_leaderboard(_db(db), split_csv(methods) or None, split_csv(tasks) or None,
+                           split_csv(splits) or None, metric, format)
+
+
+@app.command()
+def sql(query: str = typer.Argument(..., help="A read-only SQL statement."), db: Optional[Path] = DbOpt):
+    """Run a query on a read-only connection to the results database."""
+    with user_errors():
+        from rich.table import Table
+
+        from interlat_bench.results.store import query_readonly
+
+        if not _db(db).exists():
+            raise UserError(f"no results database at {_db(db)}")
+        columns, rows = query_readonly(_db(db), query)
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        console.print(table)
+
+
+@app.command()
+def ingest(db: Optional[Path] = DbOpt):
+    """Load pending worker shards into the database (after an interrupted or locked run)."""
+    with user_errors():
+        from interlat_bench.results.shards import ingest as do_ingest
+        from interlat_bench.results.store import Store
+
+        counts = do_ingest(Store(_db(db)), _db(db).parent / "shards")
+        console.print(f"ingested {counts}")
+
+
+@app.command("ls")
+def list_things():
+    """List methods, benchmarks and built-in models."""
+    with user_errors():
+        from rich.table import Table
+
+        from interlat_bench.harness.models import BUILTIN_MODELS
+        from interlat_bench.harness.registry import benchmarks, methods
+
+        t = Table("method", "receiver trained with", "sender", "description", title="methods")
+        for name, cls in methods.items():
+            t.add_row(name, cls.trained_with, "yes" if cls.needs_sender else "-", cls.description)
+        console.print(t)
+        t = Table("benchmark", "splits", "default", title="benchmarks")
+        for name, cls in benchmarks.items():
+            t.add_row(name, ", ".join(cls.splits), cls.default_split)
+        console.print(t)
+        t = Table("model", "what", title="models (also: a local folder or a hub id)")
+        for name, what in BUILTIN_MODELS.items():
+            t.add_row(name, what)
+        console.print(t)
+
+
+def main() -> None:
+    sys.exit(app())

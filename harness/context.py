@@ -1,0 +1,46 @@
+"""What a method sees while a run cell executes: the spec, the benchmark, loaded models."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from interlat_bench.benchmarks.base import Benchmark
+from interlat_bench.harness.runspec import RunSpec
+
+# Models are shared by all cells of a grid in one process (loading costs seconds).
+_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def sample_seed(seed: int, sample_id: str) -> int:
+    """A per-sample seed, so results do not depend on order, batching or resumption."""
+    digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass
+class RunContext:
+    spec: RunSpec
+    benchmark: Benchmark
+    log: Callable[[str], None] = print
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def model(self, ref: str, *, fresh: bool = False):
+        """A loaded model; ``fresh`` gives a private copy a method may modify (add tokens, train)."""
+        from interlat_bench.harness import models
+
+        if fresh:
+            return models.load(ref, dtype=self.spec.dtype)
+        key = (ref, self.spec.dtype)
+        if key not in _MODELS:
+            _MODELS[key] = models.load(ref, dtype=self.spec.dtype)
+        return _MODELS[key]
+
+    def decoding(self):
+        from interlat_bench.harness.generation import Decoding
+
+        d = self.spec.decoding
+        return Decoding(greedy=d.greedy, temperature=d.temperature, top_p=d.top_p, top_k=d.top_k,
+                        max_new_tokens=d.max_new_tokens)

@@ -1,0 +1,117 @@
+"""Run grid cells: skip finished samples, play the rest, append shards, ingest once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from interlat_bench.harness.context import RunContext, sample_seed
+from interlat_bench.harness.registry import benchmarks, methods
+from interlat_bench.harness.runspec import RunSpec
+from interlat_bench.results.shards import ShardWriter, ingest, pending_ids
+from interlat_bench.results.store import Store
+
+
+@dataclass
+class CellResult:
+    spec: RunSpec
+    total: int
+    computed: int
+    errors: int
+
+
+def _git_sha() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("interlat-bench", "torch", "transformers", "duckdb", "math-verify", "alfworld"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _run_row(spec: RunSpec, status: str, device: str | None) -> dict:
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return {"run_key": spec.run_key, "method": spec.method, "benchmark": spec.benchmark,
+            "split": spec.split, "sender": spec.sender, "receiver": spec.receiver, "seed": spec.seed,
+            "spec": spec.to_json(), "status": status, "created_at": now, "updated_at": now,
+            "git_sha": _git_sha(), "versions": _versions(), "device": device}
+
+
+def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sample=None,
+             on_start=None) -> CellResult:
+    bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
+    method = methods.get(spec.method)(dict(spec.method_params))
+    samples = bench.samples(spec.split, spec.limit)
+    done = store.finished_ids(spec.run_key) | pending_ids(shard_root, spec.run_key)
+    todo = [s for s in samples if s.id not in done]
+    writer = ShardWriter(shard_root, spec.run_key)
+    if on_start:
+        on_start(spec, len(samples), len(todo))
+    if not todo:
+        return CellResult(spec, len(samples), 0, 0)
+
+    import torch
+
+    from interlat_bench.harness.models import device
+
+    writer.write_run(_run_row(spec, "running", device()))
+    ctx = RunContext(spec=spec, benchmark=bench, log=log)
+    method.prepare(ctx, todo)
+    agent = method.agent(ctx)
+    errors = 0
+    for sample in todo:
+        rng = torch.Generator().manual_seed(sample_seed(spec.seed, sample.id))
+        try:
+            message = method.transform(method.message(ctx, sample), rng)
+            record = bench.play(sample, agent, message)
+            record.metrics.update(message.stats())
+            record.timings_ms.setdefault("sender", message.sender_ms)
+        except Exception as e:  # one broken sample must not sink the run; it is retried next time
+            from interlat_bench.benchmarks.base import Record
+
+            errors += 1
+            record = Record(sample_id=sample.id, error=f"{type(e).__name__}: {e}")
+            log(f"[red]sample {sample.id} failed:[/red] {traceback.format_exc(limit=3)}")
+        writer.append(
+            [{"run_key": spec.run_key, "sample_id": record.sample_id, "success": record.success,
+              "score": record.score, "steps": record.steps, "metrics": record.metrics,
+              "error": record.error}],
+            [{"run_key": spec.run_key, "sample_id": record.sample_id, "stage": stage, "ms": ms}
+             for stage, ms in record.timings_ms.items()],
+        )
+        if on_sample:
+            on_sample(record)
+    writer.write_run(_run_row(spec, "complete" if not errors else "partial", device()))
+    return CellResult(spec, len(samples), len(todo), errors)
+
+
+def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_start=None) -> list[CellResult]:
+    store = Store(db)
+    shard_root = db.parent / "shards"
+    # Load shards left by an earlier, interrupted invocation before deciding what is done.
+    if any(shard_root.glob("*/*")):
+        ingest(store, shard_root)
+    results = []
+    try:
+        for spec in specs:
+            results.append(run_cell(spec, store, shard_root, log=log, on_sample=on_sample, on_start=on_start))
+    finally:
+        if any(shard_root.glob("*/*")):
+            ingest(store, shard_root)
+    return results

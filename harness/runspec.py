@@ -1,0 +1,82 @@
+"""RunSpec: one cell of a grid, frozen, with a stable key over what changes outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Bump when the meaning of a key's fields changes (old results then no longer match).
+KEY_VERSION = 1
+
+
+def _frozen(params: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((params or {}).items()))
+
+
+@dataclass(frozen=True)
+class DecodingSpec:
+    """Receiver decoding; mirrors harness.generation.Decoding without importing torch."""
+
+    greedy: bool = True
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    max_new_tokens: int = 256
+
+    def key(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.greedy:  # sampling knobs do not change greedy outputs
+            for k in ("temperature", "top_p", "top_k"):
+                d.pop(k)
+        return d
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    benchmark: str
+    split: str
+    receiver: str
+    sender: str | None = None
+    seed: int = 0
+    dtype: str = "float32"
+    method_params: tuple[tuple[str, Any], ...] = ()
+    benchmark_params: tuple[tuple[str, Any], ...] = ()
+    decoding: DecodingSpec = field(default_factory=DecodingSpec)
+    # Not in the key: how many samples to play (raising it extends the same run).
+    limit: int | None = None
+
+    @classmethod
+    def make(cls, *, method_params=None, benchmark_params=None, **kw) -> RunSpec:
+        return cls(method_params=_frozen(method_params), benchmark_params=_frozen(benchmark_params), **kw)
+
+    def key_fields(self) -> dict[str, Any]:
+        return {
+            "key_version": KEY_VERSION,
+            "method": self.method,
+            "benchmark": self.benchmark,
+            "split": self.split,
+            "receiver": self.receiver,
+            "sender": self.sender,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "method_params": dict(self.method_params),
+            "benchmark_params": dict(self.benchmark_params),
+            "decoding": self.decoding.key(),
+        }
+
+    @property
+    def run_key(self) -> str:
+        blob = json.dumps(self.key_fields(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.key_fields()
+        d["limit"] = self.limit
+        return d
+
+    def label(self) -> str:
+        who = f"{self.sender}->{self.receiver}" if self.sender else self.receiver
+        return f"{self.method} | {self.benchmark}/{self.split} | {who} | seed {self.seed}"

@@ -1,0 +1,102 @@
+"""The LLM receiver as an agent: chat turns with a message slot, decoded with a KV cache.
+
+Each ``respond`` feeds only what is new since the last reply (the reply's final token,
+the closing of the turn and the new observation) on top of the cached keys/values, instead
+of re-encoding the whole history. ``reencode=True`` keeps the naive path for comparison.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from interlat_bench.benchmarks.base import Sample
+from interlat_bench.harness import conversation as conv
+from interlat_bench.harness.context import sample_seed
+from interlat_bench.harness.generation import Decoding, eos_ids, generate
+from interlat_bench.methods.base import Message
+
+# message -> slot rows (n, H_receiver) placed between <bop> and <eop>
+SlotEncoder = Callable[[Message], torch.Tensor | None]
+
+
+class ReceiverAgent:
+    def __init__(self, lm, decoding: Decoding, *, seed: int = 0, slot_encoder: SlotEncoder | None = None,
+                 reencode: bool = False):
+        self.lm = lm
+        self.tok = lm.tokenizer
+        self.dec = decoding
+        self.seed = seed
+        self.special = slot_encoder is not None  # trained receivers read <bop> rows <eop>
+        self.slot_encoder = slot_encoder
+        self.reencode = reencode
+        self.eos = eos_ids(self.tok)
+        self._embed = lm.model.get_input_embeddings()
+
+    # -- episode -------------------------------------------------------------------------
+    def begin(self, prompt: str, message: Message, sample: Sample) -> None:
+        self.messages = [{"role": "user", "content": conv.with_slot(
+            prompt, special=self.special, message_kind=message.kind, plan_text=message.text)}]
+        enc = conv.encode(self.tok, self.messages, add_generation_prompt=True)
+        parts = [self._ids(enc.before)]
+        t0 = time.perf_counter()
+        if self.special:
+            bop, eop = (self.tok.convert_tokens_to_ids(t) for t in (conv.BOP, conv.EOP))
+            rows = self.slot_encoder(message)
+            parts += [self._ids([bop])] + ([rows.to(parts[0].dtype)] if rows is not None else []) + \
+                [self._ids([eop])]
+        self._times = {"adapter": (time.perf_counter() - t0) * 1000, "receiver": 0.0}
+        parts.append(self._ids(enc.after))
+        self.pending = torch.cat(parts)  # embeddings not yet in the cache
+        self.history = self.pending      # everything so far (for the re-encode path)
+        self.past = None
+        self.last_reply_ids: list[int] = []
+        self.generator = torch.Generator(device=self.pending.device).manual_seed(
+            sample_seed(self.seed, sample.id))
+        self.turns = 0
+
+    def respond(self, observation: str | None = None, info: dict | None = None) -> str:
+        if observation is not None:
+            self._add_user(observation)
+        t0 = time.perf_counter()
+        prefill = self.history if self.reencode else self.pending
+        out = generate(self.lm.model, eos_ids=self.eos, dec=self.dec, inputs_embeds=prefill[None],
+                       past_key_values=None if self.reencode else self.past, generator=self.generator)
+        self._times["receiver"] += (time.perf_counter() - t0) * 1000
+        ids = out.token_ids[0]
+        self.past = out.past_key_values
+        # The last sampled token was never fed: it opens the next prefill.
+        self.pending = self._ids(ids[-1:])
+        self.history = torch.cat([self.history, self._ids(ids)])
+        self.last_reply_ids = ids
+        reply = self.tok.decode([t for t in ids if t not in self.eos], skip_special_tokens=True)
+        self.messages.append({"role": "assistant", "content": reply})
+        self.turns += 1
+        return reply
+
+    def timings_ms(self) -> dict[str, float]:
+        return dict(self._times)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _ids(self, ids: list[int]) -> torch.Tensor:
+        t = torch.tensor(ids, dtype=torch.long, device=self._embed.weight.device)
+        with torch.no_grad():
+            return self._embed(t)
+
+    def _add_user(self, text: str) -> None:
+        """Queue the tokens that close the last reply and add the new user turn."""
+        closed = conv.render(self.tok, self.messages, add_generation_prompt=False)
+        self.messages.append({"role": "user", "content": text})
+        opened = conv.render(self.tok, self.messages, add_generation_prompt=True)
+        reply = self.messages[-2]["content"]
+        end = closed.rfind(reply) + len(reply) if reply else len(closed) - len(closed.lstrip())
+        tail = closed[end:] + opened[len(closed):]
+        if self.last_reply_ids and self.last_reply_ids[-1] in self.eos:
+            eos_text = self.tok.decode(self.last_reply_ids[-1:])
+            if tail.startswith(eos_text):  # already generated (and queued in `pending`)
+                tail = tail[len(eos_text):]
+        new = self._ids(conv.tokenize(self.tok, tail))
+        self.pending = torch.cat([self.pending, new])
+        self.history = torch.cat([self.history, new])
