@@ -1,0 +1,332 @@
+"""Shard files: how workers record results without ever opening DuckDB.
+
+Layout under a shard root (one folder per run)::
+
+    <root>/<run_key>/run.json                        the run's row (rewritten atomically)
+    <root>/<run_key>/<time_ns>-<pid>-<seq>.jsonl     one file per flush, never modified
+
+Each shard line is a JSON object tagged ``"table": "samples"`` or ``"table": "timings"``.
+Files are written to a temporary name in the same folder, fsynced and renamed into place,
+so a reader sees either a whole shard or none; leftovers of killed workers (``*.tmp``)
+are ignored. ``ingest`` (the single DuckDB writer) loads everything in one transaction
+and deletes the shard files it loaded only after the commit. ``run.json`` stays (a running
+worker may rewrite it at any time); after loading it, ingest keeps a copy in
+``.run.json.ingested`` and reloads run.json only when its content differs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from interlat_bench.results.store import (
+    RUN_COLUMNS,
+    SAMPLE_COLUMNS,
+    TIMING_COLUMNS,
+    Store,
+    _json_default,
+    utcnow,
+)
+
+RUN_FILE = "run.json"
+RUN_MARKER = ".run.json.ingested"
+SHARD_RE = re.compile(r"^(?P<ns>\d+)-(?P<pid>\d+)-(?P<seq>\d+)\.jsonl$")
+_TMP_COUNTER = itertools.count()
+
+
+def _dumps(obj: Any) -> str:
+    def default(o: Any) -> Any:
+        if isinstance(o, datetime):
+            return o.isoformat()
+        return _json_default(o)
+
+    return json.dumps(obj, default=default, sort_keys=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder, fsync, os.replace."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_TMP_COUNTER)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _check_run_key(run_key: str) -> str:
+    if not run_key or run_key in (".", "..") or "/" in run_key or "\\" in run_key:
+        raise ValueError(f"run_key is not usable as a folder name: {run_key!r}")
+    return run_key
+
+
+class ShardWriter:
+    """Appends one run's results as shard files under ``root/run_key``."""
+
+    def __init__(self, root: str | os.PathLike[str], run_key: str) -> None:
+        self.root = Path(root)
+        self.run_key = _check_run_key(run_key)
+        self.folder = self.root / run_key
+        self._seq = itertools.count()
+
+    def write_run(self, row: Mapping[str, Any]) -> Path:
+        """Write ``run.json`` atomically; ``created_at`` of an earlier run.json is kept."""
+        unknown = set(row) - set(RUN_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown runs columns: {sorted(unknown)}")
+        if row.get("run_key", self.run_key) != self.run_key:
+            raise ValueError(f"run row is for {row['run_key']!r}, writer is for {self.run_key!r}")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / RUN_FILE
+        data = dict(row)
+        data["run_key"] = self.run_key
+        now = utcnow().isoformat()
+        if data.get("created_at") is None:
+            previous = _read_json(path)
+            data["created_at"] = (previous or {}).get("created_at") or now
+        if data.get("updated_at") is None:
+            data["updated_at"] = now
+        atomic_write_text(path, _dumps(data) + "\n")
+        return path
+
+    def append(
+        self, record_rows: Sequence[Mapping[str, Any]], timing_rows: Sequence[Mapping[str, Any]] = ()
+    ) -> Path | None:
+        """Write one new shard with these sample and timing rows; returns its path.
+
+        Rows may omit ``run_key`` (the writer's is used); sample rows get ``created_at``.
+        Nothing is written (None returned) for two empty lists.
+        """
+        if not record_rows and not timing_rows:
+            return None
+        now = utcnow().isoformat()
+        lines = []
+        for table, rows, columns in (
+            ("samples", record_rows, SAMPLE_COLUMNS),
+            ("timings", timing_rows, TIMING_COLUMNS),
+        ):
+            for row in rows:
+                unknown = set(row) - set(columns)
+                if unknown:
+                    raise ValueError(f"unknown {table} columns: {sorted(unknown)}")
+                if row.get("run_key", self.run_key) != self.run_key:
+                    raise ValueError(f"{table} row is for {row['run_key']!r}, writer is for {self.run_key!r}")
+                if row.get("sample_id") is None:
+                    raise ValueError(f"{table} row without sample_id: {dict(row)!r}")
+                rec = dict(row)
+                rec["run_key"] = self.run_key
+                rec["sample_id"] = str(rec["sample_id"])
+                if table == "samples" and rec.get("created_at") is None:
+                    rec["created_at"] = now
+                rec["table"] = table
+                lines.append(_dumps(rec))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{time.time_ns()}-{os.getpid()}-{next(self._seq)}.jsonl"
+        atomic_write_text(path, "\n".join(lines) + "\n")
+        return path
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _marker_text(folder: Path) -> str | None:
+    try:
+        return (folder / RUN_MARKER).read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def shard_files(folder: Path) -> list[Path]:
+    """Completed shard files of one run folder, oldest first (temp files excluded)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = SHARD_RE.match(p.name)
+        if m and p.is_file():
+            found.append(((int(m["ns"]), int(m["pid"]), int(m["seq"])), p))
+    return [p for _, p in sorted(found)]
+
+
+def read_shard(path: Path) -> list[dict[str, Any]]:
+    """The rows of one shard; ValueError if a line is not a JSON object with a known table."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row, dict) or row.get("table") not in ("samples", "timings"):
+                raise ValueError(f"{path}:{lineno}: not a samples/timings row")
+            rows.append(row)
+    return rows
+
+
+def pending_ids(root: str | os.PathLike[str], run_key: str) -> set[str]:
+    """Finished (error-free) sample ids of ``run_key`` in shards not yet ingested."""
+    ids: set[str] = set()
+    for path in shard_files(Path(root) / run_key):
+        try:
+            rows = read_shard(path)
+        except (OSError, ValueError):  # vanished (ingested meanwhile) or unreadable
+            continue
+        ids.update(str(r["sample_id"]) for r in rows if r["table"] == "samples" and r.get("error") is None)
+    return ids
+
+
+def resume_ids(store: Store, root: str | os.PathLike[str], run_key: str) -> set[str]:
+    """Sample ids to skip on resume: pending in shards or finished in the database.
+
+    Shards are read before the database: ingest deletes shards only after committing,
+    so a sample is seen in at least one of the two even while an ingest runs.
+    """
+    pending = pending_ids(root, run_key)
+    return pending | store.finished_ids(run_key)
+
+
+def ingest(store: Store, root: str | os.PathLike[str]) -> dict[str, int]:
+    """Load all run.json files and shards under ``root`` into ``store``; delete loaded shards.
+
+    One writer connection, one transaction; shard files are deleted only after the commit,
+    so a crash leaves them for the next ingest, which re-applies them idempotently
+    (primary keys + insert-or-replace). For a sample seen several times the last finished
+    row wins, else the last errored one; an errored row never replaces a finished row
+    already in the database. The timings of a sample come from the shard whose sample row
+    was kept (stale stages of a replaced attempt are dropped). Unreadable shards are
+    skipped and left in place (counted in ``bad_files``, as is an unreadable run.json).
+
+    Returns counts: runs, shards, samples, timings, skipped (errored rows not applied
+    because the sample is already finished), bad_files. The database is not opened when
+    there is nothing to load.
+    """
+    root = Path(root)
+    counts = {"runs": 0, "shards": 0, "samples": 0, "timings": 0, "skipped": 0, "bad_files": 0}
+    if not root.is_dir():
+        return counts
+
+    run_rows: list[dict[str, Any]] = []
+    run_texts: list[tuple[Path, str]] = []
+    loaded: list[Path] = []
+    # (run_key, sample_id) -> (finished, order, row)
+    best: dict[tuple[str, str], tuple[bool, int, dict[str, Any]]] = {}
+    timings: list[tuple[int, dict[str, Any]]] = []
+    order = 0
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        run_key = folder.name
+        try:
+            run_text = (folder / RUN_FILE).read_text(encoding="utf-8")
+        except OSError:
+            run_text = None
+        if run_text is not None and _marker_text(folder) != run_text:
+            try:
+                run = json.loads(run_text)
+            except ValueError:
+                run = None
+            if isinstance(run, dict):
+                run["run_key"] = run_key
+                run_rows.append({k: v for k, v in run.items() if k in RUN_COLUMNS})
+                run_texts.append((folder, run_text))
+            else:
+                counts["bad_files"] += 1
+        for path in shard_files(folder):
+            try:
+                rows = read_shard(path)
+            except (OSError, ValueError):
+                counts["bad_files"] += 1
+                continue
+            order += 1
+            loaded.append(path)
+            for row in rows:
+                table = row.pop("table")
+                row["run_key"] = run_key
+                row["sample_id"] = str(row["sample_id"])
+                if table == "samples":
+                    key = (run_key, row["sample_id"])
+                    finished = row.get("error") is None
+                    prev = best.get(key)
+                    if prev is None or finished or not prev[0]:
+                        best[key] = (finished, order, row)
+                else:
+                    timings.append((order, row))
+
+    if not run_rows and not loaded:
+        return counts
+
+    with store.writer() as con:
+        con.begin()
+        try:
+            errored_keys = {k for k, (finished, _, _) in best.items() if not finished}
+            if errored_keys:
+                run_keys = sorted({k[0] for k in errored_keys})
+                done = con.execute(
+                    "SELECT run_key, sample_id FROM samples WHERE error IS NULL AND list_contains(?, run_key)",
+                    [run_keys],
+                ).fetchall()
+                for key in errored_keys & {(r, s) for r, s in done}:
+                    del best[key]
+                    counts["skipped"] += 1
+            kept_order = {key: o for key, (_, o, _) in best.items()}
+            timing_rows = []
+            for o, row in timings:
+                key = (row["run_key"], row["sample_id"])
+                if key in kept_order:
+                    if kept_order[key] == o:
+                        timing_rows.append(row)
+                elif key not in errored_keys:  # timings without a sample row in this batch
+                    timing_rows.append(row)
+            for run in run_rows:
+                store.upsert_run(con, run)
+            if best:
+                keys = pa.table({"run_key": [k[0] for k in best], "sample_id": [k[1] for k in best]})
+                con.register("_replaced_samples", keys)
+                try:
+                    con.execute(
+                        "DELETE FROM timings AS t USING _replaced_samples AS k "
+                        "WHERE t.run_key = k.run_key AND t.sample_id = k.sample_id"
+                    )
+                finally:
+                    con.unregister("_replaced_samples")
+            counts["samples"] = store.insert_samples(con, [row for _, _, row in best.values()])
+            counts["timings"] = store.insert_timings(con, timing_rows)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+    counts["runs"] = len(run_rows)
+    for folder, text in run_texts:
+        atomic_write_text(folder / RUN_MARKER, text)
+    for path in loaded:
+        path.unlink(missing_ok=True)
+    counts["shards"] = len(loaded)
+    if loaded:
+        _fsync_dir(root)
+    return counts

@@ -1,0 +1,257 @@
+"""Shard files written by workers and the single-writer ingest step."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from contextlib import contextmanager
+
+import pytest
+from interlat_bench.harness.errors import UserError
+from interlat_bench.results.shards import (
+    RUN_FILE,
+    ShardWriter,
+    ingest,
+    pending_ids,
+    read_shard,
+    resume_ids,
+    shard_files,
+)
+from interlat_bench.results.store import Store
+
+
+@contextmanager
+def held_by_other_process(path):
+    script = textwrap.dedent(
+        f"""
+        import time, duckdb
+        con = duckdb.connect({str(path)!r})
+        print("ready", flush=True)
+        time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+
+
+def sample(i, **over):
+    row = {
+        "sample_id": str(i),
+        "success": i % 3 == 0,
+        "score": float(i % 3 == 0),
+        "steps": i,
+        "metrics": {"i": i},
+    }
+    row.update(over)
+    return row
+
+
+def timing(i, stage="generate", ms=10.0):
+    return {"sample_id": str(i), "stage": stage, "ms": ms}
+
+
+def counts(store, run_key=None):
+    with store.reader() as con:
+        where = "" if run_key is None else f"WHERE run_key = '{run_key}'"
+        s = con.execute(f"SELECT count(*), count(DISTINCT sample_id) FROM samples {where}").fetchone()
+        t = con.execute(f"SELECT count(*) FROM timings {where}").fetchone()[0]
+    return s[0], s[1], t
+
+
+def test_append_writes_one_complete_shard_per_call(tmp_path):
+    writer = ShardWriter(tmp_path, "k1")
+    first = writer.append([sample(0), sample(1)], [timing(0), timing(1)])
+    second = writer.append([sample(2)], [])
+    assert first != second
+    assert first.parent == tmp_path / "k1"
+    assert re.fullmatch(r"\d+-\d+-\d+\.jsonl", first.name)
+    assert shard_files(tmp_path / "k1") == [first, second]
+    rows = read_shard(first)
+    assert [r["table"] for r in rows] == ["samples", "samples", "timings", "timings"]
+    assert all(r["run_key"] == "k1" for r in rows)
+    assert rows[0]["metrics"] == {"i": 0} and rows[0]["created_at"]
+    assert not [p for p in (tmp_path / "k1").iterdir() if p.name.endswith(".tmp")]
+    assert writer.append([], []) is None
+
+
+def test_append_validates_rows(tmp_path):
+    writer = ShardWriter(tmp_path, "k1")
+    with pytest.raises(ValueError, match="unknown samples columns"):
+        writer.append([{"sample_id": "1", "succes": True}])
+    with pytest.raises(ValueError, match="writer is for"):
+        writer.append([{"sample_id": "1", "run_key": "other"}])
+    with pytest.raises(ValueError):
+        ShardWriter(tmp_path, "../escape")
+    assert not (tmp_path / "k1").exists() or not list((tmp_path / "k1").iterdir())
+
+
+def test_write_run_is_atomic_and_keeps_created_at(tmp_path):
+    writer = ShardWriter(tmp_path, "k1")
+    writer.write_run({"method": "latent", "status": "running", "spec": {"a": 1}})
+    first = json.loads((tmp_path / "k1" / RUN_FILE).read_text())
+    writer.write_run({"method": "latent", "status": "done", "spec": {"a": 1}})
+    second = json.loads((tmp_path / "k1" / RUN_FILE).read_text())
+    assert first["run_key"] == "k1" and first["spec"] == {"a": 1}
+    assert second["status"] == "done"
+    assert second["created_at"] == first["created_at"]
+    assert sorted(p.name for p in (tmp_path / "k1").iterdir()) == [RUN_FILE]
+
+
+def test_pending_ids_ignore_errors_tmp_files_and_other_runs(tmp_path):
+    ShardWriter(tmp_path, "k1").append([sample(0), sample(1), sample(2, error="timeout")])
+    ShardWriter(tmp_path, "k2").append([sample(5)])
+    # a worker killed mid-write leaves a partial temp file behind
+    # (complete lines, but never renamed into place: not a shard yet)
+    (tmp_path / "k1" / ".123-1-0.jsonl.99.0.tmp").write_text(
+        '{"table": "samples", "sample_id": "9", "success": true}\n'
+    )
+    assert pending_ids(tmp_path, "k1") == {"0", "1"}
+    assert pending_ids(tmp_path, "k2") == {"5"}
+    assert pending_ids(tmp_path, "missing") == set()
+
+
+def test_ingest_loads_everything_then_deletes_shards(tmp_path):
+    root, store = tmp_path / "shards", Store(tmp_path / "db" / "results.duckdb")
+    writer = ShardWriter(root, "k1")
+    writer.write_run(
+        {"method": "latent", "benchmark": "math", "split": "test", "seed": 1, "status": "running"}
+    )
+    writer.append([sample(i) for i in range(3)], [timing(i) for i in range(3)])
+    writer.append([sample(3)], [timing(3, "encode", 1.0), timing(3, "decode", 2.0)])
+    tmp = root / "k1" / ".1-1-9.jsonl.1.0.tmp"
+    tmp.write_text('{"table": "samples", "sample_id": "99", "success": true}\n{"table": "samples", "sam')
+
+    result = ingest(store, root)
+
+    assert result == {"runs": 1, "shards": 2, "samples": 4, "timings": 5, "skipped": 0, "bad_files": 0}
+    assert counts(store) == (4, 4, 5)
+    assert shard_files(root / "k1") == []
+    assert tmp.exists()  # ignored, not loaded and not deleted
+    assert (root / "k1" / RUN_FILE).exists()
+    with store.reader() as con:
+        assert con.execute("SELECT method, seed, status FROM runs").fetchall() == [("latent", 1, "running")]
+        assert con.execute("SELECT count(*) FROM samples WHERE sample_id = '99'").fetchone() == (0,)
+    # nothing new: the database is not even opened
+    assert ingest(store, root) == {
+        "runs": 0,
+        "shards": 0,
+        "samples": 0,
+        "timings": 0,
+        "skipped": 0,
+        "bad_files": 0,
+    }
+    # a rewritten run.json is picked up again
+    writer.write_run({"method": "latent", "benchmark": "math", "split": "test", "seed": 1, "status": "done"})
+    assert ingest(store, root)["runs"] == 1
+    with store.reader() as con:
+        assert con.execute("SELECT status FROM runs").fetchall() == [("done",)]
+
+
+def test_ingest_is_idempotent_after_a_crash_between_commit_and_delete(tmp_path):
+    root, store = tmp_path / "shards", Store(tmp_path / "results.duckdb")
+    writer = ShardWriter(root, "k1")
+    writer.write_run({"method": "text", "status": "running"})
+    for start in (0, 5):
+        writer.append(
+            [sample(i) for i in range(start, start + 5)], [timing(i) for i in range(start, start + 5)]
+        )
+    backup = tmp_path / "backup"
+    shutil.copytree(root, backup)
+
+    ingest(store, root)
+    before = counts(store)
+    # simulate: committed, but the shard files were not deleted
+    shutil.rmtree(root)
+    shutil.copytree(backup, root)
+    again = ingest(store, root)
+
+    assert again["samples"] == 10 and again["shards"] == 2
+    assert counts(store) == before == (10, 10, 10)
+    with store.reader() as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+
+
+def test_resume_skips_ingested_and_pending_samples(tmp_path):
+    root, store = tmp_path / "shards", Store(tmp_path / "results.duckdb")
+    all_ids = [str(i) for i in range(20)]
+
+    # first attempt: samples 0..9 finished and ingested
+    first = ShardWriter(root, "k1")
+    first.write_run({"method": "latent", "status": "running"})
+    for i in range(10):
+        first.append([sample(i)], [timing(i)])
+    ingest(store, root)
+    assert resume_ids(store, root, "k1") == set(all_ids[:10])
+
+    # second attempt of the same grid with a bigger limit: only 10..19 run
+    second = ShardWriter(root, "k1")
+    todo = [i for i in all_ids if i not in resume_ids(store, root, "k1")]
+    assert todo == all_ids[10:]
+    for i in todo[:5]:
+        second.append([sample(int(i))], [timing(int(i))])
+    # killed here: the five flushed samples are pending, not yet in the database
+    assert store.finished_ids("k1") == set(all_ids[:10])
+    assert resume_ids(store, root, "k1") == set(all_ids[:15])
+
+    third = ShardWriter(root, "k1")
+    for i in [i for i in all_ids if i not in resume_ids(store, root, "k1")]:
+        third.append([sample(int(i))], [timing(int(i))])
+    ingest(store, root)
+
+    assert counts(store, "k1") == (20, 20, 20)
+    assert store.finished_ids("k1") == set(all_ids)
+
+
+def test_errored_sample_is_retried_and_the_finished_attempt_wins(tmp_path):
+    root, store = tmp_path / "shards", Store(tmp_path / "results.duckdb")
+    writer = ShardWriter(root, "k1")
+    writer.append(
+        [sample(0, success=None, error="OOM")], [timing(0, "generate", 999.0), timing(0, "oom", 1.0)]
+    )
+    assert pending_ids(root, "k1") == set()  # errored: to be retried
+    writer.append([sample(0)], [timing(0, "generate", 5.0)])
+    writer.append([sample(0, error="late duplicate failure")], [timing(0, "generate", 777.0)])
+
+    ingest(store, root)
+
+    with store.reader() as con:
+        assert con.execute("SELECT success, error FROM samples").fetchall() == [(True, None)]
+        assert con.execute("SELECT stage, ms FROM timings").fetchall() == [("generate", 5.0)]
+    # a later failing retry of the finished sample does not replace it
+    writer.append([sample(0, error="flaky")], [timing(0, "generate", 123.0)])
+    assert ingest(store, root)["skipped"] == 1
+    with store.reader() as con:
+        assert con.execute("SELECT error FROM samples").fetchall() == [(None,)]
+        assert con.execute("SELECT ms FROM timings").fetchall() == [(5.0,)]
+
+
+def test_unreadable_shard_is_skipped_and_kept(tmp_path):
+    root, store = tmp_path / "shards", Store(tmp_path / "results.duckdb")
+    ShardWriter(root, "k1").append([sample(1)])
+    bad = root / "k1" / "1-1-0.jsonl"
+    bad.write_text("this is not json\n")
+    result = ingest(store, root)
+    assert result["bad_files"] == 1 and result["samples"] == 1
+    assert bad.exists()
+
+
+def test_ingest_lock_conflict_keeps_shards(tmp_path):
+    root, db = tmp_path / "shards", tmp_path / "results.duckdb"
+    store = Store(db)
+    store.migrate()
+    ShardWriter(root, "k1").append([sample(0), sample(1)])
+    with held_by_other_process(db) as proc, pytest.raises(UserError, match=f"PID {proc.pid}"):
+        ingest(store, root)
+    assert len(shard_files(root / "k1")) == 1
+    assert pending_ids(root, "k1") == {"0", "1"}
+    assert ingest(store, root)["samples"] == 2
