@@ -15,7 +15,7 @@ from interlat_bench.harness.errors import UserError
 
 app = typer.Typer(help="Benchmark and ablation harness for agents that communicate in latent space.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
+console = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 DbOpt = typer.Option(None, "--db", help="Results database (default: $INTERLAT_RESULTS/interlat.duckdb or ./results/).")

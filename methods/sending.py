@@ -14,8 +14,14 @@ SENDER_DEFAULTS: dict[str, Any] = {"plan_tokens": 128, "plan_greedy": False, "pl
 PAPER_TEMPERATURE = {"math": 0.8, "alfworld": 0.7}
 
 
+class Messages(dict):
+    """task id -> Message, plus ``key``: the content address of the collection."""
+
+    key: str = ""
+
+
 def collect_for(ctx: RunContext, samples: list[Sample], params: dict[str, Any],
-                keep_rows: int | None = None) -> dict[str, Message]:
+                keep_rows: int | None = None) -> Messages:
     from interlat_bench.collectors.messages import CollectConfig, collect_messages, load_messages
     from interlat_bench.harness.generation import Decoding
 
@@ -30,4 +36,6 @@ def collect_for(ctx: RunContext, samples: list[Sample], params: dict[str, Any],
         keep_rows=keep_rows,
     )
     path = collect_messages(cfg, [(s.id, s.task) for s in samples])
-    return load_messages(path)
+    out = Messages(load_messages(path))
+    out.key = path.name
+    return out

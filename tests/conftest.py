@@ -12,6 +12,10 @@ os.environ.setdefault("ALFWORLD_DATA", str(SHARED / "alfworld"))
 
 @pytest.fixture
 def results_env(tmp_path, monkeypatch):
-    """A private results folder; returns the database path."""
+    """Private results and artifact folders (the converted model stays shared); returns the db path."""
+    from interlat_bench.harness.settings import models_dir
+
+    monkeypatch.setenv("INTERLAT_MODELS", str(models_dir()))
+    monkeypatch.setenv("INTERLAT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("INTERLAT_RESULTS", str(tmp_path / "results"))
     return tmp_path / "results" / "interlat.duckdb"

@@ -1,0 +1,58 @@
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from interlat_bench.harness.cli import app
+
+runner = CliRunner()
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\nfrom interlat_bench.harness.cli import app\n"
+            "try:\n    app(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
+            "assert 'transformers' not in sys.modules\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_unknown_method_suggests_and_exits_2(results_env):
+    result = runner.invoke(app, ["run", "--methods", "lattent", "--tasks", "math"])
+    assert result.exit_code == 2
+    assert "did you mean 'latent'" in result.output
+    assert not results_env.exists()  # nothing half-written
+
+
+def test_unknown_task_and_split(results_env):
+    result = runner.invoke(app, ["run", "--methods", "no_comm_zeroshot", "--tasks", "mathh"])
+    assert result.exit_code == 2 and "did you mean 'math'" in result.output
+    result = runner.invoke(app, ["run", "--methods", "no_comm_zeroshot", "--tasks", "math", "--splits", "valid"])
+    assert result.exit_code == 1 and "no task has a split 'valid'" in result.output
+
+
+def test_bad_param_and_seed(results_env):
+    result = runner.invoke(app, ["run", "-m", "no_comm_zeroshot", "-t", "math", "--param", "nope=1"])
+    assert result.exit_code == 1 and "--param nope" in result.output
+    result = runner.invoke(app, ["run", "-m", "no_comm_zeroshot", "-t", "math", "--seeds", "a"])
+    assert result.exit_code == 1 and "--seeds" in result.output
+
+
+def test_missing_math_data(results_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("MATH_DATA", str(tmp_path / "nowhere"))
+    result = runner.invoke(app, ["run", "-m", "no_comm_zeroshot", "-t", "math", "--receiver", "tiny-llama",
+                                 "--limit", "1"])
+    assert result.exit_code == 1 and "MATH_DATA" in result.output
+
+
+def test_ls_lists_methods_benchmarks_models():
+    result = runner.invoke(app, ["ls"])
+    assert result.exit_code == 0
+    for name in ("latent", "text", "no_comm", "text_zeroshot", "math", "smollm2-135m", "tiny-qwen"):
+        assert name in result.output
+
+
+def test_leaderboard_without_db(results_env):
+    result = runner.invoke(app, ["leaderboard"])
+    assert result.exit_code == 1 and "no results database" in result.output

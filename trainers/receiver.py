@@ -1,0 +1,330 @@
+"""Receiver training (SPEC section 4): full fine-tuning of the receiver plus the adapter.
+
+The same trainer serves the three message kinds, so `latent`, `text` and `no_comm`
+differ only in what fills the slot:
+- latent: adapter(M) mixed with the plan-embedding tail by the curriculum; loss
+  CE + w_plan * L_plan + w_neg * L_neg;
+- text:   the plan's token embeddings (receiver tokenizer); CE only;
+- none:   an empty slot (<bop><eop>); CE only.
+Built on the HF Trainer, so multi-GPU and a DeepSpeed config work unchanged.
+Checkpoints are content-addressed by everything that changes the weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from interlat_bench.harness import conversation as conv
+from interlat_bench.harness.settings import cache_dir
+from interlat_bench.trainers.adapter import CommAdapter
+from interlat_bench.trainers.curriculum import Curriculum, mix_slot
+from interlat_bench.trainers.losses import (
+    LossWeights,
+    combine,
+    negative_latents,
+    plan_alignment_loss,
+    separation_loss,
+)
+from torch import nn
+
+TRAIN_VERSION = 1
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    n_train: int | None = 32        # training conversations (None: all)
+    epochs: float = 1.0
+    batch_size: int = 2
+    grad_accum: int = 1
+    lr: float = 2e-5                # receiver
+    adapter_lr: float = 1e-4
+    warmup_ratio: float = 0.0
+    max_len: int = 384              # tokens after the slot (the conversation), truncated
+    max_slot_rows: int = 128
+    plan_weight: float = 0.5
+    neg_weight: float = 0.1
+    margin: float = 0.3
+    adaptive_weights: bool = False
+    curriculum: str = "schedule"
+    seed: int = 0
+
+    def weights(self) -> LossWeights:
+        return LossWeights(plan=self.plan_weight, neg=self.neg_weight, margin=self.margin,
+                           adaptive=self.adaptive_weights)
+
+
+PRESETS = {
+    # Sized for a 2-core CPU: tens of examples, one epoch, short sequences.
+    "quick": TrainConfig(),
+    # The paper's regime, for GPUs (bf16 there): all data, longer sequences, full slots.
+    "paper": TrainConfig(n_train=None, epochs=3.0, batch_size=4, grad_accum=4, lr=1e-5, adapter_lr=1e-4,
+                         warmup_ratio=0.03, max_len=2048, max_slot_rows=1024),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    from interlat_bench.harness.errors import UserError
+
+    if name not in PRESETS:
+        raise UserError(f"training preset {name!r}: expected one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+@dataclass
+class Example:
+    task_id: str
+    before: list[int]
+    after: list[int]
+    supervised: list[bool]
+    latents: torch.Tensor | None = None   # (L, H_s)
+    plan_ids: list[int] = field(default_factory=list)  # receiver tokens of the plan text
+
+
+def build_examples(tokenizer, samples, messages: dict, kind: str, cfg: TrainConfig) -> list[Example]:
+    """Join conversations with messages by task id; tasks without a message are dropped."""
+    out = []
+    for s in samples:
+        msgs = [dict(m) for m in s.data["conversation"]]
+        msgs[0]["content"] = conv.with_slot(msgs[0]["content"], special=True, message_kind=kind)
+        enc = conv.encode(tokenizer, msgs, add_generation_prompt=False)
+        m = messages.get(s.id)
+        if kind != "none" and m is None:
+            continue
+        ex = Example(s.id, enc.before, enc.after[: cfg.max_len], enc.labels_after[: cfg.max_len])
+        if kind != "none":
+            ex.plan_ids = conv.tokenize(tokenizer, m.text or "")[: cfg.max_slot_rows]
+            if kind == "latent":
+                ex.latents = m.latents[: cfg.max_slot_rows].float()
+        out.append(ex)
+    return out
+
+
+class SlotReceiver(nn.Module):
+    """The receiver LM with the adapter; forward returns the Interlat loss for a batch."""
+
+    def __init__(self, lm_model, adapter: CommAdapter | None, kind: str, bop: int, eop: int,
+                 weights: LossWeights, seed: int = 0):
+        super().__init__()
+        self.lm = lm_model
+        self.adapter = adapter
+        self.kind = kind
+        self.bop, self.eop = bop, eop
+        self.weights = weights
+        self.seed = seed
+        self.ratio = 1.0  # set by the trainer each step (curriculum)
+        self.last_parts: dict[str, float] = {}
+
+    def _embed(self, ids: list[int]) -> torch.Tensor:
+        emb = self.lm.get_input_embeddings()
+        return emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
+
+    def _sequence(self, ex: Example, slot: torch.Tensor | None) -> tuple[torch.Tensor, list[int]]:
+        parts = [self._embed(ex.before + [self.bop])]
+        if slot is not None and len(slot):
+            parts.append(slot.to(parts[0].dtype))
+        parts.append(self._embed([self.eop] + ex.after))
+        embeds = torch.cat(parts)
+        prefix = embeds.shape[0] - len(ex.after)
+        labels = [IGNORE] * prefix + [t if s else IGNORE for t, s in zip(ex.after, ex.supervised)]
+        return embeds, labels
+
+    def _logits(self, seqs: list[tuple[torch.Tensor, list[int]]]):
+        """Right-padded forward; returns shifted logits (B, T-1, V), targets and their mask."""
+        width = max(e.shape[0] for e, _ in seqs)
+        hidden = seqs[0][0].shape[1]
+        dev = seqs[0][0].device
+        embeds = torch.zeros(len(seqs), width, hidden, dtype=seqs[0][0].dtype, device=dev)
+        mask = torch.zeros(len(seqs), width, dtype=torch.long, device=dev)
+        labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long, device=dev)
+        for i, (e, lab) in enumerate(seqs):
+            embeds[i, : e.shape[0]] = e
+            mask[i, : e.shape[0]] = 1
+            labels[i, : e.shape[0]] = torch.tensor(lab, device=dev)
+        logits = self.lm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        return logits, targets, targets != IGNORE
+
+    def slot(self, ex: Example, latents: torch.Tensor | None, ratio: float) -> torch.Tensor | None:
+        if self.kind == "none":
+            return None
+        plan = self._embed(ex.plan_ids) if ex.plan_ids else self._embed([])
+        if self.kind == "text" or latents is None:
+            return plan
+        dev = plan.device
+        rows = self.adapter(latents.to(dev, dtype=next(self.adapter.parameters()).dtype))
+        return mix_slot(rows, plan, ratio) if ratio < 1.0 else rows
+
+    def forward(self, examples: list[Example]):
+        lat_logits, targets, sup = self._logits([self._sequence(ex, self.slot(ex, ex.latents, self.ratio))
+                                                 for ex in examples])
+        ce = nn.functional.cross_entropy(lat_logits[sup], targets[sup])
+        plan_loss = neg_loss = None
+        if self.kind == "latent":
+            with torch.no_grad():
+                plan_logits, _, plan_sup = self._logits([self._sequence(ex, self.slot(ex, None, 0.0))
+                                                         for ex in examples])
+            plan_loss = plan_alignment_loss(lat_logits, plan_logits, sup, plan_sup)
+            negs = negative_latents([ex.latents for ex in examples],
+                                    rng=torch.Generator().manual_seed(self.seed + int(self.ratio * 1e6)))
+            if negs is not None and self.weights.neg > 0:
+                with torch.no_grad():
+                    neg_logits, _, neg_sup = self._logits([self._sequence(ex, self.slot(ex, n, 1.0))
+                                                           for ex, n in zip(examples, negs)])
+                neg_loss = separation_loss(lat_logits, neg_logits, sup, neg_sup, self.weights.margin)
+        total, self.last_parts = combine(ce, plan_loss, neg_loss, self.weights)
+        self.last_parts["ratio"] = self.ratio
+        return total
+
+
+def _collate(batch: list[Example]) -> dict[str, Any]:
+    return {"examples": batch}
+
+
+def checkpoint_key(receiver: str, kind: str, cfg: TrainConfig, data_ids: list[str], messages_key: str | None,
+                   dtype: str, sender_dim: int | None) -> str:
+    blob = json.dumps({"v": TRAIN_VERSION, "receiver": receiver, "kind": kind, "cfg": asdict(cfg),
+                       "data": hashlib.sha256("\n".join(data_ids).encode()).hexdigest(),
+                       "messages": messages_key, "dtype": dtype, "sender_dim": sender_dim}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_receiver(receiver_ref: str, kind: str, samples, messages: dict, cfg: TrainConfig, *,
+                   messages_key: str | None = None, dtype: str = "float32", deepspeed: str | None = None,
+                   log=print, out_root: Path | None = None) -> Path:
+    """Train (or reuse) a receiver; returns its checkpoint folder."""
+    from interlat_bench.harness import models
+
+    sender_dim = next((int(m.latents.shape[1]) for m in messages.values() if m.latents is not None), None) \
+        if kind == "latent" else None
+    key = checkpoint_key(receiver_ref, kind, cfg, [s.id for s in samples], messages_key, dtype, sender_dim)
+    target = (out_root or cache_dir() / "receivers") / key
+    if (target / "DONE").exists():
+        log(f"reusing trained {kind} receiver {target}")
+        return target
+    lm = models.load(receiver_ref, dtype=dtype, seed=cfg.seed)
+    bop, eop = conv.add_slot_tokens(lm)
+    examples = build_examples(lm.tokenizer, samples, messages, kind, cfg)
+    if not examples:
+        from interlat_bench.harness.errors import UserError
+
+        raise UserError(f"no training examples for the {kind} receiver (no messages joined by task id)")
+    adapter = None
+    if kind == "latent":
+        torch.manual_seed(cfg.seed)
+        adapter = CommAdapter(sender_dim, lm.hidden_size).to(lm.model.device)
+    module = SlotReceiver(lm.model, adapter, kind, bop, eop, cfg.weights(), seed=cfg.seed)
+    module.train()
+    history = _fit(module, examples, cfg, deepspeed=deepspeed, log=log)
+    module.eval()
+    _save(target, lm, adapter, cfg, kind, history, receiver_ref)
+    log(f"trained {kind} receiver on {len(examples)} conversations -> {target}")
+    return target
+
+
+def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, deepspeed, log) -> list[dict]:
+    from transformers import Trainer, TrainingArguments
+
+    history: list[dict] = []
+    curriculum = Curriculum(cfg.curriculum, seed=cfg.seed)
+
+    class InterlatTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inner = model.module if hasattr(model, "module") else model
+            total = max(self.state.max_steps, 1)
+            inner.ratio = curriculum.ratio(min(self.state.global_step, total - 1), total) \
+                if inner.kind == "latent" else 1.0
+            loss = model(inputs["examples"])
+            history.append({"step": self.state.global_step, **inner.last_parts})
+            return loss
+
+        def create_optimizer(self):
+            if self.optimizer is None:
+                groups = [{"params": [p for p in module.lm.parameters() if p.requires_grad], "lr": cfg.lr}]
+                if module.adapter is not None:
+                    groups.append({"params": list(module.adapter.parameters()), "lr": cfg.adapter_lr})
+                self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+            return self.optimizer
+
+    with tempfile.TemporaryDirectory(prefix="interlat-train-") as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+            num_train_epochs=cfg.epochs, learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio,
+            lr_scheduler_type="linear", logging_steps=1, save_strategy="no", report_to=[],
+            remove_unused_columns=False, dataloader_num_workers=0, seed=cfg.seed, data_seed=cfg.seed,
+            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), deepspeed=deepspeed,
+            disable_tqdm=True,
+        )
+        trainer = InterlatTrainer(model=module, args=args, train_dataset=examples, data_collator=_collate)
+        trainer.train()
+    return history
+
+
+def _save(target: Path, lm, adapter, cfg: TrainConfig, kind: str, history: list[dict], receiver_ref: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        lm.model.save_pretrained(tmp / "receiver")
+        lm.tokenizer.save_pretrained(tmp / "receiver")
+        if adapter is not None:
+            adapter.save(tmp / "adapter")
+        (tmp / "train_config.json").write_text(json.dumps(
+            {"kind": kind, "receiver": receiver_ref, "config": asdict(cfg), "version": TRAIN_VERSION}, indent=2))
+        write_loss_log(tmp, history)
+        (tmp / "DONE").write_text("")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_loss_log(folder: Path, history: list[dict]) -> None:
+    """Per-step loss components as CSV, plus a PNG plot when matplotlib is present."""
+    if not history:
+        return
+    fields = sorted({k for row in history for k in row}, key=lambda k: (k != "step", k))
+    with open(folder / "losses.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(history)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name in ("total", "ce", "plan", "neg"):
+        pts = [(r["step"], r[name]) for r in history if name in r]
+        if pts:
+            ax.plot(*zip(*pts), label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "losses.png", dpi=100)
+    plt.close(fig)
+
+
+def load_receiver(folder: Path, dtype: str = "float32"):
+    """(LoadedModel, adapter or None, kind) from a checkpoint folder."""
+    from interlat_bench.harness import models
+
+    lm = models.load(str(folder / "receiver"), dtype=dtype)
+    kind = json.loads((folder / "train_config.json").read_text())["kind"]
+    adapter = None
+    if (folder / "adapter").exists():
+        adapter = CommAdapter.load(folder / "adapter", map_location=models.device()).eval()
+    return lm, adapter, kind
