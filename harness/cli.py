@@ -16,7 +16,7 @@ from interlat_bench.harness.errors import UserError
 app = typer.Typer(help="Benchmark and ablation harness for agents that communicate in latent space.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DbOpt = typer.Option(None, "--db", help="Results database (default: $INTERLAT_RESULTS/interlat.duckdb or ./results/).")
 
@@ -189,6 +189,68 @@ def ingest(db: Optional[Path] = DbOpt):
 
         counts = do_ingest(Store(_db(db)), _db(db).parent / "shards")
         console.print(f"ingested {counts}")
+
+
+def _one_spec(method: str, task: str, split: Optional[str], sender: str, receiver: str, dtype: str,
+              param: list[str], limit: Optional[int] = None):
+    from interlat_bench.harness.grid import expand
+
+    specs = expand(methods_csv=method, tasks_csv=task, splits_csv=split, sender=sender, receiver=receiver,
+                   dtype=_concrete_dtype(dtype), limit=limit, method_params=_params(param))
+    if len(specs) != 1:
+        raise UserError("give exactly one --method, --task and --split")
+    return specs[0]
+
+
+@app.command()
+def collect(
+    task: str = typer.Option(..., "--task", "-t", help="Benchmark whose tasks the sender plans for."),
+    split: str = typer.Option("train", help="Split (train = the receiver's training tasks)."),
+    sender: str = typer.Option("smollm2-135m"),
+    limit: Optional[int] = typer.Option(None, help="First N tasks."),
+    keep_rows: Optional[int] = typer.Option(None, help="Compressed front end: keep the first K rows."),
+    dtype: str = typer.Option("auto"),
+    param: list[str] = typer.Option([], "--param", "-p", help="Sender setting key=value (plan_tokens, ...)."),
+):
+    """Collect the sender's plans and latent messages (cached, resumable)."""
+    with user_errors():
+        from interlat_bench.harness.context import RunContext
+        from interlat_bench.harness.registry import benchmarks
+        from interlat_bench.methods.sending import collect_for
+
+        spec = _one_spec("latent", task, None, sender, sender, dtype, param)
+        bench = benchmarks.get(task)(dict(spec.benchmark_params))
+        samples = bench.train_samples(limit) if split == "train" else bench.samples(split, limit)
+        messages = collect_for(RunContext(spec, bench, log=console.print), samples, dict(spec.method_params),
+                               keep_rows=keep_rows)
+        rows = [m.rows for m in messages.values()]
+        console.print(f"{len(messages)} messages ({sum(rows) / max(len(rows), 1):.1f} rows on average) "
+                      f"in collection {messages.key}")
+
+
+@app.command()
+def train(
+    method: str = typer.Option("latent", "--method", "-m", help="latent, text or no_comm."),
+    task: str = typer.Option(..., "--task", "-t"),
+    sender: str = typer.Option("smollm2-135m"),
+    receiver: str = typer.Option("smollm2-135m"),
+    dtype: str = typer.Option("auto"),
+    deepspeed: Optional[Path] = typer.Option(None, help="DeepSpeed JSON (e.g. trainers/zero2.json)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="preset=quick|paper, n_train=N, curriculum=..."),
+):
+    """Train (or reuse) a receiver; prints its checkpoint folder with losses.csv and losses.png."""
+    with user_errors():
+        from interlat_bench.harness.context import RunContext
+        from interlat_bench.harness.registry import benchmarks, methods
+
+        spec = _one_spec(method, task, None, sender, receiver, dtype, param)
+        impl = methods.get(method)(dict(spec.method_params))
+        if not hasattr(impl, "train"):
+            raise UserError(f"method {method!r} has no trained receiver")
+        bench = benchmarks.get(task)(dict(spec.benchmark_params))
+        folder = impl.train(RunContext(spec, bench, log=console.print),
+                            deepspeed=str(deepspeed) if deepspeed else None)
+        console.print(f"receiver checkpoint: {folder}")
 
 
 @app.command("ls")

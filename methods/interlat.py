@@ -28,8 +28,9 @@ class TrainedReceiver(Method):
             overrides["n_train"] = int(self.params["n_train"])
         return preset(self.params["preset"], **overrides)
 
-    def prepare(self, ctx, samples):
-        from interlat_bench.trainers.receiver import load_receiver, train_receiver
+    def train(self, ctx, deepspeed: str | None = None):
+        """Collect the training tasks' messages and train (or reuse) the receiver; returns its folder."""
+        from interlat_bench.trainers.receiver import train_receiver
 
         cfg = self.train_config()
         train = ctx.benchmark.train_samples(limit=cfg.n_train)
@@ -37,8 +38,13 @@ class TrainedReceiver(Method):
         if self.kind != "none":
             train_msgs = collect_for(ctx, train, self.params)
             key = train_msgs.key
-        folder = train_receiver(ctx.spec.receiver, self.kind, train, train_msgs, cfg, messages_key=key,
-                                dtype=ctx.spec.dtype, log=ctx.log)
+        return train_receiver(ctx.spec.receiver, self.kind, train, train_msgs, cfg, messages_key=key,
+                              dtype=ctx.spec.dtype, deepspeed=deepspeed, log=ctx.log)
+
+    def prepare(self, ctx, samples):
+        from interlat_bench.trainers.receiver import load_receiver
+
+        folder = self.train(ctx)
         self.lm, self.adapter, _ = load_receiver(folder, dtype=ctx.spec.dtype)
         self.messages = collect_for(ctx, samples, self.params) if self.kind != "none" else {}
 

@@ -123,6 +123,7 @@ class SlotReceiver(nn.Module):
         self.seed = seed
         self.ratio = 1.0  # set by the trainer each step (curriculum)
         self.last_parts: dict[str, float] = {}
+        self.engine: dict[str, Any] = {}
 
     def _embed(self, ids: list[int]) -> torch.Tensor:
         emb = self.lm.get_input_embeddings()
@@ -226,7 +227,7 @@ def train_receiver(receiver_ref: str, kind: str, samples, messages: dict, cfg: T
     module.train()
     history = _fit(module, examples, cfg, deepspeed=deepspeed, log=log)
     module.eval()
-    _save(target, lm, adapter, cfg, kind, history, receiver_ref)
+    _save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine)
     log(f"trained {kind} receiver on {len(examples)} conversations -> {target}")
     return target
 
@@ -256,6 +257,8 @@ def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, dee
             return self.optimizer
 
     with tempfile.TemporaryDirectory(prefix="interlat-train-") as tmp:
+        if deepspeed:
+            deepspeed = deepspeed_config(deepspeed, cfg)
         args = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             num_train_epochs=cfg.epochs, learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio,
@@ -266,10 +269,27 @@ def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, dee
         )
         trainer = InterlatTrainer(model=module, args=args, train_dataset=examples, data_collator=_collate)
         trainer.train()
+        engine = trainer.model_wrapped
+        stage = engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else None
+        module.engine = {"engine": type(engine).__name__, "zero_stage": stage, "world_size": args.world_size}
     return history
 
 
-def _save(target: Path, lm, adapter, cfg: TrainConfig, kind: str, history: list[dict], receiver_ref: str) -> None:
+def deepspeed_config(path: str, cfg: TrainConfig) -> dict:
+    """The DeepSpeed JSON as a dict; batch fields left "auto" are filled by the HF integration."""
+    from interlat_bench.harness.errors import UserError
+
+    try:
+        ds = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"--deepspeed {path}: expected a readable DeepSpeed JSON config ({e})") from None
+    if not isinstance(ds, dict) or "zero_optimization" not in ds:
+        raise UserError(f"--deepspeed {path}: expected a JSON object with a zero_optimization section")
+    return ds
+
+
+def _save(target: Path, lm, adapter, cfg: TrainConfig, kind: str, history: list[dict], receiver_ref: str,
+          engine: dict) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     try:
@@ -278,7 +298,8 @@ def _save(target: Path, lm, adapter, cfg: TrainConfig, kind: str, history: list[
         if adapter is not None:
             adapter.save(tmp / "adapter")
         (tmp / "train_config.json").write_text(json.dumps(
-            {"kind": kind, "receiver": receiver_ref, "config": asdict(cfg), "version": TRAIN_VERSION}, indent=2))
+            {"kind": kind, "receiver": receiver_ref, "config": asdict(cfg), "version": TRAIN_VERSION,
+             "trained_by": engine}, indent=2))
         write_loss_log(tmp, history)
         (tmp / "DONE").write_text("")
         if target.exists():

@@ -1,0 +1,42 @@
+"""Two training steps through the DeepSpeed (ZeRO-2) path on CPU: DeepSpeed's CPU
+accelerator with gloo, launched by torchrun as on a GPU box."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("deepspeed")
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = """
+import sys
+from pathlib import Path
+from interlat_bench.benchmarks.math import MathBenchmark
+from interlat_bench.trainers.receiver import preset, train_receiver
+samples = MathBenchmark().train_samples(limit=4)
+cfg = preset("quick", n_train=4, max_len=48, batch_size=2)
+print("CHECKPOINT", train_receiver("tiny-llama", "none", samples, {}, cfg,
+      deepspeed=sys.argv[2], out_root=Path(sys.argv[1])))
+"""
+
+
+@pytest.mark.slow
+def test_two_steps_through_deepspeed_zero2_on_cpu(tmp_path, results_env):
+    script = tmp_path / "train_ds.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = subprocess.run([str(torchrun), "--nproc_per_node", "1", "--master_port", "29533", str(script),
+                          str(tmp_path / "ckpt"), str(REPO / "trainers" / "zero2.json")],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    folder = Path(out.stdout.split("CHECKPOINT", 1)[1].strip().splitlines()[0])
+    rows = (folder / "losses.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2  # header + two optimizer steps
+    saved = json.loads((folder / "train_config.json").read_text())
+    assert saved["kind"] == "none"
+    assert saved["trained_by"]["engine"] == "DeepSpeedEngine" and saved["trained_by"]["zero_stage"] == 2
