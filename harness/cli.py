@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -31,7 +30,7 @@ def user_errors():
         raise typer.Exit(e.exit_code) from None
 
 
-def _db(db: Optional[Path]) -> Path:
+def _db(db: Path | None) -> Path:
     from interlat_bench.harness.settings import default_db
 
     return db or default_db()
@@ -56,18 +55,18 @@ def _params(values: list[str]) -> dict:
 def run(
     methods: str = typer.Option(..., "--methods", "-m", help="Comma-separated method names."),
     tasks: str = typer.Option(..., "--tasks", "-t", help="Comma-separated benchmarks (math, alfworld)."),
-    splits: Optional[str] = typer.Option(None, help="Comma-separated splits (default: each task's default)."),
+    splits: str | None = typer.Option(None, help="Comma-separated splits (default: each task's default)."),
     sender: str = typer.Option("smollm2-135m", help="Sender model reference."),
     receiver: str = typer.Option("smollm2-135m", help="Receiver model reference."),
     seeds: str = typer.Option("0", help="Comma-separated seeds."),
-    limit: Optional[int] = typer.Option(None, help="Play only the first N samples of each split."),
+    limit: int | None = typer.Option(None, help="Play only the first N samples of each split."),
     max_steps: int = typer.Option(20, help="ALFWorld step cap (SPEC section 7)."),
     max_new_tokens: int = typer.Option(256, help="Receiver tokens per reply."),
     sample: bool = typer.Option(False, "--sample", help="Seeded sampling instead of greedy decoding."),
     temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),
     dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."),
     param: list[str] = typer.Option([], "--param", "-p", help="Method parameter key=value (repeatable)."),
-    db: Optional[Path] = DbOpt,
+    db: Path | None = DbOpt,
     leaderboard_after: bool = typer.Option(True, "--leaderboard/--no-leaderboard"),
 ):
     """Expand the grid and run every cell; finished samples are skipped (resume)."""
@@ -144,12 +143,12 @@ def _print_leaderboard(db, methods, benchmarks, splits, metric, fmt) -> None:
 
 @app.command()
 def leaderboard(
-    methods: Optional[str] = typer.Option(None, "--methods", "-m"),
-    tasks: Optional[str] = typer.Option(None, "--tasks", "-t"),
-    splits: Optional[str] = typer.Option(None),
+    methods: str | None = typer.Option(None, "--methods", "-m"),
+    tasks: str | None = typer.Option(None, "--tasks", "-t"),
+    splits: str | None = typer.Option(None),
     metric: str = typer.Option("success", help="success, score or steps."),
     format: str = typer.Option("rich", "--format", "-f", help="rich, md or csv."),
-    db: Optional[Path] = DbOpt,
+    db: Path | None = DbOpt,
 ):
     """Method x (task, split) table; every cell has n and a 95% interval."""
     with user_errors():
@@ -164,7 +163,7 @@ def leaderboard(
 
 
 @app.command()
-def sql(query: str = typer.Argument(..., help="A read-only SQL statement."), db: Optional[Path] = DbOpt):
+def sql(query: str = typer.Argument(..., help="A read-only SQL statement."), db: Path | None = DbOpt):
     """Run a query on a read-only connection to the results database."""
     with user_errors():
         from rich.table import Table
@@ -181,7 +180,7 @@ def sql(query: str = typer.Argument(..., help="A read-only SQL statement."), db:
 
 
 @app.command()
-def ingest(db: Optional[Path] = DbOpt):
+def ingest(db: Path | None = DbOpt):
     """Load pending worker shards into the database (after an interrupted or locked run)."""
     with user_errors():
         from interlat_bench.results.shards import ingest as do_ingest
@@ -191,8 +190,8 @@ def ingest(db: Optional[Path] = DbOpt):
         console.print(f"ingested {counts}")
 
 
-def _one_spec(method: str, task: str, split: Optional[str], sender: str, receiver: str, dtype: str,
-              param: list[str], limit: Optional[int] = None):
+def _one_spec(method: str, task: str, split: str | None, sender: str, receiver: str, dtype: str,
+              param: list[str], limit: int | None = None):
     from interlat_bench.harness.grid import expand
 
     specs = expand(methods_csv=method, tasks_csv=task, splits_csv=split, sender=sender, receiver=receiver,
@@ -207,8 +206,8 @@ def collect(
     task: str = typer.Option(..., "--task", "-t", help="Benchmark whose tasks the sender plans for."),
     split: str = typer.Option("train", help="Split (train = the receiver's training tasks)."),
     sender: str = typer.Option("smollm2-135m"),
-    limit: Optional[int] = typer.Option(None, help="First N tasks."),
-    keep_rows: Optional[int] = typer.Option(None, help="Compressed front end: keep the first K rows."),
+    limit: int | None = typer.Option(None, help="First N tasks."),
+    keep_rows: int | None = typer.Option(None, help="Compressed front end: keep the first K rows."),
     dtype: str = typer.Option("auto"),
     param: list[str] = typer.Option([], "--param", "-p", help="Sender setting key=value (plan_tokens, ...)."),
 ):
@@ -235,7 +234,7 @@ def train(
     sender: str = typer.Option("smollm2-135m"),
     receiver: str = typer.Option("smollm2-135m"),
     dtype: str = typer.Option("auto"),
-    deepspeed: Optional[Path] = typer.Option(None, help="DeepSpeed JSON (e.g. trainers/zero2.json)."),
+    deepspeed: Path | None = typer.Option(None, help="DeepSpeed JSON (e.g. trainers/zero2.json)."),
     param: list[str] = typer.Option([], "--param", "-p", help="preset=quick|paper, n_train=N, curriculum=..."),
 ):
     """Train (or reuse) a receiver; prints its checkpoint folder with losses.csv and losses.png."""

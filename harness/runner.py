@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import platform
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 from interlat_bench.harness.context import RunContext, sample_seed
 from interlat_bench.harness.registry import benchmarks, methods
 from interlat_bench.harness.runspec import RunSpec
-from interlat_bench.results.shards import ShardWriter, ingest, pending_ids
+from interlat_bench.results.shards import ShardWriter, ingest, resume_ids
 from interlat_bench.results.store import Store
 
 
@@ -38,10 +39,8 @@ def _versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for pkg in ("interlat-bench", "torch", "transformers", "duckdb", "math-verify", "alfworld"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out
 
 
@@ -58,7 +57,7 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
     bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
     method = methods.get(spec.method)(dict(spec.method_params))
     samples = bench.samples(spec.split, spec.limit)
-    done = store.finished_ids(spec.run_key) | pending_ids(shard_root, spec.run_key)
+    done = resume_ids(store, shard_root, spec.run_key)
     todo = [s for s in samples if s.id not in done]
     writer = ShardWriter(shard_root, spec.run_key)
     if on_start:

@@ -6,7 +6,6 @@ from typing import Any
 
 from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness.context import RunContext
-from interlat_bench.methods.base import Message
 
 # Sender decoding (SPEC section 2: the paper samples plans with top_p 0.9, top_k 50,
 # temperature 0.8 for MATH and 0.7 for ALFWorld). Seeded per task, so reproducible.

@@ -14,10 +14,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from interlat_bench.harness.errors import UserError
-from interlat_bench.results.store import Store
 from rich.table import Table as RichTable
 from rich.text import Text
+
+from interlat_bench.harness.errors import UserError
+from interlat_bench.results.store import Store
 
 Z95 = 1.959963984540054
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+
 from interlat_bench.results.store import (
     RUN_COLUMNS,
     SAMPLE_COLUMNS,

@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+
 from interlat_bench.harness.errors import UserError
 
 SCHEMA_VERSION = 1

@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
-from interlat_bench.trainers.adapter import ADAPTER_FILENAME, CommAdapter, effective_heads
 from torch import nn
+
+from interlat_bench.trainers.adapter import ADAPTER_FILENAME, CommAdapter, effective_heads
 
 
 def _seeded(seed: int = 0) -> torch.Generator:

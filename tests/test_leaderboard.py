@@ -7,6 +7,8 @@ import io
 import math
 
 import pytest
+from rich.console import Console
+
 from interlat_bench.harness.errors import UserError
 from interlat_bench.results.leaderboard import (
     Cell,
@@ -20,7 +22,6 @@ from interlat_bench.results.leaderboard import (
     wilson,
 )
 from interlat_bench.results.store import Store
-from rich.console import Console
 
 
 def test_wilson_known_values():

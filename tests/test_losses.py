@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+
 from interlat_bench.trainers.curriculum import REFERENCE_CHOICES, Curriculum, mix_slot, round_half_up
 from interlat_bench.trainers.losses import (
     LN2,

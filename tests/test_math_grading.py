@@ -44,8 +44,8 @@ def test_grading_off_main_thread():
 
 
 def test_gold_math500_solutions_grade_equal_to_answers():
-    rows = [json.loads(line) for line in
-            open(Path(os.environ["MATH_DATA"]) / "math500_test.jsonl", encoding="utf-8")]
+    with open(Path(os.environ["MATH_DATA"]) / "math500_test.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     assert len(rows) == 500
     wrong = [r["unique_id"] for r in rows if not is_equivalent(r["answer"], last_boxed(r["solution"]))]
     assert wrong == []

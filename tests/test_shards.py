@@ -11,6 +11,7 @@ import textwrap
 from contextlib import contextmanager
 
 import pytest
+
 from interlat_bench.harness.errors import UserError
 from interlat_bench.results.shards import (
     RUN_FILE,

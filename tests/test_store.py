@@ -12,6 +12,7 @@ from datetime import datetime
 
 import duckdb
 import pytest
+
 from interlat_bench.harness.errors import UserError
 from interlat_bench.results.store import (
     SCHEMA_VERSION,

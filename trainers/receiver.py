@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from interlat_bench.harness import conversation as conv
 from interlat_bench.harness.settings import cache_dir
 from interlat_bench.trainers.adapter import CommAdapter
@@ -34,7 +36,6 @@ from interlat_bench.trainers.losses import (
     plan_alignment_loss,
     separation_loss,
 )
-from torch import nn
 
 TRAIN_VERSION = 1
 IGNORE = -100
