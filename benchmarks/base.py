@@ -47,9 +47,15 @@ class Agent(Protocol):
 class Benchmark:
     name: ClassVar[str]
     splits: ClassVar[tuple[str, ...]]
-    default_split: ClassVar[str]
+    default_splits: ClassVar[tuple[str, ...]]  # evaluated when --splits is not given
     # The prompt the sender plans from, given the sample's task text.
     planner_prompt: ClassVar[str] = "Please provide a general plan to solve this task.\n\nThe task is: {task}"
+    reply_tokens: ClassVar[int] = 256  # receiver tokens per reply unless --max-new-tokens
+    cpu_limit: ClassVar[int | None] = None  # samples per split on a CPU unless --limit
+    # Settings that change outcomes, with their defaults (they enter the run key).
+    defaults: ClassVar[dict[str, Any]] = {}
+    # Changes to the receiver-training preset this benchmark needs (e.g. longer sequences).
+    train_overrides: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: dict[str, Any] | None = None):
         self.params = dict(params or {})
@@ -63,7 +69,3 @@ class Benchmark:
 
     def play(self, sample: Sample, agent: Agent, message: Any) -> Record:
         raise NotImplementedError
-
-    def key_params(self) -> dict[str, Any]:
-        """Benchmark settings that change outcomes (part of the run key)."""
-        return dict(self.params)

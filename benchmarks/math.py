@@ -61,8 +61,10 @@ def _read(path: Path) -> tuple[Sample, ...]:
 class MathBenchmark(Benchmark):
     name = "math"
     splits = ("math500", "test")
-    default_split = "math500"
+    default_splits = ("math500",)
     planner_prompt = PLAN_PROMPT
+    reply_tokens = 320
+    cpu_limit = 10
 
     def _load(self, split: str) -> tuple[Sample, ...]:
         path = math_dir(self.params.get("data_dir")) / FILES[split]

@@ -59,13 +59,15 @@ def run(
     sender: str = typer.Option("smollm2-135m", help="Sender model reference."),
     receiver: str = typer.Option("smollm2-135m", help="Receiver model reference."),
     seeds: str = typer.Option("0", help="Comma-separated seeds."),
-    limit: int | None = typer.Option(None, help="Play only the first N samples of each split."),
-    max_steps: int = typer.Option(20, help="ALFWorld step cap (SPEC section 7)."),
-    max_new_tokens: int = typer.Option(256, help="Receiver tokens per reply."),
+    limit: int | None = typer.Option(
+        None, help="First N samples of each split (-1: all). Default: all on a GPU; on a CPU each task's quick size."),
+    max_steps: int | None = typer.Option(None, help="ALFWorld step cap (default 20, SPEC section 7; oracle 50)."),
+    max_new_tokens: int | None = typer.Option(None, help="Receiver tokens per reply (default per task)."),
     sample: bool = typer.Option(False, "--sample", help="Seeded sampling instead of greedy decoding."),
     temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),
     dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."),
     param: list[str] = typer.Option([], "--param", "-p", help="Method parameter key=value (repeatable)."),
+    workers: int = typer.Option(2, help="Worker processes for reference policies' episodes (oracle, random)."),
     db: Path | None = DbOpt,
     leaderboard_after: bool = typer.Option(True, "--leaderboard/--no-leaderboard"),
 ):
@@ -81,13 +83,16 @@ def run(
         specs = expand(
             methods_csv=methods, tasks_csv=tasks, splits_csv=splits, seeds=seed_list, sender=sender,
             receiver=receiver, dtype=_concrete_dtype(dtype), limit=limit,
-            decoding=DecodingSpec(greedy=not sample, temperature=temperature, max_new_tokens=max_new_tokens),
-            method_params=_params(param), benchmark_params={"alfworld": {"max_steps": max_steps}},
+            decoding=DecodingSpec(greedy=not sample, temperature=temperature, max_new_tokens=max_new_tokens or 0),
+            method_params=_params(param), benchmark_params={"alfworld": {"max_steps": max_steps}} if max_steps else None,
         )
-        _run_with_progress(specs, _db(db))
+        _run_with_progress(specs, _db(db), workers)
         if leaderboard_after:
-            _print_leaderboard(_db(db), sorted({s.method for s in specs}), sorted({s.benchmark for s in specs}),
-                               None, "success", "rich")
+            shown = sorted({s.method for s in specs}), sorted({s.benchmark for s in specs})
+            _print_leaderboard(_db(db), *shown, None, "success", "rich")
+            if "alfworld" in shown[1]:  # SPEC section 7: steps over successes and over all episodes
+                _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "steps_success", "rich")
+                _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "steps", "rich")
 
 
 def _concrete_dtype(dtype: str) -> str:
@@ -102,7 +107,7 @@ def _concrete_dtype(dtype: str) -> str:
     return "bfloat16" if torch.cuda.is_available() else "float32"
 
 
-def _run_with_progress(specs, db: Path) -> None:
+def _run_with_progress(specs, db: Path, workers: int = 1) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from interlat_bench.harness.runner import run_grid
@@ -123,7 +128,8 @@ def _run_with_progress(specs, db: Path) -> None:
             console.print(f"  {record.sample_id}: {mark}", highlight=False)
 
     with progress:
-        results = run_grid(specs, db, log=console.print, on_sample=on_sample, on_start=on_start)
+        results = run_grid(specs, db, log=console.print, on_sample=on_sample, on_start=on_start,
+                           workers=workers)
     computed = sum(r.computed for r in results)
     errors = sum(r.errors for r in results)
     console.print(f"{len(results)} runs, {computed} samples computed, {errors} errors; results in {db}")
@@ -146,7 +152,7 @@ def leaderboard(
     methods: str | None = typer.Option(None, "--methods", "-m"),
     tasks: str | None = typer.Option(None, "--tasks", "-t"),
     splits: str | None = typer.Option(None),
-    metric: str = typer.Option("success", help="success, score or steps."),
+    metric: str = typer.Option("success", help="success, score, steps, steps_success or a metrics JSON key."),
     format: str = typer.Option("rich", "--format", "-f", help="rich, md or csv."),
     db: Path | None = DbOpt,
 ):
@@ -267,7 +273,7 @@ def list_things():
         console.print(t)
         t = Table("benchmark", "splits", "default", title="benchmarks")
         for name, cls in benchmarks.items():
-            t.add_row(name, ", ".join(cls.splits), cls.default_split)
+            t.add_row(name, ", ".join(cls.splits), ", ".join(cls.default_splits))
         console.print(t)
         t = Table("model", "what", title="models (also: a local folder or a hub id)")
         for name, what in BUILTIN_MODELS.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from interlat_bench.harness.errors import UserError
@@ -12,6 +13,23 @@ from interlat_bench.harness.runspec import DecodingSpec, RunSpec
 
 def split_csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _decoding_for(decoding: DecodingSpec | None, bcls) -> DecodingSpec:
+    """Fill the reply length from the benchmark when the user left it unset (0)."""
+    decoding = decoding or DecodingSpec(max_new_tokens=0)
+    if not decoding.max_new_tokens:
+        decoding = replace(decoding, max_new_tokens=bcls.reply_tokens)
+    return decoding
+
+
+def _limit_for(limit: int | None, bcls) -> int | None:
+    """None: everything on a GPU, the benchmark's quick size on a CPU; negative: everything."""
+    if limit is None:
+        import torch
+
+        return None if torch.cuda.is_available() else bcls.cpu_limit
+    return None if limit < 0 else limit
 
 
 def expand(
@@ -53,14 +71,15 @@ def expand(
             raise UserError(f"method {m!r} runs on {', '.join(mcls.benchmarks)} only, not on {tasks_csv}")
         for t in usable:
             bcls = bench_classes[t]
-            splits = [s for s in wanted_splits if s in bcls.splits] or [bcls.default_split]
+            splits = [s for s in wanted_splits if s in bcls.splits] or list(bcls.default_splits)
             for split in splits:
                 for seed in seeds:
                     specs.append(RunSpec.make(
                         method=m, benchmark=t, split=split, receiver=receiver,
                         sender=sender if mcls.needs_sender else None, seed=seed, dtype=dtype,
                         method_params={**mcls.defaults, **{k: v for k, v in given.items() if k in mcls.defaults}},
-                        benchmark_params=(benchmark_params or {}).get(t),
-                        decoding=decoding or DecodingSpec(), limit=limit,
+                        benchmark_params={**bcls.defaults, **mcls.benchmark_defaults.get(t, {}),
+                                          **(benchmark_params or {}).get(t, {})},
+                        decoding=_decoding_for(decoding, bcls), limit=_limit_for(limit, bcls),
                     ))
     return specs

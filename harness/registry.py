@@ -72,12 +72,13 @@ methods: Registry = Registry(
     (
         "interlat_bench.methods.zeroshot",
         "interlat_bench.methods.interlat",
+        "interlat_bench.methods.reference",
     ),
 )
 benchmarks: Registry = Registry(
     "benchmark",
     "interlat_bench.benchmarks",
-    ("interlat_bench.benchmarks.math",),
+    ("interlat_bench.benchmarks.math", "interlat_bench.benchmarks.alfworld"),
 )
 
 register_method = methods.register

@@ -52,8 +52,62 @@ def _run_row(spec: RunSpec, status: str, device: str | None) -> dict:
             "git_sha": _git_sha(), "versions": _versions(), "device": device}
 
 
+# Per worker process: (benchmark, method, agent) of the run being played.
+_WORKER: dict[str, tuple] = {}
+
+
+def _play_in_worker(spec: RunSpec, sample):
+    """Play one sample in a worker process (methods with ``parallel_episodes`` only)."""
+    if spec.run_key not in _WORKER:
+        bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
+        method = methods.get(spec.method)(dict(spec.method_params))
+        _WORKER.clear()
+        _WORKER[spec.run_key] = (bench, method, method.agent(RunContext(spec=spec, benchmark=bench)))
+    bench, method, agent = _WORKER[spec.run_key]
+    return _play(spec, bench, method, agent, None, sample)
+
+
+def _play_in_worker_args(args):
+    return _play_in_worker(*args)
+
+
+def _play(spec: RunSpec, bench, method, agent, ctx, sample):
+    """One sample -> Record; a failure becomes an error record (retried on the next run)."""
+    import torch
+
+    from interlat_bench.benchmarks.base import Record
+
+    rng = torch.Generator().manual_seed(sample_seed(spec.seed, sample.id))
+    try:
+        message = method.transform(method.message(ctx, sample), rng)
+        record = bench.play(sample, agent, message)
+        record.metrics.update(message.stats())
+        record.timings_ms.setdefault("sender", message.sender_ms)
+    except Exception as e:  # one broken sample must not sink the run
+        record = Record(sample_id=sample.id, error=f"{type(e).__name__}: {e}")
+        record.metrics["traceback"] = traceback.format_exc(limit=5)
+    return record
+
+
+def _records(spec, bench, method, ctx, todo, workers: int):
+    """Yield records in sample order; reference policies may use worker processes."""
+    if workers > 1 and method.parallel_episodes and len(todo) > 1:
+        import multiprocessing
+
+        # spawn: the parent holds torch/OpenMP threads a fork would break. Workers are recycled
+        # because every ALFWorld game leaves a few MB behind in its process (multiprocessing.Pool:
+        # ProcessPoolExecutor's max_tasks_per_child can hang on CPython 3.11, gh-115634).
+        ctx_mp = multiprocessing.get_context("spawn")
+        with ctx_mp.Pool(min(workers, len(todo)), maxtasksperchild=25) as pool:
+            yield from pool.imap(_play_in_worker_args, [(spec, s) for s in todo])
+        return
+    agent = method.agent(ctx)
+    for sample in todo:
+        yield _play(spec, bench, method, agent, ctx, sample)
+
+
 def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sample=None,
-             on_start=None) -> CellResult:
+             on_start=None, workers: int = 1) -> CellResult:
     bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
     method = methods.get(spec.method)(dict(spec.method_params))
     samples = bench.samples(spec.split, spec.limit)
@@ -65,28 +119,16 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
     if not todo:
         return CellResult(spec, len(samples), 0, 0)
 
-    import torch
-
     from interlat_bench.harness.models import device
 
     writer.write_run(_run_row(spec, "running", device()))
     ctx = RunContext(spec=spec, benchmark=bench, log=log)
     method.prepare(ctx, todo)
-    agent = method.agent(ctx)
     errors = 0
-    for sample in todo:
-        rng = torch.Generator().manual_seed(sample_seed(spec.seed, sample.id))
-        try:
-            message = method.transform(method.message(ctx, sample), rng)
-            record = bench.play(sample, agent, message)
-            record.metrics.update(message.stats())
-            record.timings_ms.setdefault("sender", message.sender_ms)
-        except Exception as e:  # one broken sample must not sink the run; it is retried next time
-            from interlat_bench.benchmarks.base import Record
-
+    for record in _records(spec, bench, method, ctx, todo, workers):
+        if record.error:
             errors += 1
-            record = Record(sample_id=sample.id, error=f"{type(e).__name__}: {e}")
-            log(f"[red]sample {sample.id} failed:[/red] {traceback.format_exc(limit=3)}")
+            log(f"[red]sample {record.sample_id} failed:[/red] {record.error}")
         writer.append(
             [{"run_key": spec.run_key, "sample_id": record.sample_id, "success": record.success,
               "score": record.score, "steps": record.steps, "metrics": record.metrics,
@@ -100,7 +142,8 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
     return CellResult(spec, len(samples), len(todo), errors)
 
 
-def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_start=None) -> list[CellResult]:
+def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_start=None,
+             workers: int = 1) -> list[CellResult]:
     store = Store(db)
     shard_root = db.parent / "shards"
     # Load shards left by an earlier, interrupted invocation before deciding what is done.
@@ -109,7 +152,8 @@ def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_st
     results = []
     try:
         for spec in specs:
-            results.append(run_cell(spec, store, shard_root, log=log, on_sample=on_sample, on_start=on_start))
+            results.append(run_cell(spec, store, shard_root, log=log, on_sample=on_sample, on_start=on_start,
+                                    workers=workers))
     finally:
         if any(shard_root.glob("*/*")):
             ingest(store, shard_root)

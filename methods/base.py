@@ -65,6 +65,10 @@ class Method:
     needs_sender: ClassVar[bool] = False
     # Benchmarks this method can run on; None means all.
     benchmarks: ClassVar[tuple[str, ...] | None] = None
+    # Episodes may be played in parallel worker processes (no model state to share).
+    parallel_episodes: ClassVar[bool] = False
+    # Benchmark settings this method plays with unless the user sets them (task -> params).
+    benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     # Settable parameters and their defaults (`--param key=value`); all enter the run key.
     defaults: ClassVar[dict[str, Any]] = {}
 

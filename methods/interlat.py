@@ -20,10 +20,12 @@ class TrainedReceiver(Method):
     kind = "none"
     defaults = {**TRAIN_DEFAULTS}
 
-    def train_config(self):
+    def train_config(self, benchmark):
         from interlat_bench.trainers.receiver import preset
 
-        overrides = {"curriculum": self.params["curriculum"]}
+        # Benchmark-specific sizing applies to the CPU preset only; `paper` stays as published.
+        sizing = benchmark.train_overrides if self.params["preset"] == "quick" else {}
+        overrides = {**sizing, "curriculum": self.params["curriculum"]}
         if self.params.get("n_train") is not None:
             overrides["n_train"] = int(self.params["n_train"])
         return preset(self.params["preset"], **overrides)
@@ -32,7 +34,7 @@ class TrainedReceiver(Method):
         """Collect the training tasks' messages and train (or reuse) the receiver; returns its folder."""
         from interlat_bench.trainers.receiver import train_receiver
 
-        cfg = self.train_config()
+        cfg = self.train_config(ctx.benchmark)
         train = ctx.benchmark.train_samples(limit=cfg.n_train)
         train_msgs, key = {}, None
         if self.kind != "none":

@@ -124,6 +124,8 @@ def mean_interval(mean: float, sd: float | None, n: int) -> tuple[float | None, 
 def _value_sql(metric: str) -> tuple[str, list[object]]:
     if metric == "success":
         return "CAST(s.success AS DOUBLE)", []
+    if metric == "steps_success":  # mean steps over successful episodes only
+        return "CASE WHEN s.success THEN CAST(s.steps AS DOUBLE) END", []
     if metric in COLUMN_METRICS:
         return f"CAST(s.{metric} AS DOUBLE)", []
     if not _METRIC_NAME.match(metric):

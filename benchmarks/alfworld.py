@@ -1,0 +1,107 @@
+"""ALFWorld on the real TextWorld engine: the receiver plays ReAct-style episodes.
+
+Splits: ``seen`` (valid_seen, 140 games) and ``unseen`` (valid_unseen, 134). Training
+conversations come from alfworld's handcoded expert on train games (collectors.expert).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+from interlat_bench.benchmarks.alfworld_env import TextGame, game_id, game_paths, task_type
+from interlat_bench.benchmarks.base import Agent, Benchmark, Record, Sample
+from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.registry import register_benchmark
+
+# The SPEC's ALFWorld planner prompt (section 2).
+PLAN_PROMPT = "Please provide a general plan to solve this task.\n\nThe task is: {task}"
+_TASK_RULE = re.compile(r'"task":\s*\[\s*\{\s*"rhs":\s*"Your task is to: ([^"]+)"')
+_ACTION = re.compile(r"^\s*(?:\d+\.\s*)?action\s*:\s*(.+?)\s*$", re.IGNORECASE)
+INVALID = "Nothing happens."
+
+
+@cache
+def task_text(path: Path) -> str:
+    """The task sentence, read from the game's grammar (no engine start, which costs seconds)."""
+    grammar = json.loads(path.read_text())["grammar"]
+    match = _TASK_RULE.search(grammar)
+    if not match:
+        raise UserError(f"{path}: no 'Your task is to:' rule in the game grammar")
+    return match.group(1).strip()
+
+
+def parse_action(reply: str) -> str:
+    """The action of a ReAct reply: the first line with "Action: ...", else the first line."""
+    lines = [line for line in reply.splitlines() if line.strip()]
+    for line in lines:
+        match = _ACTION.match(line)
+        if match:
+            return match.group(1).strip().rstrip(".").lower() or "look"
+    return lines[0].strip().lower() if lines else "look"
+
+
+@register_benchmark
+class AlfworldBenchmark(Benchmark):
+    name = "alfworld"
+    splits = ("seen", "unseen")
+    default_splits = ("seen", "unseen")
+    planner_prompt = PLAN_PROMPT
+    defaults = {"max_steps": 20}
+    reply_tokens = 48  # one "Thought: ...\nAction: ..." turn
+    cpu_limit = 3
+    # Receiver training on CPU needs longer sequences than MATH: episodes are multi-turn.
+    train_overrides = {"max_len": 640, "n_train": 24}
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.params.get("max_steps", 20))
+
+    def samples(self, split: str, limit: int | None = None) -> list[Sample]:
+        if split not in self.splits:
+            raise UserError(f"alfworld has no split {split!r} (choose from {', '.join(self.splits)})")
+        paths = game_paths(split)[:limit]
+        return [Sample(game_id(p), task_text(p), {"game": str(p), "task_type": task_type(p)}) for p in paths]
+
+    def train_samples(self, limit: int | None = None) -> list[Sample]:
+        from interlat_bench.collectors.expert import collect_expert
+
+        path = collect_expert("train", limit=limit)
+        out = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                rec = json.loads(line)
+                if rec["won"]:  # learn from successful demonstrations only
+                    out.append(Sample(rec["task_id"], rec["task"], {"conversation": rec["conversation"],
+                                                                   "task_type": rec["task_type"]}))
+        return out
+
+    def play(self, sample: Sample, agent: Agent, message) -> Record:
+        from interlat_bench.collectors.expert import REACT_INSTRUCTION
+
+        game = TextGame(sample.data["game"], max_steps=self.max_steps,
+                        expert=getattr(agent, "needs_expert", False))
+        try:
+            observation, info = game.reset()
+            env_ms = game.last_env_ms
+            agent.begin(REACT_INSTRUCTION + "Here is your task. " + observation, message, sample)
+            feedback, invalid, actions, won = None, 0, [], False
+            while True:
+                action = parse_action(agent.respond(feedback, info))
+                observation, won, done, info = game.step(action)
+                env_ms += game.last_env_ms
+                actions.append(action)
+                invalid += observation.strip() == INVALID
+                if done:
+                    break
+                feedback = f"Observation: {observation}"
+        finally:
+            game.close()
+        return Record(
+            sample_id=sample.id, success=won, score=float(won), steps=game.steps,
+            metrics={"task_type": sample.data["task_type"], "invalid_actions": invalid, "actions": actions,
+                     "max_steps": self.max_steps, "turns": len(actions)},
+            timings_ms={**agent.timings_ms(), "env": env_ms},
+        )
