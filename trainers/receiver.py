@@ -264,7 +264,8 @@ def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, dee
             output_dir=tmp, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             num_train_epochs=cfg.epochs, learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio,
             lr_scheduler_type="linear", logging_steps=1, save_strategy="no", report_to=[],
-            remove_unused_columns=False, dataloader_num_workers=0, seed=cfg.seed, data_seed=cfg.seed,
+            remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
+            seed=cfg.seed, data_seed=cfg.seed,
             bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), deepspeed=deepspeed,
             disable_tqdm=True,
         )
