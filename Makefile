@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/interlat-bench run --methods text,no_comm --tasks math --limit 10
+	$(BIN)/interlat-bench run --methods latent,text --tasks alfworld
 
 test: setup
 	$(BIN)/ruff check .

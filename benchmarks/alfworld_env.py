@@ -37,6 +37,7 @@ TASK_TYPES = {
 
 _MOVE = re.compile(r"^move (.+?) to (.+)$")
 _PUT = re.compile(r"^put (.+?) (in/on|into|in) (.+)$")
+_GOTO = re.compile(r"^go to (.+)$")
 _ARRIVE = re.compile(r"^You arrive at loc \d+\. ")
 
 
@@ -143,6 +144,7 @@ def _alfworld(data_dir: str):
 
         def reset(self):
             self._rng_state = random.Random(self.seed).getstate()
+            self._alias = None  # (game command we sent, expert command it stands for)
             return super().reset()
 
         def _gather_infos(self):
@@ -154,6 +156,9 @@ def _alfworld(data_dir: str):
             random.setstate(self._rng_state)
             try:
                 last = self.prev_command
+                if self._alias and last == self._alias[0]:
+                    last = self._alias[1]  # the expert's bookkeeping needs its own "go to X"
+                self._alias = None
                 if not last:
                     # alfworld reads the intro and answers "look". Asking the expert as if it had
                     # looked gives the same trajectory without that wasted first step.
@@ -168,6 +173,14 @@ def _alfworld(data_dir: str):
                 random.setstate(outer)
             if self.translate:
                 action = expert_to_game(action, admissible)
+                # Receptacles can share a location (e.g. "You are facing the drawer 3, and
+                # drawer 2"): standing at drawer 2, "go to drawer 3" is not admissible, and
+                # the expert's plan would stall into "look" and random moves. "examine drawer 3"
+                # shows the same view from where we stand; the expert is told it went there.
+                goto = _GOTO.match(action or "")
+                if goto and action not in admissible and f"examine {goto.group(1)}" in admissible:
+                    self._alias = (f"examine {goto.group(1)}", action)
+                    action = self._alias[0]
             state["extra.expert_action"] = action if action in admissible else None
 
     return textworld, AlfredDemangler, AlfredInfos, TranslatingExpert

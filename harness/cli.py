@@ -61,7 +61,7 @@ def run(
     seeds: str = typer.Option("0", help="Comma-separated seeds."),
     limit: int | None = typer.Option(
         None, help="First N samples of each split (-1: all). Default: all on a GPU; on a CPU each task's quick size."),
-    max_steps: int | None = typer.Option(None, help="ALFWorld step cap (default 20, SPEC section 7; oracle 50)."),
+    max_steps: int | None = typer.Option(None, help="ALFWorld step cap (default 20, SPEC section 7; oracle 200)."),
     max_new_tokens: int | None = typer.Option(None, help="Receiver tokens per reply (default per task)."),
     sample: bool = typer.Option(False, "--sample", help="Seeded sampling instead of greedy decoding."),
     temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),

@@ -23,8 +23,11 @@ def _decoding_for(decoding: DecodingSpec | None, bcls) -> DecodingSpec:
     return decoding
 
 
-def _limit_for(limit: int | None, bcls) -> int | None:
-    """None: everything on a GPU, the benchmark's quick size on a CPU; negative: everything."""
+def _limit_for(limit: int | None, bcls, mcls) -> int | None:
+    """None: everything on a GPU (or without a model), the benchmark's quick size on a CPU;
+    negative: everything."""
+    if limit is None and not mcls.uses_model:
+        return None
     if limit is None:
         import torch
 
@@ -80,6 +83,6 @@ def expand(
                         method_params={**mcls.defaults, **{k: v for k, v in given.items() if k in mcls.defaults}},
                         benchmark_params={**bcls.defaults, **mcls.benchmark_defaults.get(t, {}),
                                           **(benchmark_params or {}).get(t, {})},
-                        decoding=_decoding_for(decoding, bcls), limit=_limit_for(limit, bcls),
+                        decoding=_decoding_for(decoding, bcls), limit=_limit_for(limit, bcls, mcls),
                     ))
     return specs

@@ -65,6 +65,8 @@ class Method:
     needs_sender: ClassVar[bool] = False
     # Benchmarks this method can run on; None means all.
     benchmarks: ClassVar[tuple[str, ...] | None] = None
+    # Whether an LLM acts (reference policies don't; they are cheap enough to play everything).
+    uses_model: ClassVar[bool] = True
     # Episodes may be played in parallel worker processes (no model state to share).
     parallel_episodes: ClassVar[bool] = False
     # Benchmark settings this method plays with unless the user sets them (task -> params).
