@@ -41,3 +41,20 @@ def test_grid_expansion():
     assert all(s.sender is None for s in no_comm)  # a method without a sender does not key on it
     assert all(s.limit == 5 for s in specs)
     assert {s.split for s in specs} == {"math500", "test"}
+
+
+def test_benchmark_defaults_method_overrides_and_cpu_sizes():
+    import torch
+
+    specs = {s.method: s for s in expand(methods_csv="oracle,latent", tasks_csv="alfworld", splits_csv="seen",
+                                         sender="s", receiver="r")}
+    assert dict(specs["oracle"].benchmark_params) == {"max_steps": 200}  # the expert's own cap
+    assert dict(specs["latent"].benchmark_params) == {"max_steps": 20}   # SPEC section 7 default
+    assert specs["oracle"].limit is None  # reference policies play every game
+    assert specs["latent"].limit == (None if torch.cuda.is_available() else 3)
+    assert specs["latent"].decoding.max_new_tokens == 48
+    explicit = expand(methods_csv="oracle", tasks_csv="alfworld", splits_csv="seen", sender="s", receiver="r",
+                      limit=-1, benchmark_params={"alfworld": {"max_steps": 7}})
+    assert dict(explicit[0].benchmark_params) == {"max_steps": 7} and explicit[0].limit is None
+    both = expand(methods_csv="latent", tasks_csv="alfworld", sender="s", receiver="r", limit=2)
+    assert [s.split for s in both] == ["seen", "unseen"] and both[0].limit == 2
