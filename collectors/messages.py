@@ -23,6 +23,10 @@ of rows. It is written with zstd and byte-stream-split encoding (about 1.8 bytes
 ``keep_rows=K`` (compressed front end) keeps only the first K rows; the sender then stops after
 K tokens, so plan_text / plan_token_ids hold those K tokens too (rows == len(plan_token_ids)).
 
+Speed: prompts are prefilled without padding compute (the prefix all prompts share, i.e. the
+chat template and the instruction, once per collection; then each prompt's own tokens alone)
+and decoded as a batch from a left-padded KV cache, capturing only the last layer.
+
 Under torchrun/accelerate (WORLD_SIZE > 1) every rank takes every world-th batch of the
 (length-sorted) remaining tasks, writes its own parts, and rank 0 merges. Batches are formed
 from the global task list exactly as in a single process, so the result is the same.
@@ -40,6 +44,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,7 +61,7 @@ if TYPE_CHECKING:
     from interlat_bench.methods.base import Message
 
 # Bump when the capture definition or the stored format changes (it enters the content key).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-task sender time (gen_ms)
 
 ALFWORLD_PLAN_PROMPT = "Please provide a general plan to solve this task.\n\nThe task is: {task}"
 MATH_PLAN_PROMPT = (
@@ -75,7 +80,7 @@ DATASET_DIR = "dataset"
 PARTS_DIR = "parts"
 DATA_FILE = "messages.parquet"
 COLUMNS = ("task_id", "task", "plan_text", "plan_token_ids", "latents", "rows", "dim", "sender",
-           "generation")
+           "generation", "gen_ms")
 
 Progress = Callable[[int, int], None]
 
@@ -150,7 +155,7 @@ def _features():
         "task_id": Value("string"), "task": Value("string"), "plan_text": Value("string"),
         "plan_token_ids": List(Value("int32")), "latents": List(Value("float16")),
         "rows": Value("int32"), "dim": Value("int32"), "sender": Value("string"),
-        "generation": Value("string"),
+        "generation": Value("string"), "gen_ms": Value("float32"),
     })
 
 
@@ -315,8 +320,8 @@ def _collect(cfg, tasks, folder: Path, rank: int, world: int, progress, loaded) 
             loaded = load(cfg.sender, cfg.dtype)
         tok = loaded.tokenizer
         encoded = [prompt_ids(tok, cfg.prompt_template, text) for _, text in todo]
-        # Batches of similar prompt length (less padding), longest first; ranks take every
-        # world-th batch, so batch contents do not depend on the number of processes.
+        # Batches of similar prompt length (narrow padded KV cache), longest first; ranks take
+        # every world-th batch, so batch contents do not depend on the number of processes.
         order = sorted(range(len(todo)), key=lambda k: -len(encoded[k]))
         batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
         mine = batches[rank::world]
@@ -417,6 +422,7 @@ def _generate_batch(loaded, cfg: CollectConfig, items, seqs, stop: set[int], set
     model, tok = loaded.model, loaded.tokenizer
     dev = next(model.parameters()).device
     dec = cfg.effective_decoding()
+    start = time.perf_counter()
     gens = None if dec.greedy else [
         torch.Generator(device=dev).manual_seed(row_seed(cfg.seed, tid)) for tid, _ in items]
     if prefix is not None:
@@ -426,6 +432,8 @@ def _generate_batch(loaded, cfg: CollectConfig, items, seqs, stop: set[int], set
         ids, mask = left_pad(seqs, tok.pad_token_id if tok.pad_token_id is not None else 0, dev)
     out = generate(model, eos_ids=stop, dec=dec, input_ids=ids, attention_mask=mask,
                    past_key_values=cache, capture_hidden=True, generator=gens)
+    # Sender time per task: its share of the batch (latency reports per sample).
+    share_ms = (time.perf_counter() - start) * 1000 / max(len(items), 1)
     records: dict[str, list] = {c: [] for c in COLUMNS}
     for (tid, text), toks, hidden in zip(items, out.token_ids, out.hidden, strict=True):
         if cfg.keep_rows is not None:
@@ -442,6 +450,7 @@ def _generate_batch(loaded, cfg: CollectConfig, items, seqs, stop: set[int], set
         records["dim"].append(int(hidden.shape[-1]))
         records["sender"].append(cfg.sender)
         records["generation"].append(settings)
+        records["gen_ms"].append(share_ms)
     return records
 
 
@@ -468,11 +477,13 @@ def load_messages(path: str | os.PathLike) -> dict[str, Message]:
     offsets = lat.offsets.to_numpy()
     cols = {c: table.column(c).to_pylist() for c in ("task_id", "plan_text", "plan_token_ids",
                                                      "rows", "dim")}
+    gen_ms = table.column("gen_ms").to_pylist() if "gen_ms" in table.column_names else [0.0] * len(cols["rows"])
     out = {}
     for i, tid in enumerate(cols["task_id"]):
         m = values[offsets[i]:offsets[i + 1]].astype(np.float32).reshape(cols["rows"][i], cols["dim"][i])
         out[tid] = Message(kind="latent", text=cols["plan_text"][i],
-                           token_ids=tuple(cols["plan_token_ids"][i]), latents=torch.from_numpy(m))
+                           token_ids=tuple(cols["plan_token_ids"][i]), latents=torch.from_numpy(m),
+                           sender_ms=float(gen_ms[i] or 0.0))
     return out
 
 

@@ -50,7 +50,7 @@ def test_reference_policies_play_real_games_and_resume(results_env, tmp_path):
     assert result.exit_code == 0, result.output
     rows = _rows(results_env)
     assert len(rows) == 12  # 2 methods x 2 splits x 3 games
-    for method, _split, _sid, success, steps, metrics in rows:
+    for _method, _split, _sid, success, steps, metrics in rows:
         metrics = json.loads(metrics)
         assert 1 <= steps <= 12 and metrics["max_steps"] == 12
         assert steps == len(metrics["actions"])
