@@ -34,7 +34,8 @@ def collect_for(ctx: RunContext, samples: list[Sample], params: dict[str, Any],
         seed=ctx.spec.seed,
         keep_rows=keep_rows,
     )
-    path = collect_messages(cfg, [(s.id, s.task) for s in samples])
+    path = collect_messages(cfg, [(s.id, s.task) for s in samples],
+                            progress=lambda done, total: ctx.log(f"sender {cfg.sender}: {done}/{total} messages"))
     out = Messages(load_messages(path))
     out.key = path.name
     return out
