@@ -51,9 +51,9 @@ class AlfworldBenchmark(Benchmark):
     planner_prompt = PLAN_PROMPT
     defaults = {"max_steps": 20}
     reply_tokens = 48  # one "Thought: ...\nAction: ..." turn
-    cpu_limit = 3
+    cpu_limit = 2
     # Receiver training on CPU needs longer sequences than MATH: episodes are multi-turn.
-    train_overrides = {"max_len": 640, "n_train": 24}
+    train_overrides = {"max_len": 384, "n_train": 8}
 
     @property
     def max_steps(self) -> int:

@@ -51,7 +51,7 @@ def test_benchmark_defaults_method_overrides_and_cpu_sizes():
     assert dict(specs["oracle"].benchmark_params) == {"max_steps": 200}  # the expert's own cap
     assert dict(specs["latent"].benchmark_params) == {"max_steps": 20}   # SPEC section 7 default
     assert specs["oracle"].limit is None  # reference policies play every game
-    assert specs["latent"].limit == (None if torch.cuda.is_available() else 3)
+    assert specs["latent"].limit == (None if torch.cuda.is_available() else 2)
     assert specs["latent"].decoding.max_new_tokens == 48
     explicit = expand(methods_csv="oracle", tasks_csv="alfworld", splits_csv="seen", sender="s", receiver="r",
                       limit=-1, benchmark_params={"alfworld": {"max_steps": 7}})
