@@ -39,8 +39,4 @@ class RunContext:
         return _MODELS[key]
 
     def decoding(self):
-        from interlat_bench.harness.generation import Decoding
-
-        d = self.spec.decoding
-        return Decoding(greedy=d.greedy, temperature=d.temperature, top_p=d.top_p, top_k=d.top_k,
-                        max_new_tokens=d.max_new_tokens)
+        return self.spec.decoding

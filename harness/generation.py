@@ -9,25 +9,14 @@ without asking for every layer at every step, and it can start from input embedd
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
+from interlat_bench.harness.runspec import DecodingSpec
 
-@dataclass(frozen=True)
-class Decoding:
-    greedy: bool = True
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50
-    max_new_tokens: int = 256
-
-    def key(self) -> dict:
-        d = asdict(self)
-        if self.greedy:  # sampling knobs do not change greedy outputs
-            for k in ("temperature", "top_p", "top_k"):
-                d.pop(k)
-        return d
+# Decoding settings live with the RunSpec (no torch there); one definition for both.
+Decoding = DecodingSpec
 
 
 @dataclass
