@@ -68,7 +68,9 @@ class LoadedModel:
 
 def smollm2_folder() -> Path:
     """The converted SmolLM2 folder, created on first use (about 20 s), reused after."""
-    target = models_dir() / "smollm2-135m-instruct"
+    # "-v2": earlier conversions kept the GGUF quantization_config, which makes the weights
+    # unsavable after fine-tuning; the suffix retires them.
+    target = models_dir() / "smollm2-135m-instruct-v2"
     if (target / "config.json").exists():
         return target
     # Locate the package without importing it: its __init__ needs the `llm` CLI we don't install.
@@ -84,6 +86,10 @@ def smollm2_folder() -> Path:
     gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE)
     # save_pretrained refuses GGUF-loaded models: rebuild a plain one from its config and weights.
     config = gguf_model.config
+    # The weights are dequantised floats now; a leftover GGUF quantization_config would make
+    # transformers refuse to save a fine-tuned receiver.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(gguf_model.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
