@@ -17,8 +17,13 @@ TRAIN_DEFAULTS = {"preset": "quick", "n_train": None, "curriculum": "schedule"}
 class TrainedReceiver(Method):
     """Base for methods whose receiver is fine-tuned with a given message kind."""
 
-    kind = "none"
+    trained_with = "none"
     defaults = {**TRAIN_DEFAULTS}
+
+    @property
+    def kind(self) -> str:
+        """The message kind in the slot, in training and at evaluation alike."""
+        return self.trained_with
 
     def train_config(self, benchmark):
         from interlat_bench.trainers.receiver import preset
@@ -92,7 +97,6 @@ class Text(TrainedReceiver):
     name = "text"
     description = "receiver trained and evaluated with the plan text in the slot"
     trained_with = "text"
-    kind = "text"
     needs_sender = True
     defaults = {**TRAIN_DEFAULTS, **SENDER_DEFAULTS}
 
@@ -102,6 +106,5 @@ class Latent(TrainedReceiver):
     name = "latent"
     description = "Interlat: receiver reads the sender's last-layer states through the adapter"
     trained_with = "latent"
-    kind = "latent"
     needs_sender = True
     defaults = {**TRAIN_DEFAULTS, **SENDER_DEFAULTS}
