@@ -8,6 +8,7 @@ without asking for every layer at every step, and it can start from input embedd
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ class Generated:
     token_ids: list[list[int]]          # per row, generated tokens up to and including EOS
     hidden: list[torch.Tensor] | None   # per row, (len, H) states that predicted those tokens
     past_key_values: object = None      # cache after the last fed token (for continuation)
+    first_token_ms: float = 0.0         # prefill + first token: what a KV cache saves on a turn
 
 
 def _warp(logits: torch.Tensor, dec: Decoding) -> torch.Tensor:
@@ -81,6 +83,8 @@ def generate(
     of ``attention_mask``). Rows stop at an EOS id or after ``dec.max_new_tokens``.
     ``generator`` may be a list with one generator per row (sampling only).
     """
+    t0 = time.perf_counter()
+    first_token_ms = 0.0
     decoder, head = backbone_and_head(model)
     embed = model.get_input_embeddings()
     x = inputs_embeds if inputs_embeds is not None else embed(input_ids)
@@ -102,6 +106,8 @@ def generate(
         h = out.last_hidden_state[:, -1]
         logits = head(h)
         tok = next_tokens(logits, dec, generator)
+        if not first_token_ms:
+            first_token_ms = (time.perf_counter() - t0) * 1000
         for i in range(batch):
             if not done[i]:
                 out_ids[i].append(int(tok[i]))
@@ -116,7 +122,8 @@ def generate(
         step_input = embed(tok.unsqueeze(-1))
     hidden = [torch.stack(rows) if rows else torch.empty(0, x.shape[-1]) for rows in out_h] \
         if capture_hidden else None
-    return Generated(token_ids=out_ids, hidden=hidden, past_key_values=past_key_values)
+    return Generated(token_ids=out_ids, hidden=hidden, past_key_values=past_key_values,
+                     first_token_ms=first_token_ms)
 
 
 def eos_ids(tokenizer) -> set[int]:

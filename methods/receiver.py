@@ -65,6 +65,7 @@ class ReceiverAgent:
         out = generate(self.lm.model, eos_ids=self.eos, dec=self.dec, inputs_embeds=prefill[None],
                        past_key_values=None if self.reencode else self.past, generator=self.generator)
         self._times["receiver"] += (time.perf_counter() - t0) * 1000
+        self.last_first_token_ms = out.first_token_ms
         ids = out.token_ids[0]
         self.past = out.past_key_values
         # The last sampled token was never fed: it opens the next prefill.

@@ -56,3 +56,12 @@ def test_fed_text_is_the_chat_template_rendering():
     rendered = lm.tokenizer.apply_chat_template(agent.messages, tokenize=False)
     assert rendered.startswith(fed)  # the final reply's closing tokens are not fed yet
     assert len(rendered) - len(fed) <= len("<|im_end|>\n")
+
+
+def test_first_token_time_is_part_of_the_turn():
+    lm = models.load("tiny-llama", dtype="float32")
+    agent = ReceiverAgent(lm, Decoding(max_new_tokens=6))
+    agent.begin("Your task is to: look.", Message(), Sample("t1", "task"))
+    agent.respond()
+    # Recorded per turn, positive, and no more than the receiver's whole time for the turn.
+    assert 0 < agent.last_first_token_ms <= agent.timings_ms()["receiver"]
