@@ -34,3 +34,8 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# Speed scripts (not tests): they print ratios measured in one run on SmolLM2.
+bench: setup
+	$(BIN)/python bench/collect_speed.py
+	$(BIN)/python bench/receiver_cache.py
