@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from interlat_bench.benchmarks.alfworld_env import game_paths
+from interlat_bench.benchmarks.alfworld_env import game_id, game_paths
 from interlat_bench.benchmarks.base import Sample
 from interlat_bench.collectors.expert import REACT_INSTRUCTION, expert_conversation
 from interlat_bench.harness import models
@@ -31,7 +31,7 @@ PLAN = "1. Find the first keychain and take it. 2. Put it in the safe. 3. Find t
 
 def episode(split: str, game: str, turns: int) -> tuple[str, list[str]]:
     """The task prompt and the first `turns - 1` observations of the expert's episode."""
-    path = next((p for p in game_paths(split) if game in str(p)), None)
+    path = next((p for p in game_paths(split) if game_id(p) == game), None)
     if path is None:
         raise SystemExit(f"--game: no game {game!r} in split {split!r}")
     conv = expert_conversation(path, max_steps=turns + 5)["conversation"]

@@ -98,7 +98,7 @@ def generate(
     out_ids: list[list[int]] = [[] for _ in range(batch)]
     out_h: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     step_input = x
-    for _ in range(dec.max_new_tokens):
+    for step in range(dec.max_new_tokens):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1]:]
         out = decoder(inputs_embeds=step_input, attention_mask=mask, position_ids=positions,
                       past_key_values=past_key_values, use_cache=True)
@@ -106,7 +106,7 @@ def generate(
         h = out.last_hidden_state[:, -1]
         logits = head(h)
         tok = next_tokens(logits, dec, generator)
-        if not first_token_ms:
+        if step == 0:
             first_token_ms = (time.perf_counter() - t0) * 1000
         for i in range(batch):
             if not done[i]:
