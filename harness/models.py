@@ -135,6 +135,8 @@ def load(ref: str, dtype: str = "auto", seed: int = 0) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from interlat_bench.harness import attention
+
     hf_logging.disable_progress_bar()  # our own progress bars speak for the run
 
     torch_dtype = resolve_dtype(dtype)
@@ -157,4 +159,5 @@ def load(ref: str, dtype: str = "auto", seed: int = 0) -> LoadedModel:
         tok.pad_token = tok.eos_token
     model.to(device=device(), dtype=torch_dtype)
     model.eval()
+    attention.use_packed_gqa(model)
     return LoadedModel(ref=ref, model=model, tokenizer=tok)
