@@ -24,9 +24,13 @@ class DecodingSpec:
     top_p: float = 0.9
     top_k: int = 50
     max_new_tokens: int = 256
+    # Prompt lookup draft length (greedy, one row; 0 = off). A speed knob: the tokens are
+    # those of plain greedy decoding, so it is not part of the key.
+    lookup_tokens: int = 8
 
     def key(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("lookup_tokens")
         if self.greedy:  # sampling knobs do not change greedy outputs
             for k in ("temperature", "top_p", "top_k"):
                 d.pop(k)

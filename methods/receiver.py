@@ -41,14 +41,18 @@ class ReceiverAgent:
             prompt, special=self.special, message_kind=message.kind, plan_text=message.text)}]
         enc = conv.encode(self.tok, self.messages, add_generation_prompt=True)
         parts = [self._ids(enc.before)]
+        # Token ids of the whole history (-1 for slot rows): prompt lookup drafts from them.
+        self.history_ids = list(enc.before)
         t0 = time.perf_counter()
         if self.special:
             bop, eop = (self.tok.convert_tokens_to_ids(t) for t in (conv.BOP, conv.EOP))
             rows = self.slot_encoder(message)
             parts += [self._ids([bop])] + ([rows.to(parts[0].dtype)] if rows is not None else []) + \
                 [self._ids([eop])]
+            self.history_ids += [bop] + [-1] * (len(rows) if rows is not None else 0) + [eop]
         self._times = {"adapter": (time.perf_counter() - t0) * 1000, "receiver": 0.0}
         parts.append(self._ids(enc.after))
+        self.history_ids += list(enc.after)
         self.pending = torch.cat(parts)  # embeddings not yet in the cache
         self.history = self.pending      # everything so far (for the re-encode path)
         self.past = None
@@ -63,7 +67,8 @@ class ReceiverAgent:
         t0 = time.perf_counter()
         prefill = self.history if self.reencode else self.pending
         out = generate(self.lm.model, eos_ids=self.eos, dec=self.dec, inputs_embeds=prefill[None],
-                       past_key_values=None if self.reencode else self.past, generator=self.generator)
+                       past_key_values=None if self.reencode else self.past, generator=self.generator,
+                       context_ids=self.history_ids)
         self._times["receiver"] += (time.perf_counter() - t0) * 1000
         self.last_first_token_ms = out.first_token_ms
         ids = out.token_ids[0]
@@ -71,6 +76,7 @@ class ReceiverAgent:
         # The last sampled token was never fed: it opens the next prefill.
         self.pending = self._ids(ids[-1:])
         self.history = torch.cat([self.history, self._ids(ids)])
+        self.history_ids += ids
         self.last_reply_ids = ids
         reply = self.tok.decode([t for t in ids if t not in self.eos], skip_special_tokens=True)
         self.messages.append({"role": "assistant", "content": reply})
@@ -98,6 +104,8 @@ class ReceiverAgent:
             eos_text = self.tok.decode(self.last_reply_ids[-1:])
             if tail.startswith(eos_text):  # already generated (and queued in `pending`)
                 tail = tail[len(eos_text):]
-        new = self._ids(conv.tokenize(self.tok, tail))
+        tail_ids = conv.tokenize(self.tok, tail)
+        self.history_ids += tail_ids
+        new = self._ids(tail_ids)
         self.pending = torch.cat([self.pending, new])
         self.history = torch.cat([self.history, new])
