@@ -4,14 +4,17 @@ Replays the observations of a real ALFWorld episode (alfworld's expert playing o
 so the prompt and history have real lengths) to the offline SmolLM2 receiver on both
 paths (greedy, so both write the same replies) and prints, for turns 1, 10 and 20, the
 whole turn time and the time to the first token (prefill + one step: the part a cache
-removes). Decoding the reply costs the same on both paths, so the whole-turn ratio is
-bounded by how long replies are next to the history.
+removes). Decoding the reply costs the same on both paths (prompt lookup, on by default,
+shortens it on both), so the whole-turn ratio is bounded by how long replies are next to
+the history. Times are per-turn medians over a few episodes per path.
 Usage: ALFWORLD_DATA=... python bench/receiver_cache.py [--turns 20] [--reply-tokens 48]
+       [--lookup-tokens 0] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -49,7 +52,15 @@ def play(agent: ReceiverAgent, prompt: str, observations: list[str]):
         replies.append(agent.respond(obs))
         turn_ms.append((time.perf_counter() - t0) * 1000)
         first_ms.append(agent.last_first_token_ms)
-    return turn_ms, first_ms, replies
+    return turn_ms, first_ms, replies, agent.history.shape[0]
+
+
+def play_median(make_agent, prompt: str, observations: list[str], repeats: int):
+    """Per-turn median times over `repeats` episodes (one turn is too short to time once)."""
+    runs = [play(make_agent(), prompt, observations) for _ in range(repeats)]
+    turn_ms = [statistics.median(r[0][i] for r in runs) for i in range(len(runs[0][0]))]
+    first_ms = [statistics.median(r[1][i] for r in runs) for i in range(len(runs[0][1]))]
+    return turn_ms, first_ms, runs[0][2], runs[0][3]
 
 
 def main() -> None:
@@ -57,22 +68,25 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--turns", type=int, default=20)
     ap.add_argument("--reply-tokens", type=int, default=48, help="reply cap (ALFWorld's default is 48)")
+    ap.add_argument("--lookup-tokens", type=int, default=Decoding().lookup_tokens,
+                    help="prompt lookup draft length, 0 = off (the harness default is on)")
+    ap.add_argument("--repeats", type=int, default=3, help="episodes per path; per-turn medians")
     ap.add_argument("--split", default="unseen")
     ap.add_argument("--game", default=GAME)
     args = ap.parse_args()
     prompt, observations = episode(args.split, args.game, args.turns)
     assert prompt.startswith(REACT_INSTRUCTION)
     lm = models.load(args.model, dtype="float32")
-    dec = Decoding(max_new_tokens=args.reply_tokens)
+    dec = Decoding(max_new_tokens=args.reply_tokens, lookup_tokens=args.lookup_tokens)
     play(ReceiverAgent(lm, dec), prompt, observations[:1])  # warm-up
-    cached = play(ReceiverAgent(lm, dec), prompt, observations)
-    full_agent = ReceiverAgent(lm, dec, reencode=True)
-    full = play(full_agent, prompt, observations)
+    cached = play_median(lambda: ReceiverAgent(lm, dec), prompt, observations, args.repeats)
+    full = play_median(lambda: ReceiverAgent(lm, dec, reencode=True), prompt, observations, args.repeats)
     same = sum(a == b for a, b in zip(cached[2], full[2]))
     reply_tokens = [len(lm.tokenizer(r)["input_ids"]) for r in cached[2]]
     print(f"receiver {args.model}, device {models.device()}, {torch.get_num_threads()} threads; "
-          f"game {args.split}/{args.game}")
-    print(f"history at turn {args.turns}: {full_agent.history.shape[0]} tokens; replies: mean "
+          f"game {args.split}/{args.game}; prompt lookup {args.lookup_tokens or 'off'}; "
+          f"per-turn medians of {args.repeats} episodes per path")
+    print(f"history at turn {args.turns}: {full[3]} tokens; replies: mean "
           f"{sum(reply_tokens) / len(reply_tokens):.1f} tokens (cap {args.reply_tokens}); "
           f"identical replies: {same}/{args.turns}")
     print(f"{'turn':>5} | {'turn ms: cached':>15} {'re-encode':>10} {'speed-up':>9} | "
