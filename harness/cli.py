@@ -65,6 +65,8 @@ def run(
     max_new_tokens: int | None = typer.Option(None, help="Receiver tokens per reply (default per task)."),
     sample: bool = typer.Option(False, "--sample", help="Seeded sampling instead of greedy decoding."),
     temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),
+    lookup_tokens: int = typer.Option(
+        8, min=0, help="Prompt lookup draft length for greedy receivers (0 = off). Speed only: same tokens."),
     dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."),
     param: list[str] = typer.Option([], "--param", "-p", help="Method parameter key=value (repeatable)."),
     workers: int = typer.Option(2, help="Worker processes for reference policies' episodes (oracle, random)."),
@@ -83,7 +85,8 @@ def run(
         specs = expand(
             methods_csv=methods, tasks_csv=tasks, splits_csv=splits, seeds=seed_list, sender=sender,
             receiver=receiver, dtype=_concrete_dtype(dtype), limit=limit,
-            decoding=DecodingSpec(greedy=not sample, temperature=temperature, max_new_tokens=max_new_tokens or 0),
+            decoding=DecodingSpec(greedy=not sample, temperature=temperature, max_new_tokens=max_new_tokens or 0,
+                                  lookup_tokens=lookup_tokens),
             method_params=_params(param), benchmark_params={"alfworld": {"max_steps": max_steps}} if max_steps else None,
         )
         _run_with_progress(specs, _db(db), workers)

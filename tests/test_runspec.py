@@ -32,6 +32,10 @@ def test_sampling_knobs_do_not_change_greedy_key():
         spec(decoding=DecodingSpec(greedy=False, temperature=0.9)).run_key
 
 
+def test_prompt_lookup_is_a_speed_setting_outside_the_key():
+    assert spec(decoding=DecodingSpec(lookup_tokens=0)).run_key == spec().run_key
+
+
 def test_grid_expansion():
     specs = expand(methods_csv="text_zeroshot,no_comm_zeroshot", tasks_csv="math", splits_csv="math500,test",
                    seeds=[0, 1], sender="s", receiver="r", limit=5)
