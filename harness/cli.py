@@ -142,6 +142,10 @@ def _print_leaderboard(db, methods, benchmarks, splits, metric, fmt) -> None:
     from interlat_bench.results import leaderboard as lb
 
     table = lb.leaderboard(db, methods=methods, benchmarks=benchmarks, splits=splits, metric=metric)
+    if not table.rows and fmt == "rich":  # say why rather than print an empty frame
+        why = "no successful episode yet" if metric == "steps_success" else "no recorded values"
+        console.print(f"{metric}: {why}")
+        return
     if fmt == "md":
         typer.echo(lb.render_markdown(table))
     elif fmt == "csv":

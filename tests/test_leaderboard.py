@@ -245,3 +245,14 @@ def test_render_rich(small_table):
 def test_end_to_end_markdown_from_database(db):
     md = render_markdown(leaderboard(db))
     assert "| latent | – | 60.0 [31.3, 83.2] n=10 |" in md
+
+
+def test_cli_says_why_a_table_is_empty(db):
+    from typer.testing import CliRunner
+
+    from interlat_bench.harness.cli import app
+
+    out = CliRunner().invoke(app, ["leaderboard", "--db", str(db), "-m", "text", "--metric", "steps_success"])
+    assert out.exit_code == 0 and out.output.strip() == "steps_success: no successful episode yet"
+    out = CliRunner().invoke(app, ["leaderboard", "--db", str(db), "-m", "latent", "--metric", "steps_success"])
+    assert "latent" in out.output and "no successful episode" not in out.output
