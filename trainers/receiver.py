@@ -206,12 +206,14 @@ def train_receiver(receiver_ref: str, kind: str, samples, messages: dict, cfg: T
     """Train (or reuse) a receiver; returns its checkpoint folder."""
     from interlat_bench.harness import models
 
+    label = "no_comm (empty slot)" if kind == "none" else kind  # kind: what the slot holds
+
     sender_dim = next((int(m.latents.shape[1]) for m in messages.values() if m.latents is not None), None) \
         if kind == "latent" else None
     key = checkpoint_key(receiver_ref, kind, cfg, [s.id for s in samples], messages_key, dtype, sender_dim)
     target = (out_root or cache_dir() / "receivers") / key
     if (target / "DONE").exists():
-        log(f"reusing trained {kind} receiver {target}")
+        log(f"reusing trained {label} receiver {target}")
         return target
     lm = models.load(receiver_ref, dtype=dtype, seed=cfg.seed)
     bop, eop = conv.add_slot_tokens(lm)
@@ -229,7 +231,7 @@ def train_receiver(receiver_ref: str, kind: str, samples, messages: dict, cfg: T
     history = _fit(module, examples, cfg, deepspeed=deepspeed, log=log)
     module.eval()
     _save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine)
-    log(f"trained {kind} receiver on {len(examples)} conversations -> {target}")
+    log(f"trained {label} receiver on {len(examples)} conversations -> {target}")
     return target
 
 
