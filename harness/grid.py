@@ -75,14 +75,18 @@ def expand(
         for t in usable:
             bcls = bench_classes[t]
             splits = [s for s in wanted_splits if s in bcls.splits] or list(bcls.default_splits)
+            # Model settings stay out of the key of a method that runs no model: changing
+            # --receiver must not replay the oracle.
+            model = dict(receiver=receiver, dtype=dtype, decoding=_decoding_for(decoding, bcls)) \
+                if mcls.uses_model else dict(receiver=None, dtype=None, decoding=DecodingSpec())
             for split in splits:
                 for seed in seeds:
                     specs.append(RunSpec.make(
-                        method=m, benchmark=t, split=split, receiver=receiver,
-                        sender=sender if mcls.needs_sender else None, seed=seed, dtype=dtype,
+                        method=m, benchmark=t, split=split, **model,
+                        sender=sender if mcls.needs_sender else None, seed=seed,
                         method_params={**mcls.defaults, **{k: v for k, v in given.items() if k in mcls.defaults}},
                         benchmark_params={**bcls.defaults, **mcls.benchmark_defaults.get(t, {}),
                                           **(benchmark_params or {}).get(t, {})},
-                        decoding=_decoding_for(decoding, bcls), limit=_limit_for(limit, bcls, mcls),
+                        limit=_limit_for(limit, bcls, mcls),
                     ))
     return specs

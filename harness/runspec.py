@@ -42,10 +42,10 @@ class RunSpec:
     method: str
     benchmark: str
     split: str
-    receiver: str
+    receiver: str | None  # None: the method runs no model (reference policies)
     sender: str | None = None
     seed: int = 0
-    dtype: str = "float32"
+    dtype: str | None = "float32"
     method_params: tuple[tuple[str, Any], ...] = ()
     benchmark_params: tuple[tuple[str, Any], ...] = ()
     decoding: DecodingSpec = field(default_factory=DecodingSpec)
@@ -82,5 +82,5 @@ class RunSpec:
         return d
 
     def label(self) -> str:
-        who = f"{self.sender}->{self.receiver}" if self.sender else self.receiver
+        who = f"{self.sender}->{self.receiver}" if self.sender else (self.receiver or "no model")
         return f"{self.method} | {self.benchmark}/{self.split} | {who} | seed {self.seed}"

@@ -178,7 +178,9 @@ def leaderboard(
         records = con.execute(sql, params).fetchall()
 
     percent = metric == "success"
-    varying = [name for name, idx in (("receiver", 4), ("sender", 3)) if len({r[idx] for r in records}) > 1]
+    # A column varies when runs use different models; runs without one (None) do not count.
+    varying = [name for name, idx in (("receiver", 4), ("sender", 3))
+               if len({r[idx] for r in records if r[idx] is not None}) > 1]
     row_header = " / ".join(["method", *varying])
 
     def row_key(rec: tuple) -> tuple[str, ...]:

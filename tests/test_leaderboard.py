@@ -178,6 +178,18 @@ def test_leaderboard_splits_rows_by_receiver_when_it_varies(tmp_path):
     assert cells[("latent / qwen", "math/test")].value == pytest.approx(1.0)
 
 
+def test_runs_without_a_model_do_not_make_models_vary(tmp_path):
+    path = tmp_path / "r.duckdb"
+    store = Store(path)
+    with store.writer() as con:
+        _add_run(con, store, "a", "latent", "alfworld", "seen", 0, [0, 1], receiver="llama", sender="qwen")
+        _add_run(con, store, "b", "no_comm", "alfworld", "seen", 0, [0, 0], receiver="llama", sender=None)
+        _add_run(con, store, "c", "oracle", "alfworld", "seen", 0, [1, 1], receiver=None, sender=None)
+    table = leaderboard(path)
+    assert table.row_header == "method"
+    assert [row[0] for row in table.rows] == ["latent", "no_comm", "oracle"]
+
+
 def test_leaderboard_on_missing_database_is_empty(tmp_path):
     table = leaderboard(tmp_path / "none.duckdb")
     assert table.rows == [] and table.columns == []

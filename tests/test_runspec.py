@@ -55,6 +55,11 @@ def test_benchmark_defaults_method_overrides_and_cpu_sizes():
     assert dict(specs["oracle"].benchmark_params) == {"max_steps": 200}  # the expert's own cap
     assert dict(specs["latent"].benchmark_params) == {"max_steps": 20}   # SPEC section 7 default
     assert specs["oracle"].limit is None  # reference policies play every game
+    # No model in the oracle's key: another --receiver, --dtype or reply length reuses its runs.
+    assert specs["oracle"].receiver is None and specs["latent"].receiver == "r"
+    other = expand(methods_csv="oracle,latent", tasks_csv="alfworld", splits_csv="seen", sender="s2",
+                   receiver="r2", dtype="bfloat16", decoding=DecodingSpec(max_new_tokens=9))
+    assert other[0].run_key == specs["oracle"].run_key and other[1].run_key != specs["latent"].run_key
     assert specs["latent"].limit == (None if torch.cuda.is_available() else 2)
     assert specs["latent"].decoding.max_new_tokens == 48
     explicit = expand(methods_csv="oracle", tasks_csv="alfworld", splits_csv="seen", sender="s", receiver="r",
