@@ -112,11 +112,7 @@ def generate(
     out_h: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     step_input = x
     for step in range(dec.max_new_tokens):
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1]:]
-        out = decoder(inputs_embeds=step_input, attention_mask=mask, position_ids=positions,
-                      past_key_values=past_key_values, use_cache=True)
-        past_key_values = out.past_key_values
-        h = out.last_hidden_state[:, -1]
+        h = _forward(decoder, step_input, mask, past_key_values)[:, -1]
         logits = head(h)
         tok = next_tokens(logits, dec, generator)
         if step == 0:
@@ -137,6 +133,13 @@ def generate(
         if capture_hidden else None
     return Generated(token_ids=out_ids, hidden=hidden, past_key_values=past_key_values,
                      first_token_ms=first_token_ms)
+
+
+def _forward(decoder, step_input, mask, cache) -> torch.Tensor:
+    """One decoder pass over step_input on top of the cache (which it extends); last-layer states."""
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1]:]
+    return decoder(inputs_embeds=step_input, attention_mask=mask, position_ids=positions,
+                   past_key_values=cache, use_cache=True).last_hidden_state
 
 
 def draft_from_context(seq: list[int], k: int, max_ngram: int = LOOKUP_NGRAM) -> list[int]:
@@ -182,13 +185,10 @@ def _generate_with_lookup(model, x, mask, cache, eos_ids, dec, capture_hidden, s
         mask = torch.cat([mask, mask.new_ones(1, len(draft))], dim=-1)
     step_input = x
     while True:
-        width = step_input.shape[1]
-        positions = (mask.cumsum(-1) - 1)[:, -width:]
-        out = decoder(inputs_embeds=step_input, attention_mask=mask, position_ids=positions,
-                      past_key_values=cache, use_cache=True)
-        h = out.last_hidden_state[0, -(len(draft) + 1):]  # the states that pick the next tokens
+        # The states that pick the next tokens: after the last fed token and each draft token.
+        h = _forward(decoder, step_input, mask, cache)[0, -(len(draft) + 1):]
         greedy = head(h).argmax(-1).tolist()
-        if not first_token_ms:
+        if not ids:
             first_token_ms = (time.perf_counter() - t0) * 1000
         kept = next((j for j, (d, g) in enumerate(zip(draft, greedy)) if d != g), len(draft))
         new = greedy[:kept + 1]
