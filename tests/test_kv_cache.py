@@ -14,13 +14,15 @@ def _kv(batch, length, seed):
 def test_append_layer_matches_concatenation_through_crop_and_batch_edits():
     ref, ours = DynamicLayer(), AppendLayer()
     ops = [("update", 10), ("update", 1), ("update", 3), ("crop", 2), ("update", 4),
-           ("select", None), ("update", 1), ("update", 300), ("repeat", None), ("update", 2)]
+           ("reorder", None), ("update", 2), ("select", None), ("update", 1), ("update", 300), ("repeat", None), ("update", 2)]
     for step, (op, n) in enumerate(ops):
         for layer in (ref, ours):
             if op == "update":
                 layer.update(*_kv(layer.keys.shape[0] if layer.is_initialized else 2, n, step))
             elif op == "crop":
                 layer.crop(-n)
+            elif op == "reorder":  # same batch size, new tensors: the buffer no longer backs them
+                layer.reorder_cache(torch.tensor([1, 0]))
             elif op == "select":
                 layer.batch_select_indices(torch.tensor([1]))
             else:
