@@ -2,7 +2,10 @@
 # defaults) and `make test` (set up + lint + tests). Both create .venv when it is missing.
 PYTHON ?= python3
 VENV ?= .venv
-BIN := $(VENV)/bin
+BIN := $(abspath $(VENV))/bin
+# The venv's bin/ first on PATH: alfworld's fast-downward dependency builds from source by
+# running `python build.py` in a subprocess, which must be the venv's python.
+export PATH := $(BIN):$(PATH)
 SHARED ?= ../shared/data
 # Data locations: keep the caller's, else the offline copies beside the repository.
 export MATH_DATA ?= $(abspath $(SHARED)/math)
