@@ -1,19 +1,25 @@
-"""Leaderboards: SQL aggregates over runs + samples, pivoted to method x benchmark/split.
+"""Leaderboards: SQL aggregates over runs + samples, pivoted to configuration x benchmark/split.
 
-Every cell carries the mean, n and a 95% interval: Wilson for success rates, Student-t
-for other metrics (steps, score, numeric keys of the ``metrics`` JSON).
+Every cell carries the mean, n (distinct samples), the errored episodes and a 95% interval:
+Wilson for success rates of single-seed cells, Student-t otherwise (over per-sample means
+when seeds replay the same samples). See :func:`leaderboard` for the rules.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
+import json
 import math
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import pyarrow as pa
+from rich.markup import escape
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -63,15 +69,19 @@ MISSING = ""
 
 @dataclass(frozen=True)
 class Cell:
-    """One leaderboard entry: mean ``value`` over ``n`` samples and its 95% interval.
+    """One leaderboard entry: mean ``value`` over ``n`` distinct samples and its 95% interval.
 
-    ``lo``/``hi`` are None when no interval exists (a t-interval with n < 2).
+    ``lo``/``hi`` are None when no interval exists (a t-interval with n < 2). ``errors``
+    counts the errored episodes (sample x seed) of the cell's runs; ``seeds`` how many
+    seeds were averaged per sample.
     """
 
     value: float
     n: int
     lo: float | None
     hi: float | None
+    errors: int = 0
+    seeds: int = 1
 
 
 @dataclass
@@ -121,22 +131,242 @@ def mean_interval(mean: float, sd: float | None, n: int) -> tuple[float | None, 
     return mean - half, mean + half
 
 
+# -- values ----------------------------------------------------------------------------------
+
+# The step cap of a run, for errored episodes of the ``steps`` metric.
+_CAP_SQL = "TRY_CAST(json_extract(r.spec, '$.benchmark_params.max_steps') AS DOUBLE)"
+
+
 def _value_sql(metric: str) -> tuple[str, list[object]]:
-    if metric == "success":
-        return "CAST(s.success AS DOUBLE)", []
-    if metric == "steps_success":  # mean steps over successful episodes only
-        return "CASE WHEN s.success THEN CAST(s.steps AS DOUBLE) END", []
-    if metric in COLUMN_METRICS:
-        return f"CAST(s.{metric} AS DOUBLE)", []
+    """SQL for one episode's value (NULL: left out); errored episodes count as failures."""
+    if metric in ("success", "score"):  # an error is a failure: 0
+        return f"CASE WHEN s.error IS NOT NULL THEN 0.0 ELSE CAST(s.{metric} AS DOUBLE) END", []
+    if metric == "steps":  # over all episodes: an error counts at the step cap (left out without one)
+        return f"CASE WHEN s.error IS NOT NULL THEN {_CAP_SQL} ELSE CAST(s.steps AS DOUBLE) END", []
+    if metric == "steps_success":  # mean steps over successful episodes only; an error did not succeed
+        return "CASE WHEN s.error IS NULL AND s.success THEN CAST(s.steps AS DOUBLE) END", []
     if not _METRIC_NAME.match(metric):
         raise UserError(f"unknown metric {metric!r}: use success, score, steps or a key of the metrics JSON")
-    return "TRY_CAST(json_extract(s.metrics, ?) AS DOUBLE)", [f"$.{metric}"]
+    return "CASE WHEN s.error IS NULL THEN TRY_CAST(json_extract(s.metrics, ?) AS DOUBLE) END", [f"$.{metric}"]
+
+
+_ERROR_NOTE = {
+    "success": "errors count as failures",
+    "score": "errors score 0",
+    "steps": "errors count at the step cap",
+}
 
 
 def _order(found: set[str], wanted: Sequence[str] | None) -> list[str]:
     if wanted:
         return [w for w in wanted if w in found]
     return sorted(found)
+
+
+# -- configurations --------------------------------------------------------------------------
+
+# Spec fields that are not part of a configuration: the seed (averaged over), the sample
+# limit (how far a run went), the column (benchmark, split) and the data fingerprint (it
+# varies per split).
+_NOT_IDENTITY = frozenset({"seed", "limit", "benchmark", "split", "data"})
+_UNSET = object()  # a field a configuration does not have
+
+_FieldPath = tuple[str, ...]
+
+
+def _flatten(value: Any, prefix: _FieldPath = ()) -> dict[_FieldPath, Any]:
+    """{("method_params", "curriculum"): "pure", ...}; empty dicts add nothing."""
+    if isinstance(value, dict):
+        out: dict[_FieldPath, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, (*prefix, str(k))))
+        return out
+    return {prefix: value}
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _flat_key(flat: dict[_FieldPath, Any]) -> str:
+    return _canon(sorted([list(p), _canon(v)] for p, v in flat.items()))
+
+
+def _identity(method: str, sender: str | None, receiver: str | None, spec_text: str | None):
+    """(shared, per_benchmark) flattened identity of a run, from its spec JSON.
+
+    ``per_benchmark`` holds the fields whose values depend on the benchmark (its
+    ``benchmark_params`` and the reply length ``decoding.max_new_tokens``); ``shared`` the
+    rest, unknown keys included. A run without a spec is known by method and models only.
+    """
+    spec = json.loads(spec_text) if spec_text else {}
+    ident = {k: v for k, v in spec.items() if k not in _NOT_IDENTITY} if isinstance(spec, dict) else {}
+    ident.update(method=method, receiver=receiver, sender=sender)
+    per: dict[str, Any] = {}
+    if "benchmark_params" in ident:
+        per["benchmark_params"] = ident.pop("benchmark_params")
+    decoding = ident.get("decoding")
+    if isinstance(decoding, dict) and "max_new_tokens" in decoding:
+        decoding = dict(decoding)
+        per["decoding"] = {"max_new_tokens": decoding.pop("max_new_tokens")}
+        ident["decoding"] = decoding
+    return _flatten(ident), _flatten(per)
+
+
+@dataclass
+class _Row:
+    """One configuration: shared fields plus one per-benchmark variant for each benchmark."""
+
+    method: str
+    receiver: str | None
+    sender: str | None
+    shared: dict[_FieldPath, Any]
+    per: dict[str, dict[_FieldPath, Any]]  # benchmark -> its per-benchmark fields
+    label: str = ""
+    sort: tuple = ()
+
+
+def _configurations(runs: list[tuple]) -> tuple[list[_Row], list[tuple[str, int]]]:
+    """Rows and the (run_key, row index) pairs that feed them.
+
+    Runs are grouped by their shared identity. Per-benchmark fields are compared only within
+    a benchmark: a group whose runs on one benchmark come in several variants (say max_steps
+    20 and 50 on alfworld) makes one row per choice of a variant on every benchmark, so no
+    cell pools unlike runs, and a run whose per-benchmark fields are the only ones on its
+    benchmark joins every row of its group (those configurations do not differ there).
+    """
+    groups: dict[str, dict[str, Any]] = {}
+    for run_key, method, benchmark, _split, sender, receiver, spec in runs:
+        shared, per = _identity(method, sender, receiver, spec)
+        group = groups.setdefault(
+            _flat_key(shared),
+            {"head": (method, receiver, sender, shared), "variants": {}, "runs": []},
+        )
+        variant = _flat_key(per)
+        group["variants"].setdefault(benchmark, {})[variant] = per
+        group["runs"].append((run_key, benchmark, variant))
+    rows: list[_Row] = []
+    feeds: list[tuple[str, int]] = []
+    for _, group in sorted(groups.items()):
+        method, receiver, sender, shared = group["head"]
+        benches = sorted(group["variants"])
+        for combo in itertools.product(*(sorted(group["variants"][b]) for b in benches)):
+            chosen = dict(zip(benches, combo, strict=True))
+            index = len(rows)
+            rows.append(_Row(method, receiver, sender, shared,
+                             {b: group["variants"][b][v] for b, v in chosen.items()}))
+            feeds += [(run_key, index) for run_key, b, v in group["runs"] if chosen[b] == v]
+    return rows, feeds
+
+
+def _show(value: Any) -> str:
+    if value is _UNSET:
+        return "unset"
+    return value if isinstance(value, str) else _canon(value)
+
+
+def _sort_value(value: Any) -> tuple:
+    if value is _UNSET:  # older specs first
+        return (-1, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value))
+    return (1, _show(value)) if isinstance(value, str) else (2, _show(value))
+
+
+def _name_fields(keys: list[tuple]) -> dict[tuple, str]:
+    """Short unique display names: ``curriculum``, else ``method_params.curriculum``;
+    ``max_steps``, else ``alfworld.max_steps``, else ``alfworld.benchmark_params.max_steps``."""
+    candidates = {}
+    for key in keys:
+        if key[0] == "shared":
+            path = key[1]
+            candidates[key] = [".".join(path[i:]) for i in range(len(path) - 1, -1, -1)]
+        else:
+            bench, path = key[1], key[2]
+            candidates[key] = [path[-1], f"{bench}.{path[-1]}", ".".join((bench, *path))]
+    level = dict.fromkeys(keys, 0)
+    while True:
+        names = {k: candidates[k][min(level[k], len(candidates[k]) - 1)] for k in keys}
+        clash = [k for k in keys if list(names.values()).count(names[k]) > 1
+                 and level[k] < len(candidates[k]) - 1]
+        if not clash:
+            return names
+        for k in clash:
+            level[k] += 1
+
+
+def _label_rows(rows: list[_Row], varying: list[str]) -> None:
+    """Label each row ``method[field=value, ...]``, naming only the fields in which the
+    configurations of its method differ (models in the label path are not repeated)."""
+    in_path = {("receiver",)} if "receiver" in varying else set()
+    in_path |= {("sender",)} if "sender" in varying else set()
+    by_method: dict[str, list[_Row]] = {}
+    for row in rows:
+        by_method.setdefault(row.method, []).append(row)
+    for group in by_method.values():
+        values: dict[tuple, list[Any]] = {}
+        shared_paths = sorted({p for r in group for p in r.shared} - {("method",)} - in_path)
+        for path in shared_paths:
+            values[("shared", path)] = [r.shared.get(path, _UNSET) for r in group]
+        for bench in sorted({b for r in group for b in r.per}):
+            having = [r for r in group if bench in r.per]
+            for path in sorted({p for r in having for p in r.per[bench]}):
+                values[("per", bench, path)] = [
+                    r.per[bench].get(path, _UNSET) if bench in r.per else None for r in group
+                ]
+        differing = []
+        for key, vals in values.items():
+            present = vals if key[0] == "shared" else [v for r, v in zip(group, vals, strict=True)
+                                                         if key[1] in r.per]
+            if len({_canon(v) if v is not _UNSET else "\0unset" for v in present}) > 1:
+                differing.append(key)
+        differing.sort(key=lambda k: (0 if k[0] == "shared" and k[1][0] == "method_params" else
+                                      1 if k[0] == "shared" else 2, k[1:]))
+        names = _name_fields(differing)
+        for i, row in enumerate(group):
+            shown = [(names[k], values[k][i]) for k in differing
+                     if k[0] == "shared" or k[1] in row.per]
+            row.label = row.method + (f"[{', '.join(f'{n}={_show(v)}' for n, v in shown)}]" if shown else "")
+            row.sort = tuple(_sort_value(values[k][i]) if k[0] == "shared" or k[1] in row.per else (4, "")
+                             for k in differing)
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+def _aggregate_sql(value_sql: str, rows_view: str) -> str:
+    return f"""
+        WITH obs AS (
+            SELECT m.row_id, r.benchmark, r.split, r.seed, s.sample_id,
+                   s.error IS NOT NULL AS errored, {value_sql} AS v
+            FROM samples AS s
+            JOIN runs AS r ON r.run_key = s.run_key
+            JOIN {rows_view} AS m ON m.run_key = r.run_key
+        ),
+        per_sample AS (  -- seeds replay the same samples: one mean per sample
+            SELECT row_id, benchmark, split, sample_id, avg(v) AS v, count(v) AS k
+            FROM obs GROUP BY row_id, benchmark, split, sample_id HAVING count(v) > 0
+        ),
+        cells AS (
+            SELECT row_id, benchmark, split, count(*) AS n, avg(v) AS mean, sum(v) AS total,
+                   stddev_samp(v) AS sd, max(k) AS k
+            FROM per_sample GROUP BY row_id, benchmark, split
+        ),
+        extra AS (
+            SELECT row_id, benchmark, split, count(*) FILTER (WHERE errored) AS errors,
+                   list(DISTINCT seed) FILTER (WHERE v IS NOT NULL AND seed IS NOT NULL) AS seeds
+            FROM obs GROUP BY row_id, benchmark, split
+        )
+        SELECT c.row_id, c.benchmark, c.split, c.n, c.mean, c.total, c.sd, c.k, e.errors, e.seeds
+        FROM cells AS c JOIN extra AS e USING (row_id, benchmark, split)
+    """
+
+
+def _seed_note(seeds: set[int], averaged: bool) -> str:
+    listed = ",".join(str(s) for s in sorted(seeds))
+    if averaged:
+        return f"seeds {listed} averaged per sample"
+    return "1 seed" if len(seeds) <= 1 else f"1 seed per sample (seeds {listed})"
 
 
 def leaderboard(
@@ -147,72 +377,107 @@ def leaderboard(
     splits: Sequence[str] | None = None,
     metric: str = "success",
 ) -> Table:
-    """Mean ``metric`` per method (x receiver x sender when those vary) and benchmark/split.
+    """Mean ``metric`` per configuration (row) and benchmark/split (column).
 
-    Seeds are pooled: all samples of all seeds of a (method, benchmark, split, sender,
-    receiver) cell are averaged together and ``n`` counts every sample, so the interval
-    reflects sample-to-sample variation only, not seed-to-seed variation. Samples whose
-    last attempt errored (``error`` not NULL) are left out; so are samples where the
-    metric is NULL. ``metric`` is ``success`` (Wilson interval, shown as a percentage),
-    ``score``, ``steps`` or a numeric key of the ``metrics`` JSON (dots for nesting), all
-    with a Student-t interval. Filters keep their given order in the layout.
+    Rows: one row is one configuration, the run identity (``runs.spec``) without the seed,
+    the sample limit, the column (benchmark, split) and the data fingerprint; any other
+    spec key, known or not, is part of it. Fields that depend on the benchmark
+    (``benchmark_params``, ``decoding.max_new_tokens``) are compared within a benchmark
+    only, so one configuration run on math and alfworld is one row, while runs on one
+    benchmark that differ in any identity field are never one cell (see
+    ``_configurations``). Where the configurations of a method differ, its labels name the
+    differing fields (``latent[curriculum=pure]``); the receiver and sender join the label
+    path when runs use several (model-less runs do not count).
+
+    Seeds: ``n`` counts distinct samples. In a cell where each sample was played once (one
+    seed), success gets the Wilson interval over the n samples. Where seeds replay samples,
+    each sample's outcomes are averaged over its seeds first, then the mean and a Student-t
+    interval are taken over the n per-sample means (clustered by sample; clipped to [0, 1]
+    for success, and of zero width when every sample has the same mean). Other metrics always get a Student-t interval over per-sample means. The
+    title says how seeds were combined.
+
+    Errors: an errored episode (``error`` not NULL) is a failure: success and score count
+    it as 0, ``steps`` (mean over all episodes) at the run's step cap
+    (``benchmark_params.max_steps``; left out when the spec has none), ``steps_success``
+    and metrics JSON keys leave it out. ``Cell.errors`` counts errored episodes. Episodes
+    whose metric is NULL are left out. ``metric`` is ``success`` (shown as a percentage),
+    ``score``, ``steps``, ``steps_success`` or a numeric key of the ``metrics`` JSON (dots
+    for nesting). Filters keep their given order in the layout.
     """
-    value_sql, params = _value_sql(metric)
-    where = ["s.error IS NULL"]
+    value_sql, value_params = _value_sql(metric)
+    where, params = [], []
     for column, wanted in (("method", methods), ("benchmark", benchmarks), ("split", splits)):
         if wanted:
             where.append(f"list_contains(?, r.{column})")
             params.append(list(wanted))
-    sql = f"""
-        SELECT method, benchmark, split, sender, receiver,
-               count(v) AS n, avg(v) AS mean, sum(v) AS total, stddev_samp(v) AS sd
-        FROM (
-            SELECT r.method, r.benchmark, r.split, r.sender, r.receiver, {value_sql} AS v
-            FROM samples AS s JOIN runs AS r ON r.run_key = s.run_key
-            WHERE {" AND ".join(where)}
-        )
-        GROUP BY method, benchmark, split, sender, receiver
-        HAVING count(v) > 0
+    where.append(f"EXISTS (SELECT 1 FROM samples AS s WHERE s.run_key = r.run_key AND ({value_sql}) IS NOT NULL)")
+    params += value_params
+    runs_sql = f"""
+        SELECT r.run_key, r.method, r.benchmark, r.split, r.sender, r.receiver, CAST(r.spec AS VARCHAR)
+        FROM runs AS r WHERE {" AND ".join(where)} ORDER BY r.run_key
     """
     with Store(store_path).reader() as con:
-        records = con.execute(sql, params).fetchall()
+        runs = con.execute(runs_sql, params).fetchall()
+        rows, feeds = _configurations(runs)
+        view = "_leaderboard_rows"
+        con.register(view, pa.table({"run_key": pa.array([f[0] for f in feeds], pa.string()),
+                                     "row_id": pa.array([f[1] for f in feeds], pa.int64())}))
+        try:
+            records = con.execute(_aggregate_sql(value_sql, view), value_params).fetchall()
+        finally:
+            con.unregister(view)
 
     percent = metric == "success"
     # A column varies when runs use different models; runs without one (None) do not count.
-    varying = [name for name, idx in (("receiver", 4), ("sender", 3))
-               if len({r[idx] for r in records if r[idx] is not None}) > 1]
+    varying = [name for name in ("receiver", "sender")
+               if len({getattr(r, name) for r in rows if getattr(r, name) is not None}) > 1]
     row_header = " / ".join(["method", *varying])
+    _label_rows(rows, varying)
 
-    def row_key(rec: tuple) -> tuple[str, ...]:
-        parts = [rec[0]] + [rec[4] if name == "receiver" else rec[3] for name in varying]
-        return tuple("-" if p is None else str(p) for p in parts)
-
-    cells: dict[tuple[tuple[str, ...], str], Cell] = {}
-    for rec in records:
-        method, benchmark, split, _sender, _receiver, n, mean, total, sd = rec
-        n = int(n)
-        if percent:
-            lo, hi = wilson(float(total), n)
+    cells: dict[tuple[int, str], Cell] = {}
+    seeds_seen: set[int] = set()
+    averaged = single = False
+    any_errors = False
+    for row_id, benchmark, split, n, mean, total, sd, k, errors, seeds in records:
+        n, mean, seeds = int(n), float(mean), sorted(seeds or [])
+        seeds_seen.update(seeds)
+        any_errors |= bool(errors)
+        if int(k) > 1:  # samples replayed: t-interval over per-sample means
+            averaged = True
+            lo, hi = mean_interval(mean, sd, n)
+            if percent and lo is not None and hi is not None:
+                lo, hi = max(0.0, lo), min(1.0, hi)
         else:
-            lo, hi = mean_interval(float(mean), sd, n)
-        column = f"{benchmark}/{split}"
-        cells[(row_key(rec), column)] = Cell(float(mean), n, lo, hi)
+            single = True
+            lo, hi = wilson(float(total), n) if percent else mean_interval(mean, sd, n)
+        cells[(int(row_id), f"{benchmark}/{split}")] = Cell(mean, n, lo, hi, int(errors), max(1, len(seeds)))
 
-    benchmark_order = _order({str(r[1]) for r in records}, benchmarks)
-    split_order = _order({str(r[2]) for r in records}, splits)
+    benchmark_order = _order({str(r[2]) for r in runs}, benchmarks)
+    split_order = _order({str(r[3]) for r in runs}, splits)
     present = {c for _, c in cells}
     columns = [f"{b}/{s}" for b in benchmark_order for s in split_order if f"{b}/{s}" in present]
 
-    keys = {k for k, _ in cells}
-    method_order = _order({k[0] for k in keys}, methods)
-    ordered = sorted(keys, key=lambda k: (method_order.index(k[0]), k[1:]))
-    rows: list[list[Cell | str]] = [
-        [" / ".join(key), *(cells.get((key, c), MISSING) for c in columns)] for key in ordered
+    method_order = _order({row.method for row in rows}, methods)
+
+    def path(row: _Row) -> list[str]:
+        return [row.label] + ["-" if (m := getattr(row, name)) is None else str(m) for name in varying]
+
+    ordered = sorted((i for i in range(len(rows)) if any((i, c) in cells for c in columns)),
+                     key=lambda i: (method_order.index(rows[i].method), path(rows[i])[1:], rows[i].sort,
+                                    rows[i].label))
+    table_rows: list[list[Cell | str]] = [
+        [" / ".join(path(rows[i])), *(cells.get((i, c), MISSING) for c in columns)] for i in ordered
     ]
-    title = f"{metric}: mean [95% CI] n (seeds pooled)"
+
+    notes = [_seed_note(seeds_seen, averaged)]
+    if any_errors:
+        notes.append(_ERROR_NOTE.get(metric, "errored episodes left out"))
     if percent:
-        title = "success rate %: mean [95% Wilson CI] n (seeds pooled)"
-    return Table(title=title, row_header=row_header, columns=columns, rows=rows, percent=percent)
+        ci = "Wilson" if not averaged else "Student-t" if not single else "Wilson (1 seed) / Student-t"
+        title = f"success rate %: mean [95% {ci} CI] n samples; {'; '.join(notes)}"
+    else:
+        title = f"{metric}: mean [95% CI] n samples; {'; '.join(notes)}"
+    return Table(title=title, row_header=row_header, columns=columns, rows=table_rows, percent=percent)
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -224,16 +489,25 @@ def _num(x: float, percent: bool) -> str:
     return f"{x:.1f}" if abs(x) >= 100 else f"{x:.2f}"
 
 
-def cell_parts(cell: Cell, percent: bool) -> tuple[str, str]:
-    """("61.2", "[55.0, 67.1] n=140") for a cell."""
+def _interval_n(cell: Cell, percent: bool) -> str:
     interval = (
         "" if cell.lo is None or cell.hi is None else f"[{_num(cell.lo, percent)}, {_num(cell.hi, percent)}] "
     )
-    return _num(cell.value, percent), f"{interval}n={cell.n}"
+    return f"{interval}n={cell.n}"
+
+
+def _err(cell: Cell) -> str:
+    return f"err={cell.errors}" if cell.errors else ""
+
+
+def cell_parts(cell: Cell, percent: bool) -> tuple[str, str]:
+    """("61.2", "[55.0, 67.1] n=140") for a cell; " err=3" is appended when episodes errored."""
+    rest = _interval_n(cell, percent)
+    return _num(cell.value, percent), f"{rest} {_err(cell)}" if cell.errors else rest
 
 
 def format_cell(cell: Cell | str, percent: bool) -> str:
-    """One-line text of a cell: "61.2 [55.0, 67.1] n=140"; "–" when missing."""
+    """One-line text of a cell: "61.2 [55.0, 67.1] n=140 err=3"; "–" when missing."""
     if not isinstance(cell, Cell):
         return cell or "–"
     value, rest = cell_parts(cell, percent)
@@ -241,19 +515,21 @@ def format_cell(cell: Cell | str, percent: bool) -> str:
 
 
 def render_rich(table: Table) -> RichTable:
-    """A rich table: bold mean, dim interval and n."""
-    out = RichTable(title=table.title)
-    out.add_column(table.row_header, style="bold")
+    """A rich table: bold mean, dim interval and n, errors in red. Labels are text, not markup
+    (``latent[curriculum=pure]`` keeps its brackets)."""
+    out = RichTable(title=Text(table.title))
+    out.add_column(escape(table.row_header), style="bold")
     for column in table.columns:
-        out.add_column(column, justify="right")
+        out.add_column(escape(column), justify="right")
     for row in table.rows:
         label, *cells = row
-        rendered: list[Text | str] = [str(label)]
+        rendered: list[Text | str] = [Text(str(label))]
         for cell in cells:
             if isinstance(cell, Cell):
-                value, rest = cell_parts(cell, table.percent)
-                text = Text(value, style="bold")
-                text.append(" " + rest, style="dim")
+                text = Text(_num(cell.value, table.percent), style="bold")
+                text.append(" " + _interval_n(cell, table.percent), style="dim")
+                if cell.errors:
+                    text.append(" " + _err(cell), style="red")
                 rendered.append(text)
             else:
                 rendered.append(Text(cell or "–", style="dim"))
@@ -281,14 +557,14 @@ def render_markdown(table: Table) -> str:
 
 
 def render_csv(table: Table) -> str:
-    """Tidy CSV: one line per non-missing cell (row label, column, value, n, lo, hi).
+    """Tidy CSV: one line per non-missing cell (row label, column, value, n, lo, hi, errors).
 
     Values are raw (success as a fraction in [0, 1], not a percentage); lo/hi are empty
-    when there is no interval.
+    when there is no interval; ``errors`` counts errored episodes (0 when none).
     """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([table.row_header, "column", "value", "n", "lo", "hi"])
+    writer.writerow([table.row_header, "column", "value", "n", "lo", "hi", "errors"])
     for row in table.rows:
         label, *cells = row
         for column, cell in zip(table.columns, cells, strict=True):
@@ -302,6 +578,7 @@ def render_csv(table: Table) -> str:
                     cell.n,
                     "" if cell.lo is None else repr(cell.lo),
                     "" if cell.hi is None else repr(cell.hi),
+                    cell.errors,
                 ]
             )
     return buf.getvalue()
