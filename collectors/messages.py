@@ -55,26 +55,24 @@ from typing import TYPE_CHECKING
 import torch
 
 from interlat_bench.harness.generation import Decoding, eos_ids, generate, left_pad
+from interlat_bench.harness.prompts import (
+    ALFWORLD_PLAN_PROMPT,
+    MATH_PLAN_PROMPT,  # noqa: F401  (re-exported)
+    PAPER_TOP_K,
+    PAPER_TOP_P,
+    paper_temperature,
+    plan_prompt,
+)
 from interlat_bench.harness.settings import cache_dir
 
 if TYPE_CHECKING:
     from interlat_bench.methods.base import Message
 
+# Planner prompts and the paper's sampling settings live in harness.prompts, shared with the
+# benchmarks, so `--prompt math|alfworld` here and the harness collect under the same cache keys.
+
 # Bump when the capture definition or the stored format changes (it enters the content key).
 FORMAT_VERSION = 2  # 2: per-task sender time (gen_ms)
-
-ALFWORLD_PLAN_PROMPT = "Please provide a general plan to solve this task.\n\nThe task is: {task}"
-MATH_PLAN_PROMPT = (
-    "You are the planner for another agent who will do the actual solving. Read the math problem "
-    "below and write a short, high-level plan for it: which ideas, formulas and steps to use, in "
-    "order. Plan only, do not solve: do not carry out the calculations and do not state the "
-    "final answer.\n\nThe problem is: {task}"
-)
-PROMPTS = {"alfworld": ALFWORLD_PLAN_PROMPT, "math": MATH_PLAN_PROMPT}
-
-# Sampling settings used for collection in the paper.
-ALFWORLD_DECODING = Decoding(greedy=False, temperature=0.7, top_p=0.9, top_k=50)
-MATH_DECODING = Decoding(greedy=False, temperature=0.8, top_p=0.9, top_k=50)
 
 DATASET_DIR = "dataset"
 PARTS_DIR = "parts"
@@ -204,6 +202,14 @@ def is_done(folder: str | os.PathLike) -> bool:
     return (Path(folder) / DATASET_DIR / DATA_FILE).exists()
 
 
+def stored_ids(folder: str | os.PathLike) -> set[str]:
+    """Task ids whose messages are already on disk (finished collection or resumable parts)."""
+    folder = Path(folder)
+    if is_done(folder):
+        return set(_read_table(folder / DATASET_DIR / DATA_FILE, ["task_id"]).column("task_id").to_pylist())
+    return _done_ids(folder) if (folder / PARTS_DIR).is_dir() else set()
+
+
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
     tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
@@ -250,11 +256,14 @@ def _init_distributed() -> tuple[int, int, bool]:
 
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), False
+    backend = "gloo"
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        backend = "nccl"
-    else:
-        backend = "gloo"
+        # Ranks share GPUs when there are fewer GPUs than ranks; NCCL needs one GPU per rank,
+        # and the collection only exchanges small objects, which gloo carries as well.
+        count = torch.cuda.device_count()
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % count)
+        if count >= int(os.environ.get("LOCAL_WORLD_SIZE", world)):
+            backend = "nccl"
     # Ranks wait for each other at the merge: allow for long, uneven collections.
     dist.init_process_group(backend, timeout=timedelta(hours=12))
     return dist.get_rank(), dist.get_world_size(), True
@@ -512,12 +521,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sender", required=True, help="model reference (e.g. smollm2-135m, tiny-llama)")
     ap.add_argument("--tasks-file", required=True, help="JSONL with task_id and task per line")
     ap.add_argument("--prompt", default="alfworld",
-                    help="alfworld, math, or a template containing {task}")
+                    help="alfworld, math (the harness's planner prompts), or a template containing {task}")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--sample", action="store_true", help="sample (default: greedy)")
-    ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--top-p", type=float, default=0.9)
-    ap.add_argument("--top-k", type=int, default=50)
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="with --sample; default: the paper's for --prompt (alfworld 0.7, math 0.8), "
+                         "else 0.7")
+    ap.add_argument("--top-p", type=float, default=PAPER_TOP_P)
+    ap.add_argument("--top-k", type=int, default=PAPER_TOP_K)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -526,9 +537,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-root", default=None, help="default: <INTERLAT_CACHE>/messages")
     args = ap.parse_args(argv)
     tasks = read_tasks(args.tasks_file)[:args.limit]
+    temperature = args.temperature if args.temperature is not None else paper_temperature(args.prompt)
     cfg = CollectConfig(
-        sender=args.sender, dtype=args.dtype, prompt_template=PROMPTS.get(args.prompt, args.prompt),
-        decoding=Decoding(greedy=not args.sample, temperature=args.temperature, top_p=args.top_p,
+        sender=args.sender, dtype=args.dtype, prompt_template=plan_prompt(args.prompt),
+        decoding=Decoding(greedy=not args.sample, temperature=temperature, top_p=args.top_p,
                           top_k=args.top_k, max_new_tokens=args.max_new_tokens),
         seed=args.seed, batch_size=args.batch_size, keep_rows=args.keep_rows)
     rank = int(os.environ.get("RANK", "0"))

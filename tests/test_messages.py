@@ -98,6 +98,43 @@ def test_prompt_is_chat_template_single_user_turn(tiny):
     assert "{task}" in mc.MATH_PLAN_PROMPT
 
 
+@pytest.mark.parametrize("sample", [True, False], ids=["sampled", "greedy"])
+@pytest.mark.parametrize("task", ["math", "alfworld"])
+def test_cli_prompt_collects_what_the_harness_collects(task, sample, tmp_path, monkeypatch):
+    """``--prompt math|alfworld`` and a run's collection share one prompt and one paper
+    temperature (harness.prompts), so they land under one cache key."""
+    from interlat_bench.benchmarks.alfworld import AlfworldBenchmark
+    from interlat_bench.benchmarks.base import Sample
+    from interlat_bench.benchmarks.math import MathBenchmark
+    from interlat_bench.harness import prompts
+    from interlat_bench.harness.context import RunContext
+    from interlat_bench.harness.runspec import RunSpec
+    from interlat_bench.methods.sending import SENDER_DEFAULTS, collect_for
+
+    seen = []
+
+    def fake_collect(cfg, tasks, out_root=None, progress=None, **kw):
+        seen.append((cfg, list(tasks)))
+        return tmp_path
+
+    monkeypatch.setattr(mc, "collect_messages", fake_collect)
+    monkeypatch.setattr(mc, "load_messages", lambda path: {})
+    tasks_file = tmp_path / "tasks.jsonl"
+    tasks_file.write_text("".join(json.dumps({"task_id": i, "task": t}) + "\n" for i, t in TASKS[:3]))
+    mc.main(["--sender", "tiny-llama", "--tasks-file", str(tasks_file), "--prompt", task,
+             "--max-new-tokens", str(SENDER_DEFAULTS["plan_tokens"])] + (["--sample"] if sample else []))
+    bench = {"math": MathBenchmark, "alfworld": AlfworldBenchmark}[task]()
+    spec = RunSpec.make(method="latent", benchmark=task, split=bench.default_splits[0], receiver="tiny-llama",
+                        sender="tiny-llama")
+    collect_for(RunContext(spec=spec, benchmark=bench, log=lambda _: None), [Sample(i, t) for i, t in TASKS[:3]],
+                {**SENDER_DEFAULTS, "plan_greedy": not sample})
+    (cli, cli_tasks), (harness, harness_tasks) = seen
+    assert cli.prompt_template == harness.prompt_template == bench.planner_prompt == prompts.PLAN_PROMPTS[task]
+    assert cli.decoding == harness.decoding
+    assert cli.decoding.temperature == prompts.PAPER_TEMPERATURE[task] == {"math": 0.8, "alfworld": 0.7}[task]
+    assert mc.content_key(cli, cli_tasks) == mc.content_key(harness, harness_tasks)
+
+
 @pytest.mark.parametrize(("dec", "share"), [(GREEDY, True), (SAMPLE, True), (SAMPLE, False)],
                          ids=["greedy", "sampled-early-eos", "sampled-plain-prefill"])
 def test_alignment_tiny_left_padded(tiny, tmp_path, monkeypatch, dec, share):

@@ -1,0 +1,40 @@
+"""The sender's planner prompts and sampling settings: the one place they are defined.
+
+Benchmarks (``planner_prompt``), the harness's collection (``methods.sending``) and the
+collector's command line (``python -m interlat_bench.collectors.messages --prompt math``)
+all read them from here, so both paths collect the same messages under the same cache keys.
+Pure constants (no torch), so every layer may import this module.
+
+SPEC section 2: ALFWorld plans from "Please provide a general plan to solve this task.\n\n
+The task is: {task}"; MATH from a "plan only, do not solve" planner prompt; plans are
+sampled with top_p 0.9, top_k 50 and temperature 0.7 (ALFWorld) / 0.8 (MATH).
+"""
+
+from __future__ import annotations
+
+ALFWORLD_PLAN_PROMPT = "Please provide a general plan to solve this task.\n\nThe task is: {task}"
+MATH_PLAN_PROMPT = (
+    "You are the planner for a math problem. Do not solve it and do not state a final answer; "
+    "write only a short, general step-by-step plan that a solver could follow.\n\n"
+    "The problem is: {task}"
+)
+# Task name -> planner prompt (the collector CLI's ``--prompt`` choices).
+PLAN_PROMPTS = {"alfworld": ALFWORLD_PLAN_PROMPT, "math": MATH_PLAN_PROMPT}
+# The generic prompt (a benchmark without its own planner prompt) is the SPEC's ALFWorld one.
+DEFAULT_PLAN_PROMPT = ALFWORLD_PLAN_PROMPT
+
+# Sender sampling in the paper, per task; other tasks and custom templates use the fallback.
+PAPER_TEMPERATURE = {"alfworld": 0.7, "math": 0.8}
+FALLBACK_TEMPERATURE = 0.7
+PAPER_TOP_P = 0.9
+PAPER_TOP_K = 50
+
+
+def plan_prompt(name_or_template: str) -> str:
+    """A task's planner prompt by name (``math``, ``alfworld``), else the string as a template."""
+    return PLAN_PROMPTS.get(name_or_template, name_or_template)
+
+
+def paper_temperature(task: str | None) -> float:
+    """The paper's sender temperature for a task (FALLBACK_TEMPERATURE for any other)."""
+    return PAPER_TEMPERATURE.get(task or "", FALLBACK_TEMPERATURE)
