@@ -50,7 +50,13 @@ def encode(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> E
 
     Turn spans come from rendering growing prefixes of the conversation, so any chat
     template works; assistant turns (their content and end-of-turn token) are supervised.
+    The end of a turn is its first stop token (``generation.eos_ids``, where decoding stops);
+    template text after it (e.g. the newline after ``<|im_end|>``) is context, as it is when
+    the receiver plays, so it is not supervised.
     """
+    from interlat_bench.harness.generation import eos_ids  # torch stays out of plain imports
+
+    stop = eos_ids(tokenizer)
     pieces: list[tuple[str, bool]] = []
     done = ""
     for i, msg in enumerate(messages):
@@ -75,8 +81,13 @@ def encode(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> E
             ids += tokenize(tokenizer, head)
             labels += [supervised] * (len(ids) - len(labels))
             slot_at = len(ids)
-        ids += tokenize(tokenizer, text)
-        labels += [supervised] * (len(ids) - len(labels))
+        piece = tokenize(tokenizer, text)
+        if supervised:  # through the turn's first stop token; anything after it is context
+            end = next((k + 1 for k, t in enumerate(piece) if t in stop), len(piece))
+            labels += [True] * end + [False] * (len(piece) - end)
+        else:
+            labels += [False] * len(piece)
+        ids += piece
     return Encoded(before=ids[:slot_at], after=ids[slot_at:], labels_after=labels[slot_at:])
 
 

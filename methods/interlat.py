@@ -7,11 +7,16 @@ trained receiver are cached, so a second run reuses them.
 
 from __future__ import annotations
 
+from interlat_bench.harness.params import OPTIONAL_POSITIVE_INT, one_of
 from interlat_bench.harness.registry import register_method
 from interlat_bench.methods.base import NO_MESSAGE, Message, Method
-from interlat_bench.methods.sending import SENDER_DEFAULTS, collect_for
+from interlat_bench.methods.sending import SENDER_CHECKS, SENDER_DEFAULTS, collect_for
 
 TRAIN_DEFAULTS = {"preset": "quick", "n_train": None, "curriculum": "schedule"}
+# Names as in trainers.receiver.PRESETS and trainers.curriculum.MODES (a test keeps them equal;
+# importing those modules here would load torch for `--help`).
+TRAIN_CHECKS = {"preset": one_of("quick", "paper"), "n_train": OPTIONAL_POSITIVE_INT,
+                "curriculum": one_of("schedule", "reference", "pure")}
 
 
 class TrainedReceiver(Method):
@@ -19,6 +24,7 @@ class TrainedReceiver(Method):
 
     trained_with = "none"
     defaults = {**TRAIN_DEFAULTS}
+    param_checks = TRAIN_CHECKS
 
     @property
     def kind(self) -> str:
@@ -52,7 +58,8 @@ class TrainedReceiver(Method):
         from interlat_bench.trainers.receiver import load_receiver
 
         folder = self.train(ctx)
-        self.lm, self.adapter, _ = load_receiver(folder, dtype=ctx.spec.dtype)
+        self.lm, self.adapter, _, cfg = load_receiver(folder, dtype=ctx.spec.dtype)
+        self.max_slot_rows = cfg.max_slot_rows  # the slot limit the receiver was trained with
         self.messages = collect_for(ctx, samples, self.params) if self.kind != "none" else {}
 
     def message(self, ctx, sample) -> Message:
@@ -60,24 +67,23 @@ class TrainedReceiver(Method):
         if m is None or self.kind == "none":
             return NO_MESSAGE
         if self.kind == "text":
-            return Message(kind="text", text=m.text, token_ids=m.token_ids, sender_ms=m.sender_ms)
+            return m.as_text()
         return m
 
     def slot_rows(self, message: Message):
-        """What the trained receiver reads between <bop> and <eop>."""
+        """What the trained receiver reads between <bop> and <eop>: built by the training code's
+        ``trainers.slot.slot_rows``, truncated to the checkpoint's ``max_slot_rows``."""
         import torch
 
         from interlat_bench.harness import conversation as conv
+        from interlat_bench.trainers.slot import slot_rows
 
-        emb = self.lm.model.get_input_embeddings()
+        # Text: the receiver's own tokenizer on the plan text, as in training (build_examples).
+        ids = conv.tokenize(self.lm.tokenizer, message.text or "") if message.kind == "text" else []
         with torch.no_grad():
-            if message.kind == "latent" and self.adapter is not None:
-                lat = message.latents.to(emb.weight.device, dtype=next(self.adapter.parameters()).dtype)
-                return self.adapter(lat).to(emb.weight.dtype)
-            if message.kind == "text":
-                ids = conv.tokenize(self.lm.tokenizer, message.text or "")  # receiver's own tokenizer
-                return emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
-        return None
+            return slot_rows(message.kind, latents=message.latents if message.kind == "latent" else None,
+                             plan_ids=ids, adapter=self.adapter, embed=self.lm.model.get_input_embeddings(),
+                             max_rows=self.max_slot_rows, ratio=1.0)
 
     def agent(self, ctx):
         from interlat_bench.methods.receiver import ReceiverAgent
@@ -99,6 +105,7 @@ class Text(TrainedReceiver):
     trained_with = "text"
     needs_sender = True
     defaults = {**TRAIN_DEFAULTS, **SENDER_DEFAULTS}
+    param_checks = {**TRAIN_CHECKS, **SENDER_CHECKS}
 
 
 @register_method
@@ -108,3 +115,4 @@ class Latent(TrainedReceiver):
     trained_with = "latent"
     needs_sender = True
     defaults = {**TRAIN_DEFAULTS, **SENDER_DEFAULTS}
+    param_checks = {**TRAIN_CHECKS, **SENDER_CHECKS}

@@ -15,10 +15,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from torch import nn
 from interlat_bench.harness import conversation as conv
 from interlat_bench.harness.settings import cache_dir
 from interlat_bench.trainers.adapter import CommAdapter
-from interlat_bench.trainers.curriculum import Curriculum, mix_slot
+from interlat_bench.trainers.curriculum import Curriculum
 from interlat_bench.trainers.losses import (
     LossWeights,
     combine,
@@ -36,8 +37,9 @@ from interlat_bench.trainers.losses import (
     plan_alignment_loss,
     separation_loss,
 )
+from interlat_bench.trainers.slot import slot_rows
 
-TRAIN_VERSION = 1
+TRAIN_VERSION = 2  # 2: supervision ends at the assistant turn's end-of-turn token (conv.encode)
 IGNORE = -100
 
 
@@ -87,8 +89,9 @@ class Example:
     before: list[int]
     after: list[int]
     supervised: list[bool]
-    latents: torch.Tensor | None = None   # (L, H_s)
-    plan_ids: list[int] = field(default_factory=list)  # receiver tokens of the plan text
+    latents: torch.Tensor | None = None   # (L, H_s), the whole message
+    plan_ids: list[int] = field(default_factory=list)  # receiver tokens of the plan text, all of them
+    max_rows: int | None = None           # slot limit (cfg.max_slot_rows), applied by slot_rows
 
 
 def build_examples(tokenizer, samples, messages: dict, kind: str, cfg: TrainConfig) -> list[Example]:
@@ -101,11 +104,13 @@ def build_examples(tokenizer, samples, messages: dict, kind: str, cfg: TrainConf
         m = messages.get(s.id)
         if kind != "none" and m is None:
             continue
-        ex = Example(s.id, enc.before, enc.after[: cfg.max_len], enc.labels_after[: cfg.max_len])
+        ex = Example(s.id, enc.before, enc.after[: cfg.max_len], enc.labels_after[: cfg.max_len],
+                     max_rows=cfg.max_slot_rows)
         if kind != "none":
-            ex.plan_ids = conv.tokenize(tokenizer, m.text or "")[: cfg.max_slot_rows]
+            # The whole message: trainers.slot.slot_rows truncates it to max_rows, at evaluation too.
+            ex.plan_ids = conv.tokenize(tokenizer, m.text or "")
             if kind == "latent":
-                ex.latents = m.latents[: cfg.max_slot_rows].float()
+                ex.latents = m.latents.float()
         out.append(ex)
     return out
 
@@ -157,14 +162,9 @@ class SlotReceiver(nn.Module):
         return logits, targets, targets != IGNORE
 
     def slot(self, ex: Example, latents: torch.Tensor | None, ratio: float) -> torch.Tensor | None:
-        if self.kind == "none":
-            return None
-        plan = self._embed(ex.plan_ids) if ex.plan_ids else self._embed([])
-        if self.kind == "text" or latents is None:
-            return plan
-        dev = plan.device
-        rows = self.adapter(latents.to(dev, dtype=next(self.adapter.parameters()).dtype))
-        return mix_slot(rows, plan, ratio) if ratio < 1.0 else rows
+        """The slot for ``ex`` with ``latents`` in it (None: the plan text), built as at evaluation."""
+        return slot_rows(self.kind, latents=latents, plan_ids=ex.plan_ids, adapter=self.adapter,
+                         embed=self.lm.get_input_embeddings(), max_rows=ex.max_rows, ratio=ratio)
 
     def forward(self, examples: list[Example]):
         lat_logits, targets, sup = self._logits([self._sequence(ex, self.slot(ex, ex.latents, self.ratio))
@@ -215,7 +215,9 @@ def train_receiver(receiver_ref: str, kind: str, samples, messages: dict, cfg: T
     if (target / "DONE").exists():
         log(f"reusing trained {label} receiver {target}")
         return target
-    lm = models.load(receiver_ref, dtype=dtype, seed=cfg.seed)
+    # Master weights stay in fp32 whatever the run's dtype: AdamW steps of ~1e-5 applied to
+    # bf16 weights mostly round away. `dtype` sets the compute precision (autocast) only.
+    lm = models.load(receiver_ref, dtype="float32", seed=cfg.seed)
     bop, eop = conv.add_slot_tokens(lm)
     examples = build_examples(lm.tokenizer, samples, messages, kind, cfg)
     if not examples:
@@ -228,14 +230,29 @@ def train_receiver(receiver_ref: str, kind: str, samples, messages: dict, cfg: T
         adapter = CommAdapter(sender_dim, lm.hidden_size).to(lm.model.device)
     module = SlotReceiver(lm.model, adapter, kind, bop, eop, cfg.weights(), seed=cfg.seed)
     module.train()
-    history = _fit(module, examples, cfg, deepspeed=deepspeed, log=log)
+    history = _fit(module, examples, cfg, deepspeed=deepspeed, log=log, dtype=dtype)
     module.eval()
     _save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine)
     log(f"trained {label} receiver on {len(examples)} conversations -> {target}")
     return target
 
 
-def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, deepspeed, log) -> list[dict]:
+def mixed_precision(dtype: str) -> dict[str, bool]:
+    """TrainingArguments flags for a compute dtype; the weights themselves stay fp32."""
+    from interlat_bench.harness.models import resolve_dtype
+
+    torch_dtype = resolve_dtype(dtype)
+    if torch_dtype == torch.float16 and not torch.cuda.is_available():
+        from interlat_bench.harness.errors import UserError
+
+        raise UserError("--dtype float16: fp16 training needs CUDA (use bfloat16 or float32 on a CPU)")
+    # use_cpu: transformers refuses bf16 without a GPU unless told it trains on the CPU.
+    return {"bf16": torch_dtype == torch.bfloat16, "fp16": torch_dtype == torch.float16,
+            "use_cpu": not torch.cuda.is_available()}
+
+
+def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, deepspeed, log,
+         dtype: str = "float32") -> list[dict]:
     from transformers import Trainer, TrainingArguments
 
     history: list[dict] = []
@@ -259,16 +276,22 @@ def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, dee
                 self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
             return self.optimizer
 
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            # A ratio of the real step count, as an integer: transformers 4.x reads a float
+            # `warmup_steps` as a step count, 5.x as a ratio when below 1.
+            self.args.warmup_steps = math.ceil(cfg.warmup_ratio * num_training_steps)
+            return super().create_scheduler(num_training_steps, optimizer)
+
     with tempfile.TemporaryDirectory(prefix="interlat-train-") as tmp:
         if deepspeed:
             deepspeed = deepspeed_config(deepspeed, cfg)
         args = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-            num_train_epochs=cfg.epochs, learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio,
+            num_train_epochs=cfg.epochs, learning_rate=cfg.lr, warmup_steps=0,
             lr_scheduler_type="linear", logging_steps=1, save_strategy="no", report_to=[],
             remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
             seed=cfg.seed, data_seed=cfg.seed,
-            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), deepspeed=deepspeed,
+            **mixed_precision(dtype), deepspeed=deepspeed,
             disable_tqdm=True,
         )
         trainer = InterlatTrainer(model=module, args=args, train_dataset=examples, data_collator=_collate)
@@ -343,13 +366,22 @@ def write_loss_log(folder: Path, history: list[dict]) -> None:
     plt.close(fig)
 
 
+def load_train_config(folder: Path) -> tuple[str, TrainConfig]:
+    """(kind, TrainConfig) a checkpoint was trained with, from its train_config.json."""
+    saved = json.loads((Path(folder) / "train_config.json").read_text())
+    known = {f.name for f in fields(TrainConfig)}
+    return saved["kind"], TrainConfig(**{k: v for k, v in saved.get("config", {}).items() if k in known})
+
+
 def load_receiver(folder: Path, dtype: str = "float32"):
-    """(LoadedModel, adapter or None, kind) from a checkpoint folder."""
+    """(LoadedModel, adapter or None, kind, TrainConfig) from a checkpoint folder.
+
+    The config carries what evaluation must repeat, e.g. ``max_slot_rows`` for ``slot_rows``."""
     from interlat_bench.harness import models
 
     lm = models.load(str(folder / "receiver"), dtype=dtype)
-    kind = json.loads((folder / "train_config.json").read_text())["kind"]
+    kind, cfg = load_train_config(folder)
     adapter = None
     if (folder / "adapter").exists():
         adapter = CommAdapter.load(folder / "adapter", map_location=models.device()).eval()
-    return lm, adapter, kind
+    return lm, adapter, kind, cfg

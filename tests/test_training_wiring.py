@@ -1,0 +1,311 @@
+"""The train/eval seam of the receiver: supervision mask, labels, slot rows, curriculum, passes.
+
+Tiny random models in-process (no download). Each test pins wiring that a plausible edit could
+break without any other test noticing: what is supervised, what fills the slot at training
+and at evaluation (one function, ``trainers.slot.slot_rows``), which ratio each optimizer step
+trains with, and what the L_plan / L_neg passes put in the slot.
+"""
+
+from __future__ import annotations
+
+import csv
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from interlat_bench.benchmarks.math import MathBenchmark
+from interlat_bench.harness import conversation as conv
+from interlat_bench.harness import models
+from interlat_bench.methods.base import Message
+from interlat_bench.trainers.adapter import CommAdapter
+from interlat_bench.trainers.curriculum import Curriculum
+from interlat_bench.trainers.losses import LossWeights, combine, plan_alignment_loss, separation_loss
+from interlat_bench.trainers.receiver import (
+    IGNORE,
+    SlotReceiver,
+    TrainConfig,
+    build_examples,
+    load_receiver,
+    train_receiver,
+)
+
+SENDER_DIM = 64  # tiny-llama's hidden size: the fake sender is tiny-llama
+MAX_ROWS = 6     # slot limit of the trained checkpoints below; every message is longer
+PLAN = ("First write the equation in standard form, then factor the quadratic, then check "
+        "each root against the original condition and keep the valid ones ({i}).")
+
+
+def fake_messages(samples, seed: int = 0) -> dict[str, Message]:
+    """Latent messages keyed by sample id: 10..12 rows (> MAX_ROWS), plans of ~30 tokens."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for i, s in enumerate(samples):
+        rows = 10 + i % 3
+        out[s.id] = Message(kind="latent", text=PLAN.format(i=i), token_ids=tuple(range(rows)),
+                            latents=torch.randn(rows, SENDER_DIM, generator=g))
+    return out
+
+
+def tiny_receiver():
+    lm = models.load("tiny-llama", dtype="float32")
+    bop, eop = conv.add_slot_tokens(lm)
+    return lm, bop, eop
+
+
+def quiet(*_args, **_kw):
+    pass
+
+
+@pytest.fixture(scope="module")
+def math_train():
+    return MathBenchmark().train_samples(limit=8)
+
+
+@pytest.fixture(scope="module")
+def trained(math_train, tmp_path_factory):
+    """One latent and one text receiver, trained as the methods train them (tiny, a few steps)."""
+    root = tmp_path_factory.mktemp("receivers")
+    msgs = fake_messages(math_train)
+    # 8 conversations, batches of 2, 2 micro-batches per optimizer step, 2 epochs: 4 steps.
+    cfg = TrainConfig(n_train=8, epochs=2.0, batch_size=2, grad_accum=2, max_len=40, max_slot_rows=MAX_ROWS)
+    calls: list[tuple[str, float]] = []  # the CE pass's slots: (task id, ratio passed)
+    real_slot = SlotReceiver.slot
+
+    def slot(self, ex, latents, ratio):
+        if latents is not None and latents is ex.latents:  # the CE pass of a latent batch
+            calls.append((ex.task_id, ratio))
+        return real_slot(self, ex, latents, ratio)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SlotReceiver, "slot", slot)
+        latent = train_receiver("tiny-llama", "latent", math_train, msgs, cfg, log=quiet, out_root=root)
+    text_cfg = TrainConfig(n_train=2, batch_size=2, max_len=16, max_slot_rows=MAX_ROWS)
+    text = train_receiver("tiny-llama", "text", math_train[:2], msgs, text_cfg, log=quiet, out_root=root)
+    return SimpleNamespace(latent=latent, text=text, messages=msgs, cfg=cfg, slot_calls=calls)
+
+
+# ------------------------------------------------------------------ (a) supervision mask
+
+
+@pytest.mark.parametrize("system", [True, False], ids=["system-turn", "template-default-system"])
+def test_encode_supervises_exactly_the_assistant_turns(system):
+    tok = models.load("tiny-llama", dtype="float32").tokenizer
+    replies = ["Thought: the mug is in the sink.\nAction: go to sinkbasin 1",
+               "Action: take mug 1 from sinkbasin 1", "Done, the answer is \\boxed{4}."]
+    msgs = ([{"role": "system", "content": "You are a careful agent."}] if system else []) + [
+        {"role": "user", "content": conv.with_slot("Your task is to: clean a mug.", special=True,
+                                                   message_kind="latent")},
+        {"role": "assistant", "content": replies[0]},
+        {"role": "user", "content": "You arrive at sinkbasin 1. On it, you see a mug 1."},
+        {"role": "assistant", "content": replies[1]},
+        {"role": "user", "content": "You pick up the mug 1."},
+        {"role": "assistant", "content": replies[2]},
+    ]
+    enc = conv.encode(tok, msgs, add_generation_prompt=False)
+
+    # Independent oracle: character spans of each reply plus its <|im_end|> in the rendered
+    # conversation; a token is supervised iff it lies inside one of them.
+    full = conv.render(tok, msgs, add_generation_prompt=False)
+    head, tail = full.split(conv.PLACEHOLDER)
+    assert enc.before == conv.tokenize(tok, head)
+    assert enc.after == conv.tokenize(tok, tail)
+    spans, start = [], 0
+    for reply in replies:
+        at = tail.index("<|im_start|>assistant\n" + reply + "<|im_end|>", start) + len("<|im_start|>assistant\n")
+        spans.append((at, at + len(reply) + len("<|im_end|>")))
+        start = spans[-1][1]
+    offsets = tok(tail, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    expect = [any(a <= lo and hi <= b for a, b in spans) for lo, hi in offsets]
+    assert enc.labels_after == expect
+
+    supervised = [t for t, s in zip(enc.after, enc.labels_after) if s]
+    assert supervised == sum((conv.tokenize(tok, r + "<|im_end|>") for r in replies), [])
+    im_start, im_end = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    assert im_start not in supervised  # no turn header, no role names
+    assert supervised.count(im_end) == len(replies)  # each turn's end-of-turn token, once
+    said = tok.decode(supervised)
+    for m in msgs:  # no user/system text
+        if m["role"] != "assistant":
+            assert m["content"].split(conv.PLACEHOLDER)[0].strip() not in said
+
+
+# ------------------------------------------------------------------ (b) labels of a sequence
+
+
+@pytest.mark.parametrize("kind", ["latent", "text", "none"])
+def test_sequence_labels_ignore_prefix_bop_slot_eop(kind, math_train):
+    lm, bop, eop = tiny_receiver()
+    cfg = TrainConfig(max_len=64, max_slot_rows=MAX_ROWS)
+    samples = math_train[:2]
+    ex = build_examples(lm.tokenizer, samples, fake_messages(samples), kind, cfg)[0]
+    torch.manual_seed(0)
+    adapter = CommAdapter(SENDER_DIM, lm.hidden_size) if kind == "latent" else None
+    module = SlotReceiver(lm.model, adapter, kind, bop, eop, cfg.weights())
+    slot = module.slot(ex, ex.latents, 1.0)
+    n = 0 if slot is None else slot.shape[0]
+    assert n == {"latent": MAX_ROWS, "text": MAX_ROWS, "none": 0}[kind]
+    embeds, labels = module._sequence(ex, slot)
+
+    prefix = len(ex.before) + 1 + n + 1  # before, <bop>, slot rows, <eop>
+    assert embeds.shape[0] == len(labels) == prefix + len(ex.after)
+    assert labels[:prefix] == [IGNORE] * prefix
+    assert labels[prefix:] == [t if s else IGNORE for t, s in zip(ex.after, ex.supervised)]
+    assert any(s for s in ex.supervised) and not all(ex.supervised)
+    # The rows are where the labels say: <bop>/<eop> embeddings around the slot rows.
+    emb = lm.model.get_input_embeddings()
+    ids = torch.tensor(ex.before + [bop])
+    assert torch.equal(embeds[: len(ex.before) + 1], emb(ids))
+    assert torch.equal(embeds[prefix - 1], emb(torch.tensor(eop)))
+    if n:
+        assert torch.equal(embeds[len(ex.before) + 1: prefix - 1], slot)
+    # The supervised targets are the reference solution's tokens (the assistant turn).
+    sup = [t for t in labels if t != IGNORE]
+    solution = conv.tokenize(lm.tokenizer, samples[0].data["solution"])
+    assert sup == solution[: len(sup)] or sup[:-1] == solution  # truncated by max_len, or + <|im_end|>
+
+
+# ------------------------------------------------------------------ task 2: one slot function
+
+
+@pytest.mark.parametrize("kind", ["latent", "text"])
+def test_slot_rows_identical_at_training_and_evaluation(kind, trained, math_train, monkeypatch):
+    from interlat_bench.methods import interlat
+
+    folder = trained.latent if kind == "latent" else trained.text
+    sample = math_train[0]
+    msg = trained.messages[sample.id]
+    # Evaluation: the method's own prepare/message/slot_rows, reading the checkpoint folder.
+    method = interlat.Latent() if kind == "latent" else interlat.Text()
+    monkeypatch.setattr(method, "train", lambda ctx: folder)
+    monkeypatch.setattr(interlat, "collect_for", lambda ctx, samples, params: {sample.id: msg})
+    method.prepare(SimpleNamespace(spec=SimpleNamespace(dtype="float32")), [sample])
+    sent = method.message(None, sample)
+    assert sent.kind == kind
+    evaluated = method.slot_rows(sent)
+
+    # Training: the examples and SlotReceiver exactly as train_receiver builds them.
+    lm, adapter, saved_kind, cfg = load_receiver(folder)
+    assert saved_kind == kind and cfg.max_slot_rows == MAX_ROWS
+    bop, eop = conv.add_slot_tokens(lm)
+    ex = build_examples(lm.tokenizer, [sample], {sample.id: msg}, kind, cfg)[0]
+    module = SlotReceiver(lm.model, adapter, kind, bop, eop, cfg.weights(), seed=cfg.seed)
+    module.train()
+    with torch.no_grad():
+        trained_rows = module.slot(ex, ex.latents, 1.0)
+
+    # The message is longer than the slot: both sides keep its first MAX_ROWS rows / tokens.
+    plan_ids = conv.tokenize(lm.tokenizer, msg.text)
+    assert msg.latents.shape[0] > MAX_ROWS and len(plan_ids) > MAX_ROWS
+    assert trained_rows.shape == evaluated.shape == (MAX_ROWS, lm.hidden_size)
+    for row in range(MAX_ROWS):
+        assert torch.allclose(trained_rows[row], evaluated[row], rtol=0, atol=1e-6), row
+    with torch.no_grad():
+        if kind == "latent":
+            # Truncation happens before the adapter (its attention mixes rows), on both sides.
+            expect = adapter(msg.latents[:MAX_ROWS])
+            assert not torch.allclose(adapter(msg.latents)[:MAX_ROWS], expect, atol=1e-6)
+        else:  # the receiver's own tokenizer on the plan text
+            expect = lm.model.get_input_embeddings()(torch.tensor(plan_ids[:MAX_ROWS]))
+    assert torch.allclose(evaluated, expect, rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------ (c) curriculum per optimizer step
+
+
+def test_curriculum_ratio_is_per_optimizer_step(trained):
+    cfg = trained.cfg
+    with open(trained.latent / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows]
+    ratios = [float(r["ratio"]) for r in rows]
+    total = 4  # 8 conversations / (2 per batch * 2 micro-batches) * 2 epochs
+    assert steps == [s for s in range(total) for _ in range(cfg.grad_accum)]
+    curriculum = Curriculum(cfg.curriculum, seed=cfg.seed)
+    expect = [curriculum.ratio(s, total) for s in steps]
+    assert ratios == pytest.approx(expect, abs=1e-12)
+    assert len(set(expect)) == total  # the schedule moves every step: a per-micro-batch ratio shows
+    assert expect[-1] == 1.0          # and ends on pure latents
+    # What the slot actually received in the CE pass: the same ratio for every example of
+    # every micro-batch of an optimizer step.
+    passed = [r for _, r in trained.slot_calls]
+    assert len(passed) == len(rows) * cfg.batch_size
+    assert passed == pytest.approx([r for r in expect for _ in range(cfg.batch_size)], abs=1e-12)
+
+
+# ------------------------------------------------------------------ (d) plan and negative passes
+
+
+def test_plan_and_negative_passes(math_train, monkeypatch):
+    lm, bop, eop = tiny_receiver()
+    cfg = TrainConfig(max_len=32, max_slot_rows=MAX_ROWS)
+    samples = math_train[:3]
+    msgs = fake_messages(samples, seed=1)
+    examples = build_examples(lm.tokenizer, samples, msgs, "latent", cfg)
+    torch.manual_seed(0)
+    adapter = CommAdapter(SENDER_DIM, lm.hidden_size)
+    weights = LossWeights(plan=0.37, neg=0.23, margin=0.41)
+    module = SlotReceiver(lm.model, adapter, "latent", bop, eop, weights, seed=5)
+    module.train()
+    module.ratio = 0.5  # mid-curriculum: the CE slot mixes latents and plan; the other passes do not
+
+    passes, slots = [], []
+    real_logits, real_slot = SlotReceiver._logits, SlotReceiver.slot
+
+    def spy_logits(self, seqs):
+        out = real_logits(self, seqs)
+        passes.append({"seqs": seqs, "grad": torch.is_grad_enabled(), "out": out})
+        return out
+
+    def spy_slot(self, ex, latents, ratio):
+        out = real_slot(self, ex, latents, ratio)
+        slots.append((ex, latents, ratio, out))
+        return out
+
+    monkeypatch.setattr(SlotReceiver, "_logits", spy_logits)
+    monkeypatch.setattr(SlotReceiver, "slot", spy_slot)
+    total = module(examples)
+
+    assert [p["grad"] for p in passes] == [True, False, False]  # CE pass, plan pass, negative pass
+    (lat_logits, targets, sup), (plan_logits, _, plan_sup), (neg_logits, _, neg_sup) = (p["out"] for p in passes)
+    assert lat_logits.requires_grad and not plan_logits.requires_grad and not neg_logits.requires_grad
+    emb = lm.model.get_input_embeddings()
+
+    def slot_of(seq, ex):
+        embeds, _ = seq
+        return embeds[len(ex.before) + 1: embeds.shape[0] - len(ex.after) - 1]
+
+    with torch.no_grad():
+        for ex, plan_seq, neg_seq in zip(examples, passes[1]["seqs"], passes[2]["seqs"]):
+            # Plan pass: the plan text's embeddings alone (receiver tokens, first MAX_ROWS).
+            plan_rows = emb(torch.tensor(ex.plan_ids[:MAX_ROWS]))
+            assert torch.equal(slot_of(plan_seq, ex), plan_rows)
+            # Negative pass: another task's latents through the adapter, fitted to this length.
+            own = ex.latents
+            neg_in = next(lat for e, lat, _, _ in slots[2 * len(examples):] if e is ex)
+            assert neg_in.shape == own.shape and not torch.equal(neg_in, own)
+            others = [o.latents for o in examples if o is not ex]
+            fitted = [o.repeat((own.shape[0] + o.shape[0] - 1) // o.shape[0], 1)[: own.shape[0]] for o in others]
+            assert any(torch.equal(neg_in, f) for f in fitted)
+            assert torch.allclose(slot_of(neg_seq, ex), adapter(neg_in[:MAX_ROWS]), rtol=0, atol=1e-6)
+            assert not torch.allclose(slot_of(neg_seq, ex), adapter(own[:MAX_ROWS]), atol=1e-3)
+    n = len(examples)
+    assert [lat is ex.latents for ex, lat, _, _ in slots[:n]] == [True] * n  # CE: own latents ...
+    assert [r for _, _, r, _ in slots[:n]] == [0.5] * n                     # ... at the step's ratio
+    assert [lat for _, lat, _, _ in slots[n: 2 * n]] == [None] * n          # plan pass: no latents
+    assert [r for _, _, r, _ in slots[2 * n:]] == [1.0] * n                 # negatives: pure latents
+
+    # The losses: computed from those passes, combined with the configured weights.
+    with torch.no_grad():
+        ce = torch.nn.functional.cross_entropy(lat_logits[sup], targets[sup])
+        plan = plan_alignment_loss(lat_logits, plan_logits, sup, plan_sup)
+        neg = separation_loss(lat_logits, neg_logits, sup, neg_sup, 0.41)
+        expect, _ = combine(ce, plan, neg, weights)
+    assert module.last_parts["plan"] == pytest.approx(float(plan), rel=1e-6)
+    assert module.last_parts["neg"] == pytest.approx(float(neg), rel=1e-6)
+    assert module.last_parts["w_plan"] == 0.37 and module.last_parts["w_neg"] == 0.23
+    assert total.item() == pytest.approx(float(ce) + 0.37 * float(plan) + 0.23 * float(neg), rel=1e-6)
+    assert total.item() == pytest.approx(float(expect), rel=1e-6)
+    assert float(plan) > 0 and float(neg) > 0  # both terms are live, so a swap would show
+    total.backward()
+    assert all(p.grad is not None for p in adapter.parameters())
