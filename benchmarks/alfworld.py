@@ -14,10 +14,10 @@ from pathlib import Path
 from interlat_bench.benchmarks.alfworld_env import TextGame, game_id, game_paths, task_type
 from interlat_bench.benchmarks.base import Agent, Benchmark, Record, Sample
 from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.params import POSITIVE_INT
+from interlat_bench.harness.prompts import ALFWORLD_PLAN_PROMPT
 from interlat_bench.harness.registry import register_benchmark
 
-# The SPEC's ALFWorld planner prompt (section 2).
-PLAN_PROMPT = "Please provide a general plan to solve this task.\n\nThe task is: {task}"
 _TASK_RULE = re.compile(r'"task":\s*\[\s*\{\s*"rhs":\s*"Your task is to: ([^"]+)"')
 _ACTION = re.compile(r"^\s*(?:\d+\.\s*)?action\s*:\s*(.+?)\s*$", re.IGNORECASE)
 INVALID = "Nothing happens."
@@ -48,8 +48,9 @@ class AlfworldBenchmark(Benchmark):
     name = "alfworld"
     splits = ("seen", "unseen")
     default_splits = ("seen", "unseen")
-    planner_prompt = PLAN_PROMPT
+    planner_prompt = ALFWORLD_PLAN_PROMPT  # the SPEC's (section 2), from harness.prompts
     defaults = {"max_steps": 20}
+    param_checks = {"max_steps": POSITIVE_INT}
     reply_tokens = 48  # one "Thought: ...\nAction: ..." turn
     cpu_limit = 2
     # Receiver training on CPU needs longer sequences than MATH: episodes are multi-turn.
@@ -58,6 +59,10 @@ class AlfworldBenchmark(Benchmark):
     @property
     def max_steps(self) -> int:
         return int(self.params.get("max_steps", 20))
+
+    def data_files(self, split: str) -> list[Path]:
+        """The games of a split: each game file and the trial record beside it."""
+        return [f for p in game_paths(split) for f in (p, p.parent / "traj_data.json") if f.exists()]
 
     def samples(self, split: str, limit: int | None = None) -> list[Sample]:
         if split not in self.splits:
@@ -102,6 +107,6 @@ class AlfworldBenchmark(Benchmark):
         return Record(
             sample_id=sample.id, success=won, score=float(won), steps=game.steps,
             metrics={"task_type": sample.data["task_type"], "invalid_actions": invalid, "actions": actions,
-                     "max_steps": self.max_steps, "turns": len(actions)},
+                     "max_steps": self.max_steps, "turns": len(actions), **agent.episode_metrics()},
             timings_ms={**agent.timings_ms(), "env": env_ms},
         )

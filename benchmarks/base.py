@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
+
+from interlat_bench.harness.params import Check
+from interlat_bench.harness.prompts import DEFAULT_PLAN_PROMPT
 
 
 @dataclass(frozen=True)
@@ -43,13 +50,17 @@ class Agent(Protocol):
 
     def timings_ms(self) -> dict[str, float]: ...
 
+    def episode_metrics(self) -> dict[str, Any]:
+        """Facts about the episode's replies (e.g. how many the token cap cut); {} for none."""
+        ...
+
 
 class Benchmark:
     name: ClassVar[str]
     splits: ClassVar[tuple[str, ...]]
     default_splits: ClassVar[tuple[str, ...]]  # evaluated when --splits is not given
-    # The prompt the sender plans from, given the sample's task text.
-    planner_prompt: ClassVar[str] = "Please provide a general plan to solve this task.\n\nThe task is: {task}"
+    # The prompt the sender plans from, given the sample's task text (see harness.prompts).
+    planner_prompt: ClassVar[str] = DEFAULT_PLAN_PROMPT
     reply_tokens: ClassVar[int] = 256  # receiver tokens per reply unless --max-new-tokens
     cpu_limit: ClassVar[int | None] = None  # samples per split on a CPU unless --limit
     # Settings that change outcomes, with their defaults (they enter the run key).
@@ -57,8 +68,22 @@ class Benchmark:
     # Changes to the receiver-training preset this benchmark needs (e.g. longer sequences).
     train_overrides: ClassVar[dict[str, Any]] = {}
 
+    # Checks for the settings above (harness.params), applied where a run is specified.
+    param_checks: ClassVar[dict[str, Check]] = {}
+
     def __init__(self, params: dict[str, Any] | None = None):
         self.params = dict(params or {})
+
+    def data_files(self, split: str) -> list[Path]:
+        """The files a split's samples (``train``: training conversations) are read from."""
+        raise NotImplementedError
+
+    def fingerprint(self, split: str, *, with_train: bool = False) -> str:
+        """A content hash of the data a run on ``split`` reads (plus the training data)."""
+        parts = [files_digest(tuple(self.data_files(split)))]
+        if with_train:
+            parts.append(files_digest(tuple(self.data_files("train"))))
+        return hashlib.sha256("+".join(parts).encode()).hexdigest()[:16]
 
     def samples(self, split: str, limit: int | None = None) -> list[Sample]:
         raise NotImplementedError
@@ -69,3 +94,25 @@ class Benchmark:
 
     def play(self, sample: Sample, agent: Agent, message: Any) -> Record:
         raise NotImplementedError
+
+
+def files_digest(paths: tuple[Path, ...]) -> str:
+    """sha256 over the files' names (relative to their common folder) and contents."""
+    root = Path(os.path.commonpath([Path(p).parent for p in paths])) if paths else Path()
+    h = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(_file_digest(path, *_stat(path)).encode())
+    return h.hexdigest()
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@cache
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """Content hash, cached per process for a file of this size and modification time."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

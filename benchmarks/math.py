@@ -14,6 +14,7 @@ from pathlib import Path
 from interlat_bench.benchmarks.base import Agent, Benchmark, Record, Sample
 from interlat_bench.benchmarks.math_grading import is_equivalent, last_boxed
 from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.prompts import MATH_PLAN_PROMPT
 from interlat_bench.harness.registry import register_benchmark
 from interlat_bench.harness.settings import math_dir
 
@@ -22,12 +23,6 @@ FILES = {"math500": "math500_test.jsonl", "test": "math_test.jsonl", "train": "m
 SOLVE_PROMPT = (
     "Solve the following math problem. Reason step by step, and put your final answer "
     "within \\boxed{{}}.\n\nProblem: {problem}"
-)
-
-PLAN_PROMPT = (
-    "You are the planner for a math problem. Do not solve it and do not state a final answer; "
-    "write only a short, general step-by-step plan that a solver could follow.\n\n"
-    "The problem is: {task}"
 )
 
 
@@ -62,7 +57,7 @@ class MathBenchmark(Benchmark):
     name = "math"
     splits = ("math500", "test")
     default_splits = ("math500",)
-    planner_prompt = PLAN_PROMPT
+    planner_prompt = MATH_PLAN_PROMPT  # harness.prompts: shared with the collector CLI
     reply_tokens = 320
     cpu_limit = 10
 
@@ -71,6 +66,9 @@ class MathBenchmark(Benchmark):
         if not path.exists():
             raise UserError(f"MATH split {split!r}: {path} is missing (expected {FILES[split]})")
         return _read(path)
+
+    def data_files(self, split: str) -> list[Path]:
+        return [math_dir(self.params.get("data_dir")) / FILES[split]]
 
     def samples(self, split: str, limit: int | None = None) -> list[Sample]:
         if split not in FILES:
@@ -99,6 +97,7 @@ class MathBenchmark(Benchmark):
             success=correct,
             score=float(correct),
             metrics={"level": sample.data["level"], "subject": sample.data["subject"],
-                     "predicted": predicted, "gold": sample.data["answer"], "output": reply},
+                     "predicted": predicted, "gold": sample.data["answer"], "output": reply,
+                     **agent.episode_metrics()},
             timings_ms={**agent.timings_ms(), "grading": grading_ms},
         )

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.params import check_params
 from interlat_bench.harness.registry import benchmarks, methods
 from interlat_bench.harness.runspec import DecodingSpec, RunSpec
 
@@ -23,16 +24,35 @@ def _decoding_for(decoding: DecodingSpec | None, bcls) -> DecodingSpec:
     return decoding
 
 
+ALL = -1  # --limit -1: every sample of the split
+
+
 def _limit_for(limit: int | None, bcls, mcls) -> int | None:
     """None: everything on a GPU (or without a model), the benchmark's quick size on a CPU;
-    negative: everything."""
+    ALL: everything."""
     if limit is None and not mcls.uses_model:
         return None
     if limit is None:
         import torch
 
         return None if torch.cuda.is_available() else bcls.cpu_limit
-    return None if limit < 0 else limit
+    return None if limit == ALL else limit
+
+
+def check_numbers(*, limit: int | None, seeds: Iterable[int], decoding: DecodingSpec | None) -> None:
+    """One-line errors for numbers that cannot be right, before anything is run or recorded."""
+    if limit is not None and limit != ALL and limit < 1:
+        raise UserError(f"--limit {limit}: expected a number of samples >= 1, or {ALL} for all")
+    bad_seed = next((s for s in seeds if s < 0), None)
+    if bad_seed is not None:
+        raise UserError(f"--seeds {bad_seed}: expected integers >= 0")
+    if decoding is not None:
+        if decoding.max_new_tokens < 0:  # 0 means: the benchmark's default reply length
+            raise UserError(f"--max-new-tokens {decoding.max_new_tokens}: expected a number of tokens >= 1")
+        if not decoding.greedy and not decoding.temperature > 0:
+            raise UserError(f"--temperature {decoding.temperature}: expected a number > 0")
+        if decoding.lookup_tokens < 0:
+            raise UserError(f"--lookup-tokens {decoding.lookup_tokens}: expected an integer >= 0 (0 = off)")
 
 
 def expand(
@@ -49,6 +69,8 @@ def expand(
     method_params: dict[str, Any] | None = None,
     benchmark_params: dict[str, dict[str, Any]] | None = None,
 ) -> list[RunSpec]:
+    seeds = list(seeds)
+    check_numbers(limit=limit, seeds=seeds, decoding=decoding)
     method_names = split_csv(methods_csv)
     task_names = split_csv(tasks_csv)
     if not method_names:
@@ -62,6 +84,9 @@ def expand(
     if unknown:
         raise UserError(f"--param {unknown[0]}: no chosen method takes it "
                         f"({'; '.join(f'{m}: {sorted(c.defaults) or None}' for m, c in method_classes.items())})")
+    for m, c in method_classes.items():
+        check_params("--param", {k: v for k, v in given.items() if k in c.defaults}, c.param_checks,
+                     f"method {m}")
     wanted_splits = split_csv(splits_csv)
     for s in wanted_splits:
         if not any(s in b.splits for b in bench_classes.values()):
@@ -79,14 +104,17 @@ def expand(
             # --receiver must not replay the oracle.
             model = dict(receiver=receiver, dtype=dtype, decoding=_decoding_for(decoding, bcls)) \
                 if mcls.uses_model else dict(receiver=None, dtype=None, decoding=DecodingSpec())
+            bench_params = {**bcls.defaults, **mcls.benchmark_defaults.get(t, {}), **(benchmark_params or {}).get(t, {})}
+            check_params("setting", bench_params, bcls.param_checks, f"benchmark {t}")
+            bench = bcls(bench_params)
             for split in splits:
+                data = bench.fingerprint(split, with_train=mcls.trained_with != "-")
                 for seed in seeds:
                     specs.append(RunSpec.make(
                         method=m, benchmark=t, split=split, **model,
                         sender=sender if mcls.needs_sender else None, seed=seed,
                         method_params={**mcls.defaults, **{k: v for k, v in given.items() if k in mcls.defaults}},
-                        benchmark_params={**bcls.defaults, **mcls.benchmark_defaults.get(t, {}),
-                                          **(benchmark_params or {}).get(t, {})},
-                        limit=_limit_for(limit, bcls, mcls),
+                        benchmark_params=bench_params,
+                        limit=_limit_for(limit, bcls, mcls), data=data,
                     ))
     return specs

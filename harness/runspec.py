@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Bump when the meaning of a key's fields changes (old results then no longer match).
-KEY_VERSION = 1
+# 2: the key carries `data`, a fingerprint of the benchmark data the run reads.
+KEY_VERSION = 2
 
 
 def _frozen(params: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
@@ -49,6 +50,9 @@ class RunSpec:
     method_params: tuple[tuple[str, Any], ...] = ()
     benchmark_params: tuple[tuple[str, Any], ...] = ()
     decoding: DecodingSpec = field(default_factory=DecodingSpec)
+    # Content fingerprint of the data the run reads (its split, and training data for trained
+    # receivers): changed data is a new run, never a resumed one.
+    data: str | None = None
     # Not in the key: how many samples to play (raising it extends the same run).
     limit: int | None = None
 
@@ -69,6 +73,7 @@ class RunSpec:
             "method_params": dict(self.method_params),
             "benchmark_params": dict(self.benchmark_params),
             "decoding": self.decoding.key(),
+            "data": self.data,
         }
 
     @property

@@ -28,6 +28,9 @@ class _Policy:
     def timings_ms(self) -> dict[str, float]:
         return {}
 
+    def episode_metrics(self) -> dict:
+        return {}  # no generated replies
+
 
 class ExpertPolicy(_Policy):
     needs_expert = True

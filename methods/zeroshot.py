@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from interlat_bench.harness.registry import register_method
 from interlat_bench.methods.base import NO_MESSAGE, Message, Method
-from interlat_bench.methods.sending import SENDER_DEFAULTS, collect_for
+from interlat_bench.methods.sending import SENDER_CHECKS, SENDER_DEFAULTS, collect_for
 
 
 @register_method
@@ -24,6 +24,7 @@ class TextZeroShot(NoCommZeroShot):
     description = "untrained receiver reads the sender's plan as plain text"
     needs_sender = True
     defaults = dict(SENDER_DEFAULTS)
+    param_checks = SENDER_CHECKS
 
     def prepare(self, ctx, samples):
         self.messages = collect_for(ctx, samples, self.params)
@@ -32,4 +33,4 @@ class TextZeroShot(NoCommZeroShot):
         m = self.messages.get(sample.id)
         if m is None:
             return NO_MESSAGE
-        return Message(kind="text", text=m.text, token_ids=m.token_ids, sender_ms=m.sender_ms)
+        return m.as_text()

@@ -1,18 +1,23 @@
+import os
+import re
+
+import pytest
+
 from interlat_bench.harness.grid import expand
 from interlat_bench.harness.runspec import KEY_VERSION, DecodingSpec, RunSpec
 
 
 def spec(**kw):
     base = dict(method="text_zeroshot", benchmark="math", split="math500", receiver="smollm2-135m",
-                sender="smollm2-135m", seed=0, method_params={"plan_tokens": 128})
+                sender="smollm2-135m", seed=0, method_params={"plan_tokens": 128}, data="0123456789abcdef")
     base.update(kw)
     return RunSpec.make(**base)
 
 
 def test_golden_run_key():
     # Pinned: a change here silently orphans every recorded result. Bump KEY_VERSION instead.
-    assert KEY_VERSION == 1
-    assert spec().run_key == "9726c94e0c1b99b6"
+    assert KEY_VERSION == 2
+    assert spec().run_key == "5e11f519d3f834c8"
 
 
 def test_key_ignores_limit_and_param_order_but_not_outputs():
@@ -22,7 +27,7 @@ def test_key_ignores_limit_and_param_order_but_not_outputs():
     assert a.run_key == b.run_key
     for change in (dict(seed=1), dict(dtype="bfloat16"), dict(split="test"), dict(receiver="tiny-llama"),
                    dict(method_params={"plan_tokens": 64}), dict(decoding=DecodingSpec(max_new_tokens=8)),
-                   dict(decoding=DecodingSpec(greedy=False))):
+                   dict(decoding=DecodingSpec(greedy=False)), dict(data="fedcba9876543210")):
         assert spec(**change).run_key != spec().run_key, change
 
 
@@ -67,3 +72,73 @@ def test_benchmark_defaults_method_overrides_and_cpu_sizes():
     assert dict(explicit[0].benchmark_params) == {"max_steps": 7} and explicit[0].limit is None
     both = expand(methods_csv="latent", tasks_csv="alfworld", sender="s", receiver="r", limit=2)
     assert [s.split for s in both] == ["seen", "unseen"] and both[0].limit == 2
+
+
+REAL_MATH = os.environ["MATH_DATA"]  # set by conftest before tests are collected
+
+
+def _copy_math(tmp_path, edit=None):
+    import shutil
+
+    out = tmp_path / "math"
+    shutil.copytree(REAL_MATH, out)
+    if edit:
+        path = out / "math500_test.jsonl"
+        lines = path.read_text().splitlines(keepends=True)
+        lines[0] = edit(lines[0])
+        path.write_text("".join(lines))
+    return out
+
+
+def test_key_carries_a_fingerprint_of_the_data_read(tmp_path, monkeypatch):
+    def keys(methods="text_zeroshot,no_comm"):
+        return {s.method: s.run_key for s in expand(methods_csv=methods, tasks_csv="math", sender="s",
+                                                     receiver="r", limit=1)}
+
+    real = keys()
+    assert os.environ["MATH_DATA"] == REAL_MATH
+    monkeypatch.setenv("MATH_DATA", str(_copy_math(tmp_path / "same")))
+    assert keys() == real  # the same content elsewhere is the same run
+    monkeypatch.setenv("MATH_DATA", str(_copy_math(tmp_path / "edited",
+                                                   lambda line: line.replace('"answer"', '"answer_"'))))
+    changed = keys()
+    assert changed["text_zeroshot"] != real["text_zeroshot"] and changed["no_comm"] != real["no_comm"]
+    # Trained receivers also read the training split: editing it is a new run for them only.
+    train_dir = _copy_math(tmp_path / "train")
+    (train_dir / "math_train.jsonl").write_text((train_dir / "math_train.jsonl").read_text()[:-200])
+    monkeypatch.setenv("MATH_DATA", str(train_dir))
+    trained = keys()
+    assert trained["text_zeroshot"] == real["text_zeroshot"] and trained["no_comm"] != real["no_comm"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(limit=-5), "--limit -5"),
+    (dict(limit=0), "--limit 0"),
+    (dict(seeds=[-1]), "--seeds -1"),
+    (dict(decoding=DecodingSpec(max_new_tokens=-1)), "--max-new-tokens -1"),
+    (dict(decoding=DecodingSpec(greedy=False, temperature=0.0)), "--temperature 0.0"),
+    (dict(method_params={"n_train": -3}), "n_train=-3"),
+    (dict(method_params={"plan_tokens": -5}), "plan_tokens=-5"),
+    (dict(method_params={"plan_tokens": 2.5}), "plan_tokens=2.5"),
+    (dict(method_params={"curriculum": "sometimes"}), "curriculum='sometimes'"),
+    (dict(method_params={"preset": "huge"}), "preset='huge'"),
+    (dict(benchmark_params={"alfworld": {"max_steps": -3}}), "max_steps=-3"),
+    (dict(benchmark_params={"alfworld": {"max_steps": 0}}), "max_steps=0"),
+])
+def test_numbers_that_cannot_be_right_are_refused(kwargs, message):
+    from interlat_bench.harness.errors import UserError
+
+    args = dict(methods_csv="latent", tasks_csv="alfworld", sender="s", receiver="r")
+    args.update(kwargs)
+    with pytest.raises(UserError, match=re.escape(message)):
+        expand(**args)
+
+
+def test_method_checks_name_the_presets_and_curricula_that_exist():
+    from interlat_bench.methods.interlat import TRAIN_CHECKS
+    from interlat_bench.trainers.curriculum import MODES
+    from interlat_bench.trainers.receiver import PRESETS
+
+    assert all(TRAIN_CHECKS["preset"].test(p) for p in PRESETS)
+    assert all(TRAIN_CHECKS["curriculum"].test(m) for m in MODES)
+    assert not TRAIN_CHECKS["preset"].test("none") and not TRAIN_CHECKS["curriculum"].test("none")

@@ -1,0 +1,45 @@
+"""Checks for the numbers and names users pass in (``--param``, benchmark settings).
+
+A value is checked where it enters, so a run never records a result under settings that
+cannot be right (a negative step cap, an empty message, a negative training size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from interlat_bench.harness.errors import UserError
+
+
+@dataclass(frozen=True)
+class Check:
+    test: Callable[[Any], bool]
+    expected: str
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+POSITIVE_INT = Check(lambda v: _int(v) and v >= 1, "an integer >= 1")
+OPTIONAL_POSITIVE_INT = Check(lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1 or null")
+BOOL = Check(lambda v: isinstance(v, bool), "true or false")
+OPTIONAL_POSITIVE_FLOAT = Check(lambda v: v is None or (_number(v) and v > 0), "a number > 0 or null")
+
+
+def one_of(*names: str) -> Check:
+    return Check(lambda v: v in names, "one of " + ", ".join(names))
+
+
+def check_params(where: str, params: dict[str, Any], checks: dict[str, Check], owner: str) -> None:
+    """Raise a one-line UserError for the first value its check rejects."""
+    for name, value in params.items():
+        check = checks.get(name)
+        if check is not None and not check.test(value):
+            raise UserError(f"{where} {name}={value!r} ({owner}): expected {check.expected}")
