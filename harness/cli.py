@@ -17,7 +17,7 @@ app = typer.Typer(help="Benchmark and ablation harness for agents that communica
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-DbOpt = typer.Option(None, "--db", help="Results database (default: $INTERLAT_RESULTS/interlat.duckdb or ./results/).")
+DbOpt = typer.Option(None, "--db", help="Results database (default: $INTERLAT_RESULTS/interlat.duckdb, else ./interlat-results/).")
 
 
 @contextlib.contextmanager
@@ -61,15 +61,16 @@ def run(
     seeds: str = typer.Option("0", help="Comma-separated seeds."),
     limit: int | None = typer.Option(
         None, help="First N samples of each split (-1: all). Default: all on a GPU; on a CPU each task's quick size."),
-    max_steps: int | None = typer.Option(None, help="ALFWorld step cap (default 20, SPEC section 7; oracle 200)."),
-    max_new_tokens: int | None = typer.Option(None, help="Receiver tokens per reply (default per task)."),
+    max_steps: int | None = typer.Option(
+        None, min=1, help="ALFWorld step cap (default 20, SPEC section 7; oracle 200)."),
+    max_new_tokens: int | None = typer.Option(None, min=1, help="Receiver tokens per reply (default per task)."),
     sample: bool = typer.Option(False, "--sample", help="Seeded sampling instead of greedy decoding."),
     temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),
     lookup_tokens: int = typer.Option(
         8, min=0, help="Prompt lookup draft length for greedy receivers (0 = off). Speed only: same tokens."),
     dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."),
     param: list[str] = typer.Option([], "--param", "-p", help="Method parameter key=value (repeatable)."),
-    workers: int = typer.Option(2, help="Worker processes for reference policies' episodes (oracle, random)."),
+    workers: int = typer.Option(2, min=1, help="Worker processes for reference policies' episodes (oracle, random)."),
     db: Path | None = DbOpt,
     leaderboard_after: bool = typer.Option(True, "--leaderboard/--no-leaderboard"),
 ):
@@ -87,7 +88,8 @@ def run(
             receiver=receiver, dtype=_concrete_dtype(dtype), limit=limit,
             decoding=DecodingSpec(greedy=not sample, temperature=temperature, max_new_tokens=max_new_tokens or 0,
                                   lookup_tokens=lookup_tokens),
-            method_params=_params(param), benchmark_params={"alfworld": {"max_steps": max_steps}} if max_steps else None,
+            method_params=_params(param),
+            benchmark_params={"alfworld": {"max_steps": max_steps}} if max_steps is not None else None,
         )
         _run_with_progress(specs, _db(db), workers)
         if leaderboard_after:
@@ -136,6 +138,24 @@ def _run_with_progress(specs, db: Path, workers: int = 1) -> None:
     computed = sum(r.computed for r in results)
     errors = sum(r.errors for r in results)
     console.print(f"{len(results)} runs, {computed} samples computed, {errors} errors; results in {db}")
+    _print_truncation(db, [r.spec for r in results if r.spec.receiver is not None])
+
+
+def _print_truncation(db: Path, specs) -> None:
+    """How many samples had a receiver reply cut by the token cap, per run (all attempts kept)."""
+    if not specs or not db.exists():
+        return
+    from interlat_bench.results.store import Store
+
+    with Store(db).reader() as con:
+        rows = dict((k, (n, t)) for k, n, t in con.execute(
+            "select run_key, count(*), sum(try_cast(metrics->>'truncated' as integer)) from samples "
+            "where list_contains(?, run_key) group by 1", [[s.run_key for s in specs]]).fetchall())
+    for spec in specs:
+        n, cut = rows.get(spec.run_key, (0, None))
+        if n and cut is not None:
+            console.print(f"  replies cut at {spec.decoding.max_new_tokens} tokens: {int(cut)}/{n} samples "
+                          f"({100 * cut / n:.0f}%) | {spec.method} | {spec.benchmark}/{spec.split}", highlight=False)
 
 
 def _print_leaderboard(db, methods, benchmarks, splits, metric, fmt) -> None:
@@ -219,8 +239,8 @@ def collect(
     task: str = typer.Option(..., "--task", "-t", help="Benchmark whose tasks the sender plans for."),
     split: str = typer.Option("train", help="Split (train = the receiver's training tasks)."),
     sender: str = typer.Option("smollm2-135m"),
-    limit: int | None = typer.Option(None, help="First N tasks."),
-    keep_rows: int | None = typer.Option(None, help="Compressed front end: keep the first K rows."),
+    limit: int | None = typer.Option(None, min=1, help="First N tasks."),
+    keep_rows: int | None = typer.Option(None, min=1, help="Compressed front end: keep the first K rows."),
     dtype: str = typer.Option("auto"),
     param: list[str] = typer.Option([], "--param", "-p", help="Sender setting key=value (plan_tokens, ...)."),
 ):
@@ -290,3 +310,7 @@ def list_things():
 
 def main() -> None:
     sys.exit(app())
+
+
+if __name__ == "__main__":  # python -m interlat_bench.harness.cli (where the script is not installed)
+    main()

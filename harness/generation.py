@@ -8,7 +8,6 @@ without asking for every layer at every step, and it can start from input embedd
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import torch
 
 from interlat_bench.harness.kv_cache import AppendLayer, appendable
 from interlat_bench.harness.runspec import DecodingSpec
+from interlat_bench.harness.timing import clock_ms
 
 # Decoding settings live with the RunSpec (no torch there); one definition for both.
 Decoding = DecodingSpec
@@ -91,13 +91,14 @@ def generate(
     prefill, -1 where a row has no token); with greedy decoding and ``dec.lookup_tokens``
     it turns on prompt lookup (see ``_generate_with_lookup``).
     """
-    t0 = time.perf_counter()
+    t0 = clock_ms()
     first_token_ms = 0.0
     decoder, head = backbone_and_head(model)
     embed = model.get_input_embeddings()
-    x = inputs_embeds if inputs_embeds is not None else embed(input_ids)
+    # Inputs may come from the host (token ids, a message): decode where the model lives.
+    dev = embed.weight.device
+    x = inputs_embeds.to(dev) if inputs_embeds is not None else embed(input_ids.to(dev))
     batch, prompt_len = x.shape[:2]
-    dev = x.device
     past_key_values = appendable(past_key_values, model.config)
     if attention_mask is None:  # unpadded: cover the cached prefix and the new input
         cached = past_key_values.get_seq_length()
@@ -116,7 +117,7 @@ def generate(
         logits = head(h)
         tok = next_tokens(logits, dec, generator)
         if step == 0:
-            first_token_ms = (time.perf_counter() - t0) * 1000
+            first_token_ms = clock_ms() - t0
         for i in range(batch):
             if not done[i]:
                 out_ids[i].append(int(tok[i]))
@@ -189,7 +190,7 @@ def _generate_with_lookup(model, x, mask, cache, eos_ids, dec, capture_hidden, s
         h = _forward(decoder, step_input, mask, cache)[0, -(len(draft) + 1):]
         greedy = head(h).argmax(-1).tolist()
         if not ids:
-            first_token_ms = (time.perf_counter() - t0) * 1000
+            first_token_ms = clock_ms() - t0
         kept = next((j for j, (d, g) in enumerate(zip(draft, greedy)) if d != g), len(draft))
         new = greedy[:kept + 1]
         stop = next((j + 1 for j, t in enumerate(new) if t in eos_ids), None)

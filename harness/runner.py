@@ -13,6 +13,7 @@ from pathlib import Path
 from interlat_bench.harness.context import RunContext, sample_seed
 from interlat_bench.harness.registry import benchmarks, methods
 from interlat_bench.harness.runspec import RunSpec
+from interlat_bench.harness.timing import clock_ms
 from interlat_bench.results.shards import ShardWriter, ingest, resume_ids
 from interlat_bench.results.store import Store
 
@@ -78,14 +79,21 @@ def _play(spec: RunSpec, bench, method, agent, ctx, sample):
     from interlat_bench.benchmarks.base import Record
 
     rng = torch.Generator().manual_seed(sample_seed(spec.seed, sample.id))
+    start = clock_ms()
     try:
         message = method.transform(method.message(ctx, sample), rng)
         record = bench.play(sample, agent, message)
         record.metrics.update(message.stats())
-        record.timings_ms.setdefault("sender", message.sender_ms)
+        # A message read back from the cache cost no sender time now: record none rather
+        # than replay the time of the run that generated it.
+        if message.kind != "none" and not message.from_cache:
+            record.timings_ms.setdefault("sender", message.sender_ms)
     except Exception as e:  # one broken sample must not sink the run
         record = Record(sample_id=sample.id, error=f"{type(e).__name__}: {e}")
         record.metrics["traceback"] = traceback.format_exc(limit=5)
+    # Evaluation wall time of this sample as waited for: transform, receiver turns, environment
+    # or grading (the sender's generation ran before, batched, in the collection stage).
+    record.timings_ms["wall"] = clock_ms() - start
     return record
 
 

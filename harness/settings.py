@@ -31,8 +31,33 @@ def models_dir() -> Path:
     return Path(os.environ.get(MODELS_ENV) or cache_dir() / "models")
 
 
+DEFAULT_RESULTS = "interlat-results"
+
+
+PACKAGES = ("harness", "methods", "benchmarks", "collectors", "trainers", "results")
+
+
+def package_folders() -> list[Path]:
+    """Where the interlat_bench packages' source lives (found without importing them)."""
+    import importlib.util
+
+    out = []
+    for name in PACKAGES:
+        spec = importlib.util.find_spec(f"interlat_bench.{name}")
+        out += [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
+    return out
+
+
 def results_dir() -> Path:
-    return Path(os.environ.get(RESULTS_ENV, "results"))
+    """$INTERLAT_RESULTS, else ./interlat-results: results never land among source files."""
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
+    path = Path(DEFAULT_RESULTS).resolve()
+    inside = next((p for p in package_folders() if path.is_relative_to(p)), None)
+    if inside is not None:
+        raise UserError(f"./{DEFAULT_RESULTS} would land inside the package folder {inside}: "
+                        f"run from elsewhere or set {RESULTS_ENV} (or --db)")
+    return Path(DEFAULT_RESULTS)
 
 
 def default_db() -> Path:

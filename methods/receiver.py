@@ -7,7 +7,6 @@ of re-encoding the whole history. ``reencode=True`` keeps the naive path for com
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
@@ -16,6 +15,7 @@ from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness import conversation as conv
 from interlat_bench.harness.context import sample_seed
 from interlat_bench.harness.generation import Decoding, eos_ids, generate
+from interlat_bench.harness.timing import clock_ms
 from interlat_bench.methods.base import Message
 
 # message -> slot rows (n, H_receiver) placed between <bop> and <eop>
@@ -43,14 +43,15 @@ class ReceiverAgent:
         parts = [self._ids(enc.before)]
         # Token ids of the whole history (-1 for slot rows): prompt lookup drafts from them.
         self.history_ids = list(enc.before)
-        t0 = time.perf_counter()
+        t0 = clock_ms()
         if self.special:
             bop, eop = (self.tok.convert_tokens_to_ids(t) for t in (conv.BOP, conv.EOP))
             rows = self.slot_encoder(message)
             parts += [self._ids([bop])] + ([rows.to(parts[0].dtype)] if rows is not None else []) + \
                 [self._ids([eop])]
             self.history_ids += [bop] + [-1] * (len(rows) if rows is not None else 0) + [eop]
-        self._times = {"adapter": (time.perf_counter() - t0) * 1000, "receiver": 0.0}
+        self._times = {"adapter": clock_ms() - t0, "receiver": 0.0}
+        self.replies = self.truncated_replies = 0
         parts.append(self._ids(enc.after))
         self.history_ids += list(enc.after)
         self.pending = torch.cat(parts)  # embeddings not yet in the cache
@@ -64,12 +65,12 @@ class ReceiverAgent:
     def respond(self, observation: str | None = None, info: dict | None = None) -> str:
         if observation is not None:
             self._add_user(observation)
-        t0 = time.perf_counter()
+        t0 = clock_ms()
         prefill = self.history if self.reencode else self.pending
         out = generate(self.lm.model, eos_ids=self.eos, dec=self.dec, inputs_embeds=prefill[None],
                        past_key_values=None if self.reencode else self.past, generator=self.generator,
                        context_ids=self.history_ids)
-        self._times["receiver"] += (time.perf_counter() - t0) * 1000
+        self._times["receiver"] += clock_ms() - t0
         self.last_first_token_ms = out.first_token_ms
         ids = out.token_ids[0]
         self.past = out.past_key_values
@@ -78,6 +79,9 @@ class ReceiverAgent:
         self.history = torch.cat([self.history, self._ids(ids)])
         self.history_ids += ids
         self.last_reply_ids = ids
+        self.replies += 1
+        # Cut by the token cap: the reply ended without an end-of-turn token.
+        self.truncated_replies += len(ids) >= self.dec.max_new_tokens and (not ids or ids[-1] not in self.eos)
         reply = self.tok.decode([t for t in ids if t not in self.eos], skip_special_tokens=True)
         self.messages.append({"role": "assistant", "content": reply})
         self.turns += 1
@@ -85,6 +89,11 @@ class ReceiverAgent:
 
     def timings_ms(self) -> dict[str, float]:
         return dict(self._times)
+
+    def episode_metrics(self) -> dict[str, int]:
+        """Replies this episode and how many the token cap cut (``truncated``: any was cut)."""
+        return {"replies": self.replies, "truncated_replies": self.truncated_replies,
+                "truncated": int(self.truncated_replies > 0)}
 
     # -- helpers -------------------------------------------------------------------------
     def _ids(self, ids: list[int]) -> torch.Tensor:
