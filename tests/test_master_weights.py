@@ -6,6 +6,7 @@ AdamW applied to bf16 weights loses steps of ~1e-5 to rounding (the spacing near
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from interlat_bench.benchmarks.math import MathBenchmark
@@ -38,4 +39,4 @@ def test_bf16_training_moves_weights_like_fp32(tmp_path, results_env):
         # Same direction and size of update; autocast changes gradients only slightly.
         cos = torch.nn.functional.cosine_similarity(fp32.flatten(), bf16.flatten(), dim=0)
         assert cos > 0.9, (name, float(cos))
-        assert bf16.norm() / fp32.norm() == __import__("pytest").approx(1.0, abs=0.2), name
+        assert float(bf16.norm() / fp32.norm()) == pytest.approx(1.0, abs=0.2), name

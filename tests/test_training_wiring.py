@@ -140,7 +140,7 @@ def test_sequence_labels_ignore_prefix_bop_slot_eop(kind, math_train):
     samples = math_train[:2]
     ex = build_examples(lm.tokenizer, samples, fake_messages(samples), kind, cfg)[0]
     torch.manual_seed(0)
-    adapter = CommAdapter(SENDER_DIM, lm.hidden_size) if kind == "latent" else None
+    adapter = CommAdapter(SENDER_DIM, lm.hidden_size).to(lm.model.device) if kind == "latent" else None
     module = SlotReceiver(lm.model, adapter, kind, bop, eop, cfg.weights())
     slot = module.slot(ex, ex.latents, 1.0)
     n = 0 if slot is None else slot.shape[0]
@@ -154,9 +154,9 @@ def test_sequence_labels_ignore_prefix_bop_slot_eop(kind, math_train):
     assert any(s for s in ex.supervised) and not all(ex.supervised)
     # The rows are where the labels say: <bop>/<eop> embeddings around the slot rows.
     emb = lm.model.get_input_embeddings()
-    ids = torch.tensor(ex.before + [bop])
+    ids = torch.tensor(ex.before + [bop], device=emb.weight.device)
     assert torch.equal(embeds[: len(ex.before) + 1], emb(ids))
-    assert torch.equal(embeds[prefix - 1], emb(torch.tensor(eop)))
+    assert torch.equal(embeds[prefix - 1], emb(torch.tensor(eop, device=emb.weight.device)))
     if n:
         assert torch.equal(embeds[len(ex.before) + 1: prefix - 1], slot)
     # The supervised targets are the reference solution's tokens (the assistant turn).
@@ -203,10 +203,11 @@ def test_slot_rows_identical_at_training_and_evaluation(kind, trained, math_trai
     with torch.no_grad():
         if kind == "latent":
             # Truncation happens before the adapter (its attention mixes rows), on both sides.
-            expect = adapter(msg.latents[:MAX_ROWS])
-            assert not torch.allclose(adapter(msg.latents)[:MAX_ROWS], expect, atol=1e-6)
+            latents = msg.latents.to(lm.model.device)
+            expect = adapter(latents[:MAX_ROWS])
+            assert not torch.allclose(adapter(latents)[:MAX_ROWS], expect, atol=1e-6)
         else:  # the receiver's own tokenizer on the plan text
-            expect = lm.model.get_input_embeddings()(torch.tensor(plan_ids[:MAX_ROWS]))
+            expect = lm.model.get_input_embeddings()(torch.tensor(plan_ids[:MAX_ROWS], device=lm.model.device))
     assert torch.allclose(evaluated, expect, rtol=0, atol=1e-6)
 
 
@@ -243,7 +244,7 @@ def test_plan_and_negative_passes(math_train, monkeypatch):
     msgs = fake_messages(samples, seed=1)
     examples = build_examples(lm.tokenizer, samples, msgs, "latent", cfg)
     torch.manual_seed(0)
-    adapter = CommAdapter(SENDER_DIM, lm.hidden_size)
+    adapter = CommAdapter(SENDER_DIM, lm.hidden_size).to(lm.model.device)
     weights = LossWeights(plan=0.37, neg=0.23, margin=0.41)
     module = SlotReceiver(lm.model, adapter, "latent", bop, eop, weights, seed=5)
     module.train()
@@ -278,7 +279,7 @@ def test_plan_and_negative_passes(math_train, monkeypatch):
     with torch.no_grad():
         for ex, plan_seq, neg_seq in zip(examples, passes[1]["seqs"], passes[2]["seqs"]):
             # Plan pass: the plan text's embeddings alone (receiver tokens, first MAX_ROWS).
-            plan_rows = emb(torch.tensor(ex.plan_ids[:MAX_ROWS]))
+            plan_rows = emb(torch.tensor(ex.plan_ids[:MAX_ROWS], device=emb.weight.device))
             assert torch.equal(slot_of(plan_seq, ex), plan_rows)
             # Negative pass: another task's latents through the adapter, fitted to this length.
             own = ex.latents
@@ -287,8 +288,9 @@ def test_plan_and_negative_passes(math_train, monkeypatch):
             others = [o.latents for o in examples if o is not ex]
             fitted = [o.repeat((own.shape[0] + o.shape[0] - 1) // o.shape[0], 1)[: own.shape[0]] for o in others]
             assert any(torch.equal(neg_in, f) for f in fitted)
-            assert torch.allclose(slot_of(neg_seq, ex), adapter(neg_in[:MAX_ROWS]), rtol=0, atol=1e-6)
-            assert not torch.allclose(slot_of(neg_seq, ex), adapter(own[:MAX_ROWS]), atol=1e-3)
+            assert torch.allclose(slot_of(neg_seq, ex), adapter(neg_in[:MAX_ROWS].to(emb.weight.device)),
+                                  rtol=0, atol=1e-6)
+            assert not torch.allclose(slot_of(neg_seq, ex), adapter(own[:MAX_ROWS].to(emb.weight.device)), atol=1e-3)
     n = len(examples)
     assert [lat is ex.latents for ex, lat, _, _ in slots[:n]] == [True] * n  # CE: own latents ...
     assert [r for _, _, r, _ in slots[:n]] == [0.5] * n                     # ... at the step's ratio
