@@ -67,12 +67,23 @@ class Benchmark:
     defaults: ClassVar[dict[str, Any]] = {}
     # Changes to the receiver-training preset this benchmark needs (e.g. longer sequences).
     train_overrides: ClassVar[dict[str, Any]] = {}
+    # This benchmark's defaults for method settings a method declares (e.g. shorter plans);
+    # the user's --param still wins. They enter the run key like any method setting.
+    method_defaults: ClassVar[dict[str, Any]] = {}
 
     # Checks for the settings above (harness.params), applied where a run is specified.
     param_checks: ClassVar[dict[str, Check]] = {}
 
     def __init__(self, params: dict[str, Any] | None = None):
         self.params = dict(params or {})
+
+    @property
+    def chance(self) -> float | None:
+        """Success rate of guessing, where the benchmark has one (None: no meaningful chance)."""
+        return None
+
+    def chance_note(self) -> str:
+        return ""
 
     def data_files(self, split: str) -> list[Path]:
         """The files a split's samples (``train``: training conversations) are read from."""

@@ -95,6 +95,7 @@ def run(
         if leaderboard_after:
             shown = sorted({s.method for s in specs}), sorted({s.benchmark for s in specs})
             _print_leaderboard(_db(db), *shown, None, "success", "rich")
+            _print_chance(specs)
             if "alfworld" in shown[1]:  # SPEC section 7: steps over successes and over all episodes
                 _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "steps_success", "rich")
                 _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "steps", "rich")
@@ -141,6 +142,19 @@ def _run_with_progress(specs, db: Path, workers: int = 1) -> None:
     _print_truncation(db, [r.spec for r in results if r.spec.receiver is not None])
 
 
+def _print_chance(specs) -> None:
+    """The chance level of each benchmark configuration that has one (e.g. the probe)."""
+    from interlat_bench.harness.registry import benchmarks
+
+    done = set()
+    for spec in specs:
+        bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
+        if bench.chance is not None and (spec.benchmark, spec.benchmark_params) not in done:
+            done.add((spec.benchmark, spec.benchmark_params))
+            console.print(f"{spec.benchmark}: chance {100 * bench.chance:.1f}% ({bench.chance_note()})",
+                          highlight=False)
+
+
 def _print_truncation(db: Path, specs) -> None:
     """How many samples had a receiver reply cut by the token cap, per run (all attempts kept)."""
     if not specs or not db.exists():
@@ -151,11 +165,19 @@ def _print_truncation(db: Path, specs) -> None:
         rows = dict((k, (n, t)) for k, n, t in con.execute(
             "select run_key, count(*), sum(try_cast(metrics->>'truncated' as integer)) from samples "
             "where list_contains(?, run_key) group by 1", [[s.run_key for s in specs]]).fetchall())
+        carried = dict((k, (n, a)) for k, n, a in con.execute(
+            "select run_key, count(metrics->>'answer_in_plan'), sum(try_cast(metrics->>'answer_in_plan' as integer)) "
+            "from samples where list_contains(?, run_key) group by 1", [[s.run_key for s in specs]]).fetchall())
     for spec in specs:
+        where = f"{spec.method} | {spec.benchmark}/{spec.split}"
         n, cut = rows.get(spec.run_key, (0, None))
         if n and cut is not None:
             console.print(f"  replies cut at {spec.decoding.max_new_tokens} tokens: {int(cut)}/{n} samples "
-                          f"({100 * cut / n:.0f}%) | {spec.method} | {spec.benchmark}/{spec.split}", highlight=False)
+                          f"({100 * cut / n:.0f}%) | {where}", highlight=False)
+        n, hits = carried.get(spec.run_key, (0, None))
+        if n and hits is not None:
+            console.print(f"  plans that state the answer: {int(hits)}/{n} ({100 * hits / n:.0f}%) | {where}",
+                          highlight=False)
 
 
 def _print_leaderboard(db, methods, benchmarks, splits, metric, fmt) -> None:

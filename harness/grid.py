@@ -113,7 +113,9 @@ def expand(
                     specs.append(RunSpec.make(
                         method=m, benchmark=t, split=split, **model,
                         sender=sender if mcls.needs_sender else None, seed=seed,
-                        method_params={**mcls.defaults, **{k: v for k, v in given.items() if k in mcls.defaults}},
+                        method_params={**mcls.defaults,
+                                       **{k: v for k, v in bcls.method_defaults.items() if k in mcls.defaults},
+                                       **{k: v for k, v in given.items() if k in mcls.defaults}},
                         benchmark_params=bench_params,
                         limit=_limit_for(limit, bcls, mcls), data=data,
                     ))

@@ -18,8 +18,12 @@ MATH_PLAN_PROMPT = (
     "write only a short, general step-by-step plan that a solver could follow.\n\n"
     "The problem is: {task}"
 )
+# The channel probe: the SPEC's general prompt plus one sentence, without which SmolLM2-135M
+# restates the object's box in about a third of its plans (with it, greedy: 16/16 measured).
+PROBE_PLAN_PROMPT = ("Please provide a general plan to solve this task. Say first where the object is."
+                     "\n\nThe task is: {task}")
 # Task name -> planner prompt (the collector CLI's ``--prompt`` choices).
-PLAN_PROMPTS = {"alfworld": ALFWORLD_PLAN_PROMPT, "math": MATH_PLAN_PROMPT}
+PLAN_PROMPTS = {"alfworld": ALFWORLD_PLAN_PROMPT, "math": MATH_PLAN_PROMPT, "probe": PROBE_PLAN_PROMPT}
 # The generic prompt (a benchmark without its own planner prompt) is the SPEC's ALFWorld one.
 DEFAULT_PLAN_PROMPT = ALFWORLD_PLAN_PROMPT
 

@@ -78,7 +78,7 @@ methods: Registry = Registry(
 benchmarks: Registry = Registry(
     "benchmark",
     "interlat_bench.benchmarks",
-    ("interlat_bench.benchmarks.math", "interlat_bench.benchmarks.alfworld"),
+    ("interlat_bench.benchmarks.math", "interlat_bench.benchmarks.alfworld", "interlat_bench.benchmarks.probe"),
 )
 
 register_method = methods.register

@@ -1,0 +1,147 @@
+"""Channel probe: a fact only the sender sees, a question only it can answer.
+
+Each sample places a few objects in coloured boxes. The sender plans from the task with all
+the facts ("Find the key. The key is in the blue box. The coin is in the red box."); the
+receiver is asked only which box holds the target object, with the box colours as options.
+Nothing in the receiver's prompt tells the answer, so above-chance accuracy means
+information crossed the channel: chance is 1 / ``n_options``.
+
+Samples are generated from ``seed`` (no download): ``test`` (``n_test`` samples) for
+evaluation and ``train`` (``n_train``) for receiver training; no train task equals a test
+task. Difficulty knobs, all in the run key: ``n_facts`` (objects placed, the target among
+them), ``n_options`` (box colours to choose from), ``answer_position`` (where the target's
+fact stands among the facts: ``first``, ``last`` or ``random``).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from functools import cache
+from typing import Any
+
+from interlat_bench.benchmarks.base import Agent, Benchmark, Record, Sample
+from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.params import POSITIVE_INT, Check, one_of
+from interlat_bench.harness.prompts import PROBE_PLAN_PROMPT
+from interlat_bench.harness.registry import register_benchmark
+
+OBJECTS = ("key", "coin", "ring", "apple", "watch", "pen", "cup", "book", "phone", "card", "spoon", "ball",
+           "stamp", "brush", "candle", "shell", "bell", "glove", "scarf", "map", "lamp", "fork", "plate", "bowl",
+           "comb", "sock", "hat", "doll", "mirror", "knife", "ticket", "letter", "pencil", "towel", "bottle",
+           "button", "wallet", "badge", "marble", "feather")
+COLOURS = ("red", "blue", "green", "yellow", "white", "black", "purple", "orange")
+SPLIT_SEEDS = {"test": 1, "train": 2}  # separate streams; train skips any test task
+
+
+def question(target: str, options: tuple[str, ...]) -> str:
+    return (f"Find the {target}. It is in one of these boxes: {', '.join(options)}. "
+            f"Which box holds the {target}? Answer with the colour only.")
+
+
+def _make(rng: random.Random, n_facts: int, n_options: int, position: str) -> dict[str, Any]:
+    options = tuple(rng.sample(COLOURS, n_options))
+    objects = rng.sample(OBJECTS, n_facts)
+    target = objects[0]
+    placed = [(obj, rng.choice(options)) for obj in objects]
+    answer = placed[0][1]
+    others = placed[1:]
+    rng.shuffle(others)
+    at = {"first": 0, "last": len(others), "random": rng.randrange(len(others) + 1)}[position]
+    facts = others[:at] + [placed[0]] + others[at:]
+    task = f"Find the {target}. " + " ".join(f"The {o} is in the {c} box." for o, c in facts)
+    return {"task": task, "target": target, "answer": answer, "options": options, "position": at}
+
+
+@cache
+def generate(split: str, seed: int, count: int, n_facts: int, n_options: int, position: str,
+             n_test: int) -> tuple[Sample, ...]:
+    """``count`` samples of a split, the same for the same arguments on every machine."""
+    avoid = {(s.task, s.data["options"]) for s in generate("test", seed, n_test, n_facts, n_options, position,
+                                                           n_test)} if split == "train" else set()
+    rng = random.Random(f"probe:{seed}:{SPLIT_SEEDS[split]}:{n_facts}:{n_options}:{position}")
+    out: list[Sample] = []
+    seen: set[tuple] = set()
+    for _ in range(100 * count):
+        if len(out) == count:
+            return tuple(out)
+        item = _make(rng, n_facts, n_options, position)
+        instance = (item["task"], item["options"])  # what the sender and the receiver see
+        if instance in avoid or instance in seen:
+            continue
+        seen.add(instance)
+        out.append(Sample(f"probe/{split}/{len(out):05d}", item["task"], item))
+    raise UserError(f"probe: cannot draw {count} distinct {split} samples with n_facts={n_facts}, "
+                    f"n_options={n_options}: fewer settings or a smaller split")
+
+
+def parse_answer(reply: str, options: tuple[str, ...]) -> str | None:
+    """The first option colour named in the reply (whole word, any case), else None."""
+    found = [(m.start(), o) for o in options for m in re.finditer(rf"\b{o}\b", reply, re.IGNORECASE)]
+    return min(found)[1] if found else None
+
+
+@register_benchmark
+class ProbeBenchmark(Benchmark):
+    name = "probe"
+    splits = ("test",)
+    default_splits = ("test",)
+    planner_prompt = PROBE_PLAN_PROMPT
+    reply_tokens = 8      # a colour word and the end of the turn
+    cpu_limit = None      # every test sample: they are cheap
+    defaults = {"seed": 0, "n_facts": 1, "n_options": 4, "answer_position": "random", "n_test": 256,
+                "n_train": 256}
+    param_checks = {
+        "seed": Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+        "n_facts": Check(lambda v: isinstance(v, int) and 1 <= v <= len(OBJECTS), f"an integer 1..{len(OBJECTS)}"),
+        "n_options": Check(lambda v: isinstance(v, int) and 2 <= v <= len(COLOURS), f"an integer 2..{len(COLOURS)}"),
+        "answer_position": one_of("first", "last", "random"),
+        "n_test": POSITIVE_INT,
+        "n_train": POSITIVE_INT,
+    }
+    # Plans restate short facts: 16 greedy tokens carry them (the user's --param still wins).
+    method_defaults = {"plan_tokens": 16, "plan_greedy": True}
+    # CPU preset (quick): every training sample, batches of 8.
+    train_overrides = {"max_len": 64, "n_train": None, "batch_size": 8}
+
+    @property
+    def chance(self) -> float:
+        return 1 / int(self.params.get("n_options", self.defaults["n_options"]))
+
+    def chance_note(self) -> str:
+        return f"1 of {int(round(1 / self.chance))} options, uniform"
+
+    def _split(self, split: str) -> tuple[Sample, ...]:
+        p = {**self.defaults, **self.params}
+        count = p["n_test"] if split == "test" else p["n_train"]
+        return generate(split, p["seed"], count, p["n_facts"], p["n_options"], p["answer_position"], p["n_test"])
+
+    def data_files(self, split: str):
+        return []  # generated, not read: the settings in the run key fix the data
+
+    def samples(self, split: str, limit: int | None = None) -> list[Sample]:
+        if split not in self.splits:
+            raise UserError(f"probe has no split {split!r} (choose from {', '.join(self.splits)})")
+        return list(self._split("test")[:limit])
+
+    def train_samples(self, limit: int | None = None) -> list[Sample]:
+        return [Sample(s.id, s.task, {**s.data, "conversation": [
+            {"role": "user", "content": question(s.data["target"], s.data["options"])},
+            {"role": "assistant", "content": s.data["answer"]},
+        ]}) for s in self._split("train")[:limit]]
+
+    def play(self, sample: Sample, agent: Agent, message) -> Record:
+        d = sample.data
+        agent.begin(question(d["target"], d["options"]), message, sample)
+        reply = agent.respond()
+        predicted = parse_answer(reply, d["options"])
+        correct = predicted == d["answer"]
+        plan = getattr(message, "text", None)
+        return Record(
+            sample_id=sample.id, success=correct, score=float(correct),
+            metrics={"answer": d["answer"], "predicted": predicted, "output": reply, "chance": self.chance,
+                     "answer_position": d["position"],
+                     "answer_in_plan": None if plan is None else int(parse_answer(plan, (d["answer"],)) is not None),
+                     **agent.episode_metrics()},
+            timings_ms=agent.timings_ms(),
+        )

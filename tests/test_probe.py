@@ -1,0 +1,96 @@
+"""The channel probe: deterministic, disjoint splits, a known chance level, honest grading."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from interlat_bench.benchmarks.base import Record
+from interlat_bench.benchmarks.probe import COLOURS, ProbeBenchmark, parse_answer
+from interlat_bench.harness.cli import app
+from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.grid import expand
+from interlat_bench.methods.base import NO_MESSAGE, Message
+
+
+def test_samples_are_deterministic_and_splits_disjoint():
+    a, b = ProbeBenchmark({}), ProbeBenchmark({})
+    test, train = a.samples("test"), a.train_samples()
+    assert [s.task for s in test] == [s.task for s in b.samples("test")]
+    assert len(test) == 256 and len(train) == 256 and len({s.id for s in test + train}) == 512
+    seen = {(s.task, s.data["options"]) for s in test}
+    assert not seen & {(s.task, s.data["options"]) for s in train}
+    assert [s.task for s in ProbeBenchmark({"seed": 1}).samples("test")] != [s.task for s in test]
+    for s in test:
+        assert s.data["answer"] in s.data["options"] and len(s.data["options"]) == 4
+        assert f"The {s.data['target']} is in the {s.data['answer']} box." in s.task
+
+
+def test_the_receivers_question_does_not_give_the_answer_away():
+    # Every option is named once, in a random order: the question alone leaves 1/n_options.
+    train = ProbeBenchmark({}).train_samples()
+    firsts = {s.data["options"][0] == s.data["answer"] for s in train}
+    assert firsts == {True, False}
+    for s in train:
+        question = s.data["conversation"][0]["content"]
+        assert all(question.count(o) == 1 for o in s.data["options"])
+        assert s.data["conversation"][1]["content"] == s.data["answer"]
+    answers = [s.data["answer"] for s in train]
+    assert max(answers.count(c) for c in COLOURS) / len(answers) < 0.25  # no colour dominates
+
+
+@pytest.mark.parametrize("knobs", [{"n_facts": 3, "answer_position": "last"}, {"n_facts": 3, "answer_position": "first"}])
+def test_difficulty_knobs(knobs):
+    bench = ProbeBenchmark(knobs)
+    for s in bench.samples("test", limit=20):
+        facts = s.task.split(". ")[1:]
+        target_fact = f"The {s.data['target']} is in the {s.data['answer']} box"
+        index = next(i for i, f in enumerate(facts) if f.rstrip(".") == target_fact)
+        assert index == (0 if knobs["answer_position"] == "first" else 2) and len(facts) == 3
+
+
+def test_knobs_enter_the_run_key_and_bad_values_are_refused():
+    def key(**params):
+        return expand(methods_csv="no_comm", tasks_csv="probe", sender="s", receiver="r",
+                      benchmark_params={"probe": params})[0].run_key
+    assert len({key(), key(n_facts=2), key(n_options=3), key(answer_position="last"), key(seed=1)}) == 5
+    with pytest.raises(UserError, match="n_options=1"):
+        key(n_options=1)
+    with pytest.raises(UserError, match="cannot draw"):
+        ProbeBenchmark({"n_options": 2, "n_test": 5000}).samples("test")
+
+
+def test_grading_and_chance():
+    assert parse_answer("The key is in the Blue box.", ("red", "blue")) == "blue"
+    assert parse_answer("red or blue", ("blue", "red")) == "red"   # the first named counts
+    assert parse_answer("reddish", ("red", "blue")) is None         # whole words only
+
+    class Agent:
+        def begin(self, prompt, message, sample):
+            self.prompt = prompt
+
+        def respond(self, observation=None, info=None):
+            return "green"
+
+        def timings_ms(self):
+            return {}
+
+        def episode_metrics(self):
+            return {}
+
+    bench = ProbeBenchmark({})
+    sample = bench.samples("test", limit=1)[0]
+    agent = Agent()
+    plan = Message(kind="text", text=f"The object is in the {sample.data['answer']} box.")
+    record: Record = bench.play(sample, agent, plan)
+    assert sample.data["answer"] not in agent.prompt.split("?")[0].split(":")[0]
+    assert record.success == (sample.data["answer"] == "green") and record.metrics["chance"] == 0.25
+    assert record.metrics["answer_in_plan"] == 1
+    assert bench.play(sample, agent, NO_MESSAGE).metrics["answer_in_plan"] is None
+
+
+def test_probe_grid_on_tiny_models_records_chance_and_plans(results_env):
+    out = CliRunner().invoke(app, ["run", "-m", "text_zeroshot,no_comm_zeroshot", "-t", "probe", "--limit", "3",
+                                   "--receiver", "tiny-llama", "--sender", "tiny-llama", "--max-new-tokens", "3"])
+    assert out.exit_code == 0, out.output
+    assert "chance 25.0%" in out.output and "6 samples computed" in out.output
