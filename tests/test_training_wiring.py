@@ -311,3 +311,21 @@ def test_plan_and_negative_passes(math_train, monkeypatch):
     assert float(plan) > 0 and float(neg) > 0  # both terms are live, so a swap would show
     total.backward()
     assert all(p.grad is not None for p in adapter.parameters())
+
+
+def test_packed_logits_equal_the_full_forward_at_supervised_positions(math_train):
+    lm, bop, eop = tiny_receiver()
+    cfg = TrainConfig(max_len=48, max_slot_rows=MAX_ROWS)
+    samples = math_train[:3]
+    examples = build_examples(lm.tokenizer, samples, fake_messages(samples), "text", cfg)
+    module = SlotReceiver(lm.model, None, "text", bop, eop, cfg.weights())
+    with torch.no_grad():
+        seqs = [module._sequence(ex, module.slot(ex, None, 1.0)) for ex in examples]
+        logits, targets, mask = module._logits(seqs)
+        assert logits.shape[:2] == targets.shape == mask.shape
+        for i, (embeds, labels) in enumerate(seqs):
+            full = lm.model(inputs_embeds=embeds[None]).logits[0, :-1].float()
+            want = [t for t, label in enumerate(labels[1:]) if label != IGNORE]
+            assert int(mask[i].sum()) == len(want) > 0 and not mask[i, len(want):].any()
+            torch.testing.assert_close(logits[i, :len(want)], full[want], atol=1e-4, rtol=1e-4)
+            assert targets[i, :len(want)].tolist() == [labels[1:][t] for t in want]

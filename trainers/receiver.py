@@ -146,7 +146,8 @@ class SlotReceiver(nn.Module):
         return embeds, labels
 
     def _logits(self, seqs: list[tuple[torch.Tensor, list[int]]]):
-        """Right-padded forward; returns shifted logits (B, T-1, V), targets and their mask."""
+        """Right-padded forward; returns logits at the supervised positions, packed to the left
+        per row (B, S_max, V), their targets (B, S_max) and mask (B, S_max)."""
         width = max(e.shape[0] for e, _ in seqs)
         hidden = seqs[0][0].shape[1]
         dev = seqs[0][0].device
@@ -157,9 +158,25 @@ class SlotReceiver(nn.Module):
             embeds[i, : e.shape[0]] = e
             mask[i, : e.shape[0]] = 1
             labels[i, : e.shape[0]] = torch.tensor(lab, device=dev)
-        logits = self.lm(inputs_embeds=embeds, attention_mask=mask).logits[:, :-1].float()
+        # The LM head runs only where a label is supervised (every loss reads those positions
+        # alone): the states are packed to the left per row, (B, S_max, H), S_max = the most
+        # supervised tokens in a row. The losses pair positions by their index among supervised
+        # tokens, which packing keeps. On a CPU the vocabulary projection of every position was
+        # a large share of a step.
+        states = self.lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, :-1]
         targets = labels[:, 1:]
-        return logits, targets, targets != IGNORE
+        sup = targets != IGNORE
+        counts = sup.sum(dim=1)
+        width = max(int(counts.max()), 1)
+        packed_mask = torch.arange(width, device=dev)[None, :] < counts[:, None]
+        rows, cols = sup.nonzero(as_tuple=True)  # row-major: positions in sequence order per row
+        slots = torch.arange(len(rows), device=dev) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        packed = states.new_zeros(len(seqs), width, states.shape[-1])
+        packed[rows, slots] = states[rows, cols]
+        packed_targets = torch.full((len(seqs), width), IGNORE, dtype=torch.long, device=dev)
+        packed_targets[rows, slots] = targets[rows, cols]
+        logits = self.lm.get_output_embeddings()(packed).float()
+        return logits, packed_targets, packed_mask
 
     def slot(self, ex: Example, latents: torch.Tensor | None, ratio: float) -> torch.Tensor | None:
         """The slot for ``ex`` with ``latents`` in it (None: the plan text), built as at evaluation."""
