@@ -98,6 +98,7 @@ class MathBenchmark(Benchmark):
             score=float(correct),
             metrics={"level": sample.data["level"], "subject": sample.data["subject"],
                      "predicted": predicted, "gold": sample.data["answer"], "output": reply,
+                     "boxed": int(predicted is not None),
                      **agent.episode_metrics()},
             timings_ms={**agent.timings_ms(), "grading": grading_ms},
         )

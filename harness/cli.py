@@ -156,7 +156,8 @@ def _print_chance(specs) -> None:
 
 
 def _print_truncation(db: Path, specs) -> None:
-    """How many samples had a receiver reply cut by the token cap, per run (all attempts kept)."""
+    """Per run: replies cut by the token cap, and the benchmark's own rates (plans that state
+    the probe's answer, MATH replies with a \\boxed answer)."""
     if not specs or not db.exists():
         return
     from interlat_bench.results.store import Store
@@ -165,19 +166,22 @@ def _print_truncation(db: Path, specs) -> None:
         rows = dict((k, (n, t)) for k, n, t in con.execute(
             "select run_key, count(*), sum(try_cast(metrics->>'truncated' as integer)) from samples "
             "where list_contains(?, run_key) group by 1", [[s.run_key for s in specs]]).fetchall())
-        carried = dict((k, (n, a)) for k, n, a in con.execute(
-            "select run_key, count(metrics->>'answer_in_plan'), sum(try_cast(metrics->>'answer_in_plan' as integer)) "
-            "from samples where list_contains(?, run_key) group by 1", [[s.run_key for s in specs]]).fetchall())
+        def rate(key: str) -> dict:
+            return {k: (n, a) for k, n, a in con.execute(
+                f"select run_key, count(metrics->>'{key}'), sum(try_cast(metrics->>'{key}' as integer)) "
+                "from samples where list_contains(?, run_key) group by 1", [[s.run_key for s in specs]]).fetchall()}
+
+        carried, boxed = rate("answer_in_plan"), rate("boxed")
     for spec in specs:
         where = f"{spec.method} | {spec.benchmark}/{spec.split}"
         n, cut = rows.get(spec.run_key, (0, None))
         if n and cut is not None:
             console.print(f"  replies cut at {spec.decoding.max_new_tokens} tokens: {int(cut)}/{n} samples "
                           f"({100 * cut / n:.0f}%) | {where}", highlight=False)
-        n, hits = carried.get(spec.run_key, (0, None))
-        if n and hits is not None:
-            console.print(f"  plans that state the answer: {int(hits)}/{n} ({100 * hits / n:.0f}%) | {where}",
-                          highlight=False)
+        for label, counts in (("plans that state the answer", carried), ("replies with a \\boxed answer", boxed)):
+            n, hits = counts.get(spec.run_key, (0, None))
+            if n and hits is not None:
+                console.print(f"  {label}: {int(hits)}/{n} ({100 * hits / n:.0f}%) | {where}", highlight=False)
 
 
 def _print_leaderboard(db, methods, benchmarks, splits, metric, fmt) -> None:
