@@ -102,7 +102,7 @@ class ProbeBenchmark(Benchmark):
     # Plans restate short facts: 16 greedy tokens carry them (the user's --param still wins).
     method_defaults = {"plan_tokens": 16, "plan_greedy": True}
     # CPU preset (quick): every training sample, batches of 8.
-    train_overrides = {"max_len": 64, "n_train": None, "batch_size": 8}
+    train_overrides = {"max_len": 64, "n_train": None, "batch_size": 8, "adapter_lr": 1e-3, "adapter_warmup_steps": 300}
 
     @property
     def chance(self) -> float:

@@ -329,3 +329,40 @@ def test_packed_logits_equal_the_full_forward_at_supervised_positions(math_train
             assert int(mask[i].sum()) == len(want) > 0 and not mask[i, len(want):].any()
             torch.testing.assert_close(logits[i, :len(want)], full[want], atol=1e-4, rtol=1e-4)
             assert targets[i, :len(want)].tolist() == [labels[1:][t] for t in want]
+
+
+def test_adapter_warm_up_pulls_rows_to_their_tokens_and_leaves_the_receiver_alone():
+    from interlat_bench.benchmarks.base import Sample
+    from interlat_bench.trainers.receiver import warm_up_adapter
+
+    lm, _, _ = tiny_receiver()
+    tok = lm.tokenizer
+    table = torch.randn(len(tok), SENDER_DIM, generator=torch.Generator().manual_seed(3))
+    samples, messages = [], {}
+    for i, text in enumerate(["the red box holds the key", "the blue box holds the coin", "a green cup"] * 3):
+        ids = conv.tokenize(tok, text)
+        sid = f"s{i}"
+        samples.append(Sample(sid, text, {"conversation": [{"role": "user", "content": "Where?"},
+                                                           {"role": "assistant", "content": "red"}]}))
+        messages[sid] = Message(kind="latent", text=text, token_ids=tuple(ids), latents=table[ids])
+    # A message whose token ids do not spell its text (another tokenizer) is not used.
+    messages["s0"] = Message(kind="latent", text="something else", token_ids=messages["s0"].token_ids,
+                             latents=messages["s0"].latents)
+    cfg = TrainConfig(max_len=16, max_slot_rows=MAX_ROWS, batch_size=4, adapter_lr=1e-2, adapter_warmup_steps=150)
+    examples = build_examples(tok, samples, messages, "latent", cfg)
+    assert examples[0].row_tokens is None and all(ex.row_tokens is not None for ex in examples[1:])
+    torch.manual_seed(0)
+    adapter = CommAdapter(SENDER_DIM, lm.hidden_size).to(lm.model.device)
+    embed = lm.model.get_input_embeddings()
+    before_lm = {k: v.clone() for k, v in lm.model.state_dict().items()}
+
+    def error():
+        with torch.no_grad():
+            return sum(float(torch.nn.functional.mse_loss(
+                adapter(ex.latents[:MAX_ROWS].to(embed.weight.device)),
+                embed(torch.tensor(ex.row_tokens[:MAX_ROWS], device=embed.weight.device)))) for ex in examples[1:])
+
+    start = error()
+    final = warm_up_adapter(adapter, embed, examples, cfg, log=quiet)
+    assert final is not None and error() < 0.2 * start
+    assert all(torch.equal(v, lm.model.state_dict()[k]) for k, v in before_lm.items())

@@ -60,6 +60,8 @@ class TrainConfig:
     adaptive_weights: bool = False
     curriculum: str = "schedule"
     seed: int = 0
+    # Adapter-only steps before training (warm_up_adapter); 0 = none, as in the paper.
+    adapter_warmup_steps: int = 0
 
     def weights(self) -> LossWeights:
         return LossWeights(plan=self.plan_weight, neg=self.neg_weight, margin=self.margin,
@@ -90,6 +92,9 @@ class Example:
     after: list[int]
     supervised: list[bool]
     latents: torch.Tensor | None = None   # (L, H_s), the whole message
+    # Receiver token ids of the plan tokens the latent rows predicted, when the receiver reads
+    # the sender's token ids as the same text (same tokenizer); else None. Adapter warm-up only.
+    row_tokens: list[int] | None = None
     plan_ids: list[int] = field(default_factory=list)  # receiver tokens of the plan text, all of them
     max_rows: int | None = None           # slot limit (cfg.max_slot_rows), applied by slot_rows
 
@@ -111,6 +116,10 @@ def build_examples(tokenizer, samples, messages: dict, kind: str, cfg: TrainConf
             ex.plan_ids = conv.tokenize(tokenizer, m.text or "")
             if kind == "latent":
                 ex.latents = m.latents.float()
+                ids = list(m.token_ids or ())
+                if len(ids) == len(ex.latents) and max(ids, default=0) < len(tokenizer) and \
+                        tokenizer.decode(ids, skip_special_tokens=True) == (m.text or ""):
+                    ex.row_tokens = ids
         out.append(ex)
     return out
 
@@ -245,6 +254,8 @@ def train_receiver(receiver_ref: str, kind: str, samples, messages: dict, cfg: T
     if kind == "latent":
         torch.manual_seed(cfg.seed)
         adapter = CommAdapter(sender_dim, lm.hidden_size).to(lm.model.device)
+        if cfg.adapter_warmup_steps:
+            warm_up_adapter(adapter, lm.model.get_input_embeddings(), examples, cfg, log)
     module = SlotReceiver(lm.model, adapter, kind, bop, eop, cfg.weights(), seed=cfg.seed)
     module.train()
     history = _fit(module, examples, cfg, deepspeed=deepspeed, log=log, dtype=dtype)
@@ -252,6 +263,37 @@ def train_receiver(receiver_ref: str, kind: str, samples, messages: dict, cfg: T
     _save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine)
     log(f"trained {label} receiver on {len(examples)} conversations -> {target}")
     return target
+
+
+def warm_up_adapter(adapter: CommAdapter, embed: nn.Embedding, examples: list[Example], cfg: TrainConfig,
+                    log=print) -> float | None:
+    """Adapter-only warm-up before receiver training: each latent row is pulled (MSE) towards
+    the receiver's embedding of the plan token that row predicted, so that at the start of
+    training a latent slot reads like the plan text. The receiver is untouched; the Interlat
+    losses then train both as usual. Needs token-aligned rows (``Example.row_tokens``, i.e. the
+    same tokenizer); examples without them are skipped. Returns the last loss."""
+    pairs = [ex for ex in examples if ex.row_tokens is not None]
+    if not pairs:
+        log("adapter warm-up skipped: the receiver does not read the sender's tokens")
+        return None
+    opt = torch.optim.AdamW(adapter.parameters(), lr=cfg.adapter_lr, weight_decay=0.0)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    dev = embed.weight.device
+    loss = None
+    for _ in range(cfg.adapter_warmup_steps):
+        batch = [pairs[int(i)] for i in torch.randint(len(pairs), (cfg.batch_size,), generator=rng)]
+        losses = []
+        for ex in batch:
+            rows = ex.latents[: ex.max_rows].to(dev)
+            with torch.no_grad():
+                target = embed(torch.tensor(ex.row_tokens[: len(rows)], device=dev)).float()
+            losses.append(nn.functional.mse_loss(adapter(rows), target))
+        loss = torch.stack(losses).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    log(f"adapter warm-up: {cfg.adapter_warmup_steps} steps on {len(pairs)} messages, final MSE {loss.item():.5f}")
+    return loss.item()
 
 
 def mixed_precision(dtype: str) -> dict[str, bool]:
