@@ -36,13 +36,13 @@ def _db(db: Path | None) -> Path:
     return db or default_db()
 
 
-def _params(values: list[str]) -> dict:
+def _params(values: list[str], flag: str = "--param") -> dict:
     import json
 
     out = {}
     for v in values:
         if "=" not in v:
-            raise UserError(f"--param {v!r}: expected key=value")
+            raise UserError(f"{flag} {v!r}: expected key=value")
         k, raw = v.split("=", 1)
         try:
             out[k.strip()] = json.loads(raw)
@@ -70,6 +70,8 @@ def run(
         8, min=0, help="Prompt lookup draft length for greedy receivers (0 = off). Speed only: same tokens."),
     dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."),
     param: list[str] = typer.Option([], "--param", "-p", help="Method parameter key=value (repeatable)."),
+    setting: list[str] = typer.Option(
+        [], "--setting", "-s", help="Benchmark setting key=value, e.g. n_options=8 for probe (repeatable)."),
     workers: int = typer.Option(2, min=1, help="Worker processes for reference policies' episodes (oracle, random)."),
     db: Path | None = DbOpt,
     leaderboard_after: bool = typer.Option(True, "--leaderboard/--no-leaderboard"),
@@ -89,7 +91,7 @@ def run(
             decoding=DecodingSpec(greedy=not sample, temperature=temperature, max_new_tokens=max_new_tokens or 0,
                                   lookup_tokens=lookup_tokens),
             method_params=_params(param),
-            benchmark_params={"alfworld": {"max_steps": max_steps}} if max_steps is not None else None,
+            settings={**_params(setting, "--setting"), **({"max_steps": max_steps} if max_steps is not None else {})},
         )
         _run_with_progress(specs, _db(db), workers)
         if leaderboard_after:

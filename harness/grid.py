@@ -68,7 +68,10 @@ def expand(
     decoding: DecodingSpec | None = None,
     method_params: dict[str, Any] | None = None,
     benchmark_params: dict[str, dict[str, Any]] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> list[RunSpec]:
+    """``benchmark_params``: per task; ``settings``: by name, for every chosen benchmark that
+    declares the setting (``--setting key=value``)."""
     seeds = list(seeds)
     check_numbers(limit=limit, seeds=seeds, decoding=decoding)
     method_names = split_csv(methods_csv)
@@ -87,6 +90,14 @@ def expand(
     for m, c in method_classes.items():
         check_params("--param", {k: v for k, v in given.items() if k in c.defaults}, c.param_checks,
                      f"method {m}")
+    benchmark_params = {t: dict((benchmark_params or {}).get(t, {})) for t in task_names}
+    for k, v in (settings or {}).items():
+        takers = [t for t, b in bench_classes.items() if k in b.defaults]
+        if not takers:
+            raise UserError(f"--setting {k}: no chosen benchmark takes it "
+                            f"({'; '.join(f'{t}: {sorted(b.defaults) or None}' for t, b in bench_classes.items())})")
+        for t in takers:
+            benchmark_params[t][k] = v
     wanted_splits = split_csv(splits_csv)
     for s in wanted_splits:
         if not any(s in b.splits for b in bench_classes.values()):
@@ -104,7 +115,7 @@ def expand(
             # --receiver must not replay the oracle.
             model = dict(receiver=receiver, dtype=dtype, decoding=_decoding_for(decoding, bcls)) \
                 if mcls.uses_model else dict(receiver=None, dtype=None, decoding=DecodingSpec())
-            bench_params = {**bcls.defaults, **mcls.benchmark_defaults.get(t, {}), **(benchmark_params or {}).get(t, {})}
+            bench_params = {**bcls.defaults, **mcls.benchmark_defaults.get(t, {}), **benchmark_params[t]}
             check_params("setting", bench_params, bcls.param_checks, f"benchmark {t}")
             bench = bcls(bench_params)
             for split in splits:

@@ -94,3 +94,16 @@ def test_probe_grid_on_tiny_models_records_chance_and_plans(results_env):
                                    "--receiver", "tiny-llama", "--sender", "tiny-llama", "--max-new-tokens", "3"])
     assert out.exit_code == 0, out.output
     assert "chance 25.0%" in out.output and "6 samples computed" in out.output
+
+
+def test_benchmark_settings_from_the_command_line_reach_the_run_key():
+    def spec(*settings):
+        return expand(methods_csv="no_comm", tasks_csv="probe", sender="s", receiver="r",
+                      settings=dict(s.split("=") for s in settings) if settings else None)[0]
+    assert dict(spec().benchmark_params)["n_options"] == 4
+    assert dict(spec("answer_position=last").benchmark_params)["answer_position"] == "last"
+    assert spec("answer_position=last").run_key != spec().run_key
+    with pytest.raises(UserError, match="--setting max_turns: no chosen benchmark takes it"):
+        spec("max_turns=3")
+    result = CliRunner().invoke(app, ["run", "-m", "no_comm", "-t", "probe", "--setting", "n_options=1"])
+    assert result.exit_code != 0 and "n_options=1" in result.output
