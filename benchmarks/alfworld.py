@@ -107,6 +107,8 @@ class AlfworldBenchmark(Benchmark):
         return Record(
             sample_id=sample.id, success=won, score=float(won), steps=game.steps,
             metrics={"task_type": sample.data["task_type"], "invalid_actions": invalid, "actions": actions,
+                     # Share of this episode's actions the engine accepted ("Nothing happens." is invalid).
+                     "valid_actions": (len(actions) - invalid) / len(actions) if actions else None,
                      "max_steps": self.max_steps, "turns": len(actions), **agent.episode_metrics()},
             timings_ms={**agent.timings_ms(), "env": env_ms},
         )

@@ -101,6 +101,7 @@ def run(
             if "alfworld" in shown[1]:  # SPEC section 7: steps over successes and over all episodes
                 _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "steps_success", "rich")
                 _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "steps", "rich")
+                _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "valid_actions", "rich")
 
 
 def _concrete_dtype(dtype: str) -> str:

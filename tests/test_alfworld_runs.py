@@ -54,6 +54,8 @@ def test_reference_policies_play_real_games_and_resume(results_env, tmp_path):
         metrics = json.loads(metrics)
         assert 1 <= steps <= 12 and metrics["max_steps"] == 12
         assert steps == len(metrics["actions"])
+        # Admissible commands only (expert's or drawn from the list): the engine accepts each.
+        assert metrics["valid_actions"] == (steps - metrics["invalid_actions"]) / steps == 1.0
         if not success:
             assert steps == 12  # failures run to the cap
     oracle_wins = sum(r[3] for r in rows if r[0] == "oracle")
