@@ -142,7 +142,7 @@ def _run_with_progress(specs, db: Path, workers: int = 1) -> None:
     computed = sum(r.computed for r in results)
     errors = sum(r.errors for r in results)
     console.print(f"{len(results)} runs, {computed} samples computed, {errors} errors; results in {db}")
-    _print_truncation(db, [r.spec for r in results if r.spec.receiver is not None])
+    _print_run_rates(db, [r.spec for r in results if r.spec.receiver is not None])
 
 
 def _print_chance(specs) -> None:
@@ -158,7 +158,7 @@ def _print_chance(specs) -> None:
                           highlight=False)
 
 
-def _print_truncation(db: Path, specs) -> None:
+def _print_run_rates(db: Path, specs) -> None:
     """Per run: replies cut by the token cap, and the benchmark's own rates (plans that state
     the probe's answer, MATH replies with a \\boxed answer)."""
     if not specs or not db.exists():

@@ -27,7 +27,14 @@ def _number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-POSITIVE_INT = Check(lambda v: _int(v) and v >= 1, "an integer >= 1")
+def int_range(lo: int, hi: int | None = None) -> Check:
+    """An integer in [lo, hi] (no upper bound when hi is None)."""
+    if hi is None:
+        return Check(lambda v: _int(v) and v >= lo, f"an integer >= {lo}")
+    return Check(lambda v: _int(v) and lo <= v <= hi, f"an integer {lo}..{hi}")
+
+
+POSITIVE_INT = int_range(1)
 OPTIONAL_POSITIVE_INT = Check(lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1 or null")
 BOOL = Check(lambda v: isinstance(v, bool), "true or false")
 OPTIONAL_POSITIVE_FLOAT = Check(lambda v: v is None or (_number(v) and v > 0), "a number > 0 or null")
