@@ -63,6 +63,7 @@ from interlat_bench.harness.prompts import (
     paper_temperature,
     plan_prompt,
 )
+from interlat_bench.harness.seeds import item_seed
 from interlat_bench.harness.settings import cache_dir
 
 if TYPE_CHECKING:
@@ -136,12 +137,6 @@ def prompt_ids(tokenizer, template: str, task: str) -> list[int]:
     text = tokenizer.apply_chat_template([{"role": "user", "content": template.format(task=task)}],
                                          add_generation_prompt=True, tokenize=False)
     return tokenizer(text, add_special_tokens=False).input_ids
-
-
-def row_seed(seed: int, task_id: str) -> int:
-    """Per-task sampling seed: a row's sample does not depend on its batch or rank."""
-    digest = hashlib.sha256(f"{seed}\0{task_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 # ---------------------------------------------------------------------------- storage
@@ -433,7 +428,7 @@ def _generate_batch(loaded, cfg: CollectConfig, items, seqs, stop: set[int], set
     dec = cfg.effective_decoding()
     start = time.perf_counter()
     gens = None if dec.greedy else [
-        torch.Generator(device=dev).manual_seed(row_seed(cfg.seed, tid)) for tid, _ in items]
+        torch.Generator(device=dev).manual_seed(item_seed(cfg.seed, tid)) for tid, _ in items]
     if prefix is not None:
         cache, mask, ids = _prompt_cache(model, seqs, prefix)
     else:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from interlat_bench.benchmarks.base import Benchmark
@@ -14,18 +13,11 @@ from interlat_bench.harness.runspec import RunSpec
 _MODELS: dict[tuple[str, str], Any] = {}
 
 
-def sample_seed(seed: int, sample_id: str) -> int:
-    """A per-sample seed, so results do not depend on order, batching or resumption."""
-    digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
 @dataclass
 class RunContext:
     spec: RunSpec
     benchmark: Benchmark
     log: Callable[[str], None] = print
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def model(self, ref: str, *, fresh: bool = False):
         """A loaded model; ``fresh`` gives a private copy a method may modify (add tokens, train)."""

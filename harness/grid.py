@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -88,8 +89,8 @@ def expand(
         raise UserError(f"--param {unknown[0]}: no chosen method takes it "
                         f"({'; '.join(f'{m}: {sorted(c.defaults) or None}' for m, c in method_classes.items())})")
     for m, c in method_classes.items():
-        check_params("--param", {k: v for k, v in given.items() if k in c.defaults}, c.param_checks,
-                     f"method {m}")
+        for values in method_configs(c, {k: v for k, v in given.items() if k in c.defaults}):
+            check_params("--param", values, c.param_checks, f"method {m}")
     benchmark_params = {t: dict((benchmark_params or {}).get(t, {})) for t in task_names}
     for k, v in (settings or {}).items():
         takers = [t for t, b in bench_classes.items() if k in b.defaults]
@@ -120,14 +121,25 @@ def expand(
             bench = bcls(bench_params)
             for split in splits:
                 data = bench.fingerprint(split, with_train=mcls.trained_with != "-")
-                for seed in seeds:
-                    specs.append(RunSpec.make(
-                        method=m, benchmark=t, split=split, **model,
-                        sender=sender if mcls.needs_sender else None, seed=seed,
-                        method_params={**mcls.defaults,
-                                       **{k: v for k, v in bcls.method_defaults.items() if k in mcls.defaults},
-                                       **{k: v for k, v in given.items() if k in mcls.defaults}},
-                        benchmark_params=bench_params,
-                        limit=_limit_for(limit, bcls, mcls), data=data,
-                    ))
+                base = {**mcls.defaults, **{k: v for k, v in bcls.method_defaults.items() if k in mcls.defaults}}
+                for params in method_configs(mcls, {k: v for k, v in given.items() if k in mcls.defaults}):
+                    for seed in seeds:
+                        specs.append(RunSpec.make(
+                            method=m, benchmark=t, split=split, **model,
+                            sender=sender if mcls.needs_sender else None, seed=seed,
+                            method_params={**base, **params}, benchmark_params=bench_params,
+                            limit=_limit_for(limit, bcls, mcls), data=data,
+                        ))
     return specs
+
+
+def method_configs(mcls, given: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parameter settings a grid runs for one method: the user's values, where a list
+    means one configuration per item, and the method's ``sweep`` for what the user left
+    unset. No list and no sweep: one configuration."""
+    axes = {k: list(v) for k, v in mcls.sweep.items() if k not in given}
+    axes |= {k: (list(v) if isinstance(v, list) else [v]) for k, v in given.items()}
+    empty = next((k for k, v in axes.items() if not v), None)
+    if empty is not None:
+        raise UserError(f"--param {empty}=[]: expected at least one value")
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]

@@ -22,6 +22,8 @@ MATH_PLAN_PROMPT = (
 # restates the object's box in about a third of its plans (with it, greedy: 16/16 measured).
 PROBE_PLAN_PROMPT = ("Please provide a general plan to solve this task. Say first where the object is."
                      "\n\nThe task is: {task}")
+# What a sender reads before it speaks in K latent steps (SPEC section 5), on every benchmark.
+LATENT_STEP_PROMPT = "Please generate a plan to solve this task: {task}"
 # Task name -> planner prompt (the collector CLI's ``--prompt`` choices).
 PLAN_PROMPTS = {"alfworld": ALFWORLD_PLAN_PROMPT, "math": MATH_PLAN_PROMPT, "probe": PROBE_PLAN_PROMPT}
 # The generic prompt (a benchmark without its own planner prompt) is the SPEC's ALFWorld one.

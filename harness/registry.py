@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import pkgutil
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
@@ -40,7 +41,10 @@ class Registry(Generic[T]):
             return
         self._loaded = True
         for module in self._builtin_modules:
-            importlib.import_module(module)
+            mod = importlib.import_module(module)
+            # A package of built-ins (methods.perturbations): every module in it registers.
+            for info in pkgutil.iter_modules(getattr(mod, "__path__", [])):
+                importlib.import_module(f"{module}.{info.name}")
         for ep in entry_points(group=self.group):
             cls = ep.load()
             if cls.name not in self._classes:
@@ -73,6 +77,8 @@ methods: Registry = Registry(
         "interlat_bench.methods.zeroshot",
         "interlat_bench.methods.interlat",
         "interlat_bench.methods.reference",
+        "interlat_bench.methods.untrained_k",
+        "interlat_bench.methods.perturbations",
     ),
 )
 benchmarks: Registry = Registry(

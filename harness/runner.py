@@ -10,7 +10,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from interlat_bench.harness.context import RunContext, sample_seed
+from interlat_bench.harness.context import RunContext
+from interlat_bench.harness.seeds import item_seed
 from interlat_bench.harness.registry import benchmarks, methods
 from interlat_bench.harness.runspec import RunSpec
 from interlat_bench.harness.timing import clock_ms
@@ -78,7 +79,7 @@ def _play(spec: RunSpec, bench, method, agent, ctx, sample):
 
     from interlat_bench.benchmarks.base import Record
 
-    rng = torch.Generator().manual_seed(sample_seed(spec.seed, sample.id))
+    rng = torch.Generator().manual_seed(item_seed(spec.seed, sample.id, "transform"))
     start = clock_ms()
     try:
         message = method.transform(method.message(ctx, sample), rng)

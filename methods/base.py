@@ -104,6 +104,9 @@ class Method:
     defaults: ClassVar[dict[str, Any]] = {}
     # What each parameter accepts (harness.params); checked before a run is specified.
     param_checks: ClassVar[dict[str, Check]] = {}
+    # Values a grid runs for a parameter the user left unset, one configuration each
+    # (truncate: rho = 0.9, 0.5, 0). `--param rho=0.5` runs one; `--param 'rho=[0.9,0.1]'` those.
+    sweep: ClassVar[dict[str, tuple[Any, ...]]] = {}
 
     def __init__(self, params: dict[str, Any] | None = None):
         self.params = {**self.defaults, **(params or {})}

@@ -78,6 +78,8 @@ class TrainedReceiver(Method):
         from interlat_bench.harness import conversation as conv
         from interlat_bench.trainers.slot import slot_rows
 
+        if message.kind == "latent" and message.latents is not None and len(message.latents) == 0:
+            return None  # no rows left (truncate rho=0): the slot stays <bop><eop>
         # Text: the receiver's own tokenizer on the plan text, as in training (build_examples).
         ids = conv.tokenize(self.lm.tokenizer, message.text or "") if message.kind == "text" else []
         with torch.no_grad():

@@ -13,7 +13,7 @@ import torch
 
 from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness import conversation as conv
-from interlat_bench.harness.context import sample_seed
+from interlat_bench.harness.seeds import item_seed
 from interlat_bench.harness.generation import Decoding, eos_ids, generate
 from interlat_bench.harness.timing import clock_ms
 from interlat_bench.methods.base import Message
@@ -59,7 +59,7 @@ class ReceiverAgent:
         self.past = None
         self.last_reply_ids: list[int] = []
         self.generator = torch.Generator(device=self.pending.device).manual_seed(
-            sample_seed(self.seed, sample.id))
+            item_seed(self.seed, sample.id, "reply"))
         self.turns = 0
 
     def respond(self, observation: str | None = None, info: dict | None = None) -> str:

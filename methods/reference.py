@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from interlat_bench.harness.context import sample_seed
+from interlat_bench.harness.seeds import item_seed
 from interlat_bench.harness.registry import register_method
 from interlat_bench.methods.base import Method
 
@@ -23,7 +23,7 @@ class _Policy:
         self.seed = seed
 
     def begin(self, prompt, message, sample) -> None:
-        self.rng = random.Random(sample_seed(self.seed, sample.id))
+        self.rng = random.Random(item_seed(self.seed, sample.id, "policy"))
 
     def timings_ms(self) -> dict[str, float]:
         return {}

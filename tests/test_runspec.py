@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+from interlat_bench.harness.errors import UserError
 from interlat_bench.harness.grid import expand
 from interlat_bench.harness.runspec import KEY_VERSION, DecodingSpec, RunSpec
 
@@ -16,8 +17,8 @@ def spec(**kw):
 
 def test_golden_run_key():
     # Pinned: a change here silently orphans every recorded result. Bump KEY_VERSION instead.
-    assert KEY_VERSION == 2
-    assert spec().run_key == "5e11f519d3f834c8"
+    assert KEY_VERSION == 3
+    assert spec().run_key == "99c22a76d7cb872b"
 
 
 def test_key_ignores_limit_and_param_order_but_not_outputs():
@@ -50,6 +51,20 @@ def test_grid_expansion():
     assert all(s.sender is None for s in no_comm)  # a method without a sender does not key on it
     assert all(s.limit == 5 for s in specs)
     assert {s.split for s in specs} == {"math500", "test"}
+
+
+def test_sweeps_give_one_configuration_per_value():
+    def rhos(**kw):
+        specs = expand(methods_csv="truncate", tasks_csv="probe", sender="s", receiver="r", limit=4, **kw)
+        return sorted(dict(s.method_params)["rho"] for s in specs)
+
+    assert rhos() == [0.0, 0.5, 0.9]  # the method's sweep when rho is left unset
+    assert rhos(method_params={"rho": 0.25}) == [0.25]
+    assert rhos(method_params={"rho": [1.0, 0.1]}) == [0.1, 1.0]
+    with pytest.raises(UserError, match="rho"):
+        rhos(method_params={"rho": [0.5, 2]})
+    with pytest.raises(UserError, match="at least one value"):
+        rhos(method_params={"rho": []})
 
 
 def test_benchmark_defaults_method_overrides_and_cpu_sizes():
