@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interlat_bench.harness.context import RunContext
-from interlat_bench.harness.seeds import item_seed
 from interlat_bench.harness.registry import benchmarks, methods
 from interlat_bench.harness.runspec import RunSpec
+from interlat_bench.harness.seeds import item_seed
 from interlat_bench.harness.timing import clock_ms
 from interlat_bench.results.shards import ShardWriter, ingest, resume_ids
 from interlat_bench.results.store import Store

@@ -13,8 +13,8 @@ import torch
 
 from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness import conversation as conv
-from interlat_bench.harness.seeds import item_seed
 from interlat_bench.harness.generation import Decoding, eos_ids, generate
+from interlat_bench.harness.seeds import item_seed
 from interlat_bench.harness.timing import clock_ms
 from interlat_bench.methods.base import Message
 
