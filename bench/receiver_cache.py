@@ -20,8 +20,8 @@ import time
 import torch
 
 from interlat_bench.benchmarks.alfworld_env import game_id, game_paths
+from interlat_bench.benchmarks.alfworld_expert import REACT_INSTRUCTION, expert_conversation
 from interlat_bench.benchmarks.base import Sample
-from interlat_bench.collectors.expert import REACT_INSTRUCTION, expert_conversation
 from interlat_bench.harness import models
 from interlat_bench.harness.generation import Decoding
 from interlat_bench.methods.base import Message

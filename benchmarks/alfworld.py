@@ -1,7 +1,7 @@
 """ALFWorld on the real TextWorld engine: the receiver plays ReAct-style episodes.
 
 Splits: ``seen`` (valid_seen, 140 games) and ``unseen`` (valid_unseen, 134). Training
-conversations come from alfworld's handcoded expert on train games (collectors.expert).
+conversations come from alfworld's handcoded expert on train games (benchmarks.alfworld_expert).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class AlfworldBenchmark(Benchmark):
         return [Sample(game_id(p), task_text(p), {"game": str(p), "task_type": task_type(p)}) for p in paths]
 
     def train_samples(self, limit: int | None = None) -> list[Sample]:
-        from interlat_bench.collectors.expert import collect_expert
+        from interlat_bench.benchmarks.alfworld_expert import collect_expert
 
         path = collect_expert("train", limit=limit)
         out = []
@@ -84,10 +84,10 @@ class AlfworldBenchmark(Benchmark):
         return out
 
     def play(self, sample: Sample, agent: Agent, message) -> Record:
-        from interlat_bench.collectors.expert import REACT_INSTRUCTION
+        from interlat_bench.benchmarks.alfworld_expert import REACT_INSTRUCTION
 
         game = TextGame(sample.data["game"], max_steps=self.max_steps,
-                        expert=getattr(agent, "needs_expert", False))
+                        expert=agent.needs_expert)
         try:
             observation, info = game.reset()
             env_ms = game.last_env_ms

@@ -42,7 +42,11 @@ class Agent(Protocol):
     message for the slot; ``respond`` feeds the next observation (None on the first call)
     and returns the agent's reply text. ``info`` carries benchmark facts a reference policy
     may use (admissible commands, the expert's action); LLM agents ignore it.
+    ``needs_expert``: the benchmark must compute the expert's action for ``info`` (it costs
+    a planner call per step, so only the oracle asks for it).
     """
+
+    needs_expert: bool
 
     def begin(self, prompt: str, message: Any, sample: Sample) -> None: ...
 

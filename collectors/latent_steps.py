@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 from interlat_bench.harness.generation import backbone_and_head, left_pad
+from interlat_bench.harness.message import Message, MessageKind
+from interlat_bench.harness.prompts import LATENT_STEP_PROMPT
+from interlat_bench.harness.timing import clock_ms
 
 
 class LatentStepHead(nn.Module):
@@ -70,3 +73,30 @@ def latent_steps(model, head: LatentStepHead, prompts: list[list[int]], k: int, 
         rows.append(z)
         x = head(z.to(head.proj.weight.dtype)).to(dtype).unsqueeze(1)
     return torch.stack(rows, dim=1)
+
+
+BATCH = 16  # tasks per latent-step batch
+
+
+def send_latent_steps(model, tokenizer, tasks: list[tuple[str, str]], k: int, *,
+                      head: LatentStepHead | None = None, log=None) -> dict[str, Message]:
+    """Task id -> a K x H latent message (float16, as shipped) of ``model`` reading
+    LATENT_STEP_PROMPT; ``head`` None: the initial (untrained) head. Each message's
+    ``sender_ms`` is its share of its batch's wall time, as waited for."""
+    from interlat_bench.collectors.messages import prompt_ids
+
+    head = head or LatentStepHead.initial(model.get_input_embeddings())
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: dict[str, Message] = {}
+    for i in range(0, len(tasks), BATCH):
+        batch = tasks[i:i + BATCH]
+        prompts = [prompt_ids(tokenizer, LATENT_STEP_PROMPT, task) for _, task in batch]
+        t0 = clock_ms()
+        with torch.no_grad():
+            z = latent_steps(model, head, prompts, k, pad)
+        share = (clock_ms() - t0) / len(batch)
+        for (tid, _), rows in zip(batch, z.to("cpu", torch.float16)):
+            out[tid] = Message(kind=MessageKind.LATENT, latents=rows, sender_ms=share)
+        if log:
+            log(min(i + BATCH, len(tasks)), len(tasks))
+    return out

@@ -67,7 +67,7 @@ from interlat_bench.harness.seeds import item_seed
 from interlat_bench.harness.settings import cache_dir
 
 if TYPE_CHECKING:
-    from interlat_bench.methods.base import Message
+    from interlat_bench.harness.message import Message
 
 # Planner prompts and the paper's sampling settings live in harness.prompts, shared with the
 # benchmarks, so `--prompt math|alfworld` here and the harness collect under the same cache keys.
@@ -473,7 +473,7 @@ def load_messages(path: str | os.PathLike) -> dict[str, Message]:
     """task_id -> Message(kind="latent", text=plan, token_ids=plan ids, latents=(rows, dim) float32)."""
     import numpy as np
 
-    from interlat_bench.methods.base import Message
+    from interlat_bench.harness.message import Message, MessageKind
 
     table = _read_table(_data_file(path))
     lat = table.column("latents").combine_chunks()
@@ -485,7 +485,7 @@ def load_messages(path: str | os.PathLike) -> dict[str, Message]:
     out = {}
     for i, tid in enumerate(cols["task_id"]):
         m = values[offsets[i]:offsets[i + 1]].astype(np.float32).reshape(cols["rows"][i], cols["dim"][i])
-        out[tid] = Message(kind="latent", text=cols["plan_text"][i],
+        out[tid] = Message(kind=MessageKind.LATENT, text=cols["plan_text"][i],
                            token_ids=tuple(cols["plan_token_ids"][i]), latents=torch.from_numpy(m),
                            sender_ms=float(gen_ms[i] or 0.0))
     return out

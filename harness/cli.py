@@ -275,15 +275,15 @@ def collect(
 ):
     """Collect the sender's plans and latent messages (cached, resumable)."""
     with user_errors():
-        from interlat_bench.harness.context import RunContext
         from interlat_bench.harness.registry import benchmarks
-        from interlat_bench.methods.sending import collect_for
+        from interlat_bench.methods.base import RunContext
+        from interlat_bench.methods.sending import collect_plans
 
         spec = _one_spec("latent", task, None, sender, sender, dtype, param)
         bench = benchmarks.get(task)(dict(spec.benchmark_params))
         samples = bench.train_samples(limit) if split == "train" else bench.samples(split, limit)
-        messages = collect_for(RunContext(spec, bench, log=console.print), samples, dict(spec.method_params),
-                               keep_rows=keep_rows)
+        messages = collect_plans(RunContext(spec, bench, log=console.print), samples, dict(spec.method_params),
+                                 keep_rows=keep_rows)
         rows = [m.rows for m in messages.values()]
         console.print(f"{len(messages)} messages ({sum(rows) / max(len(rows), 1):.1f} rows on average) "
                       f"in collection {messages.key}")
@@ -301,16 +301,17 @@ def train(
 ):
     """Train (or reuse) a receiver; prints its checkpoint folder with losses.csv and losses.png."""
     with user_errors():
-        from interlat_bench.harness.context import RunContext
         from interlat_bench.harness.registry import benchmarks, methods
+        from interlat_bench.harness.runner import train_stage
+        from interlat_bench.methods.base import RunContext
 
         spec = _one_spec(method, task, None, sender, receiver, dtype, param)
         impl = methods.get(method)(dict(spec.method_params))
-        if not hasattr(impl, "train"):
+        if impl.trained_with is None:
             raise UserError(f"method {method!r} has no trained receiver")
         bench = benchmarks.get(task)(dict(spec.benchmark_params))
-        folder = impl.train(RunContext(spec, bench, log=console.print),
-                            deepspeed=str(deepspeed) if deepspeed else None)
+        folder = train_stage(RunContext(spec, bench, log=console.print), impl,
+                             deepspeed=str(deepspeed) if deepspeed else None)
         console.print(f"receiver checkpoint: {folder}")
 
 
@@ -325,7 +326,8 @@ def list_things():
 
         t = Table("method", "receiver trained with", "sender", "description", title="methods")
         for name, cls in methods.items():
-            t.add_row(name, cls.trained_with, "yes" if cls.needs_sender else "-", cls.description)
+            t.add_row(name, "-" if cls.trained_with is None else cls.trained_with.value,
+                      "yes" if cls.needs_sender() else "-", cls.description)
         console.print(t)
         t = Table("benchmark", "splits", "default", title="benchmarks")
         for name, cls in benchmarks.items():

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from interlat_bench.harness.message import MessageKind
+
 SLOT_INTRO = "Now, you are given a step-by-step plan to complete this task as follow: "
 BOP, EOP = "<bop>", "<eop>"
 PLACEHOLDER = "\x00SLOT\x00"  # split point in rendered text; never reaches the tokenizer
 
 
-def with_slot(prompt: str, *, special: bool, message_kind: str, plan_text: str | None = None) -> str:
+def with_slot(prompt: str, *, special: bool, message_kind: MessageKind | str, plan_text: str | None = None) -> str:
     """The first user turn's text; PLACEHOLDER marks where slot embeddings go."""
     if special:
         return f"{prompt}\n\n{SLOT_INTRO}{PLACEHOLDER}"
-    if message_kind == "text":
+    if MessageKind(message_kind) is MessageKind.TEXT:
         return f"{prompt}\n\n{SLOT_INTRO}{plan_text}"
     return prompt
 

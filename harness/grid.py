@@ -120,13 +120,13 @@ def expand(
             check_params("setting", bench_params, bcls.param_checks, f"benchmark {t}")
             bench = bcls(bench_params)
             for split in splits:
-                data = bench.fingerprint(split, with_train=mcls.trained_with != "-")
+                data = bench.fingerprint(split, with_train=mcls.trained_with is not None)
                 base = {**mcls.defaults, **{k: v for k, v in bcls.method_defaults.items() if k in mcls.defaults}}
                 for params in method_configs(mcls, {k: v for k, v in given.items() if k in mcls.defaults}):
                     for seed in seeds:
                         specs.append(RunSpec.make(
                             method=m, benchmark=t, split=split, **model,
-                            sender=sender if mcls.needs_sender else None, seed=seed,
+                            sender=sender if mcls.needs_sender() else None, seed=seed,
                             method_params={**base, **params}, benchmark_params=bench_params,
                             limit=_limit_for(limit, bcls, mcls), data=data,
                         ))

@@ -161,3 +161,14 @@ def load(ref: str, dtype: str = "auto", seed: int = 0) -> LoadedModel:
     model.eval()
     attention.use_packed_gqa(model)
     return LoadedModel(ref=ref, model=model, tokenizer=tok)
+
+
+# Models shared by every cell of a grid in one process; callers must not modify them.
+_SHARED: dict[tuple[str, str], LoadedModel] = {}
+
+
+def shared(ref: str, dtype: str = "auto") -> LoadedModel:
+    """``load(ref, dtype)`` once per process (a private copy to train or modify: ``load``)."""
+    if (ref, dtype) not in _SHARED:
+        _SHARED[(ref, dtype)] = load(ref, dtype=dtype)
+    return _SHARED[(ref, dtype)]

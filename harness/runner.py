@@ -1,4 +1,10 @@
-"""Run grid cells: skip finished samples, play the rest, append shards, ingest once."""
+"""Run grid cells, each in one direction: samples -> sender messages -> receiver training ->
+evaluation -> records.
+
+``run_cell`` owns the stages and calls each once, in order; a method only declares what
+goes into them (``methods.base.Method``). Finished samples are skipped (resume), records are
+appended to shards as they come and ingested into DuckDB once.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,12 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from interlat_bench.harness.context import RunContext
+from interlat_bench.harness.message import MessageKind
 from interlat_bench.harness.registry import benchmarks, methods
 from interlat_bench.harness.runspec import RunSpec
 from interlat_bench.harness.seeds import item_seed
 from interlat_bench.harness.timing import clock_ms
+from interlat_bench.methods.base import RunContext
 from interlat_bench.results.shards import ShardWriter, ingest, resume_ids
 from interlat_bench.results.store import Store
 
@@ -59,21 +66,22 @@ _WORKER: dict[str, tuple] = {}
 
 
 def _play_in_worker(spec: RunSpec, sample):
-    """Play one sample in a worker process (methods with ``parallel_episodes`` only)."""
+    """Play one sample in a worker process (methods with ``parallel_episodes``: no model, no
+    messages, no training)."""
     if spec.run_key not in _WORKER:
         bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
         method = methods.get(spec.method)(dict(spec.method_params))
         _WORKER.clear()
-        _WORKER[spec.run_key] = (bench, method, method.agent(RunContext(spec=spec, benchmark=bench)))
+        _WORKER[spec.run_key] = (bench, method, method.agent(RunContext(spec=spec, benchmark=bench), None))
     bench, method, agent = _WORKER[spec.run_key]
-    return _play(spec, bench, method, agent, None, sample)
+    return _play(spec, bench, method, agent, {}, sample)
 
 
 def _play_in_worker_args(args):
     return _play_in_worker(*args)
 
 
-def _play(spec: RunSpec, bench, method, agent, ctx, sample):
+def _play(spec: RunSpec, bench, method, agent, messages, sample):
     """One sample -> Record; a failure becomes an error record (retried on the next run)."""
     import torch
 
@@ -82,12 +90,12 @@ def _play(spec: RunSpec, bench, method, agent, ctx, sample):
     rng = torch.Generator().manual_seed(item_seed(spec.seed, sample.id, "transform"))
     start = clock_ms()
     try:
-        message = method.transform(method.message(ctx, sample), rng)
+        message = method.transform(method.message_for(sample, messages, spec.seed), rng)
         record = bench.play(sample, agent, message)
         record.metrics.update(message.stats())
         # A message read back from the cache cost no sender time now: record none rather
         # than replay the time of the run that generated it.
-        if message.kind != "none" and not message.from_cache:
+        if message.kind is not MessageKind.NONE and not message.from_cache:
             record.timings_ms.setdefault("sender", message.sender_ms)
     except Exception as e:  # one broken sample must not sink the run
         record = Record(sample_id=sample.id, error=f"{type(e).__name__}: {e}")
@@ -98,7 +106,7 @@ def _play(spec: RunSpec, bench, method, agent, ctx, sample):
     return record
 
 
-def _records(spec, bench, method, ctx, todo, workers: int):
+def _records(spec, bench, method, agent, messages, todo, workers: int):
     """Yield records in sample order; reference policies may use worker processes."""
     if workers > 1 and method.parallel_episodes and len(todo) > 1:
         import multiprocessing
@@ -110,9 +118,8 @@ def _records(spec, bench, method, ctx, todo, workers: int):
         with ctx_mp.Pool(min(workers, len(todo)), maxtasksperchild=25) as pool:
             yield from pool.imap(_play_in_worker_args, [(spec, s) for s in todo])
         return
-    agent = method.agent(ctx)
     for sample in todo:
-        yield _play(spec, bench, method, agent, ctx, sample)
+        yield _play(spec, bench, method, agent, messages, sample)
 
 
 def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sample=None,
@@ -129,12 +136,20 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
         return CellResult(spec, len(samples), 0, 0)
 
     from interlat_bench.harness.models import device
+    from interlat_bench.trainers.receiver import load_receiver
 
     writer.write_run(_run_row(spec, "running", device()))
     ctx = RunContext(spec=spec, benchmark=bench, log=log)
-    method.prepare(ctx, todo)
+    # Messages for every sample of the cell, not only those left to play: the collection's
+    # cache key stays that of the whole cell, and a method that draws another sample's
+    # message (cross_task) draws the same one after a resume.
+    messages = method.messages(ctx, samples)
+    folder = train_stage(ctx, method)
+    receiver = load_receiver(folder, dtype=spec.dtype) if folder is not None else None
+    parallel = workers > 1 and method.parallel_episodes and len(todo) > 1
+    agent = None if parallel else method.agent(ctx, receiver)
     errors = 0
-    for record in _records(spec, bench, method, ctx, todo, workers):
+    for record in _records(spec, bench, method, agent, messages, todo, workers):
         if record.error:
             errors += 1
             log(f"[red]sample {record.sample_id} failed:[/red] {record.error}")
@@ -149,6 +164,23 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
             on_sample(record)
     writer.write_run(_run_row(spec, "complete" if not errors else "partial", device()))
     return CellResult(spec, len(samples), len(todo), errors)
+
+
+def train_stage(ctx: RunContext, method, deepspeed: str | None = None):
+    """Train the method's receiver, or find it in the checkpoint cache; its folder, or None
+    for a method whose receiver is used as it is. Training messages are the sender's plans
+    for the training samples, collected with the method's sender settings."""
+    if method.trained_with is None:
+        return None
+    from interlat_bench.methods.sending import collect_plans
+    from interlat_bench.trainers.receiver import train_receiver
+
+    cfg = method.train_config(ctx.benchmark)
+    train = ctx.benchmark.train_samples(limit=cfg.n_train)
+    plans = collect_plans(ctx, train, method.params) if method.trained_with is not MessageKind.NONE else None
+    return train_receiver(ctx.spec.receiver, method.trained_with, train, plans or {}, cfg,
+                          messages_key=plans.key if plans is not None else None, dtype=ctx.spec.dtype,
+                          deepspeed=deepspeed, log=ctx.log)
 
 
 def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_start=None,

@@ -23,6 +23,8 @@ SlotEncoder = Callable[[Message], torch.Tensor | None]
 
 
 class ReceiverAgent:
+    needs_expert = False  # an LLM acts on what it reads, not on the expert's action
+
     def __init__(self, lm, decoding: Decoding, *, seed: int = 0, slot_encoder: SlotEncoder | None = None,
                  reencode: bool = False):
         self.lm = lm

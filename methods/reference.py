@@ -54,7 +54,7 @@ class Oracle(_ReferenceMethod):
     # table as "solvable", and its steps column shows what its search costs.
     benchmark_defaults = {"alfworld": {"max_steps": 200}}
 
-    def agent(self, ctx):
+    def agent(self, ctx, receiver):
         return ExpertPolicy(ctx.spec.seed)
 
 
@@ -63,5 +63,5 @@ class RandomActions(_ReferenceMethod):
     name = "random"
     description = "uniform over admissible commands, seeded (lower bound)"
 
-    def agent(self, ctx):
+    def agent(self, ctx, receiver):
         return RandomPolicy(ctx.spec.seed)

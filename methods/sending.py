@@ -1,14 +1,16 @@
-"""Getting the sender's messages for a run's samples (collected once, cached on disk)."""
+"""The sender's plans for a run's samples: the collector's config from a method's settings."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from interlat_bench.benchmarks.base import Sample
-from interlat_bench.harness.context import RunContext
 from interlat_bench.harness.params import BOOL, OPTIONAL_POSITIVE_FLOAT, POSITIVE_INT
 from interlat_bench.harness.prompts import PAPER_TOP_K, PAPER_TOP_P, paper_temperature
+
+if TYPE_CHECKING:
+    from interlat_bench.benchmarks.base import Sample
+    from interlat_bench.methods.base import RunContext
 
 # Sender decoding (SPEC section 2: the paper samples plans with top_p 0.9, top_k 50,
 # temperature 0.8 for MATH and 0.7 for ALFWorld; defined once in harness.prompts). Seeded per
@@ -23,8 +25,10 @@ class Messages(dict):
     key: str = ""
 
 
-def collect_for(ctx: RunContext, samples: list[Sample], params: dict[str, Any],
-                keep_rows: int | None = None) -> Messages:
+def collect_plans(ctx: RunContext, samples: list[Sample], params: dict[str, Any],
+                  keep_rows: int | None = None) -> Messages:
+    """The sender's plans (text and latents) for ``samples``, collected with the sender
+    settings in ``params`` (cached; what an earlier invocation generated is marked ``from_cache``)."""
     from interlat_bench.collectors.messages import (
         CollectConfig,
         collect_messages,

@@ -18,6 +18,7 @@ import pytest
 if importlib.util.find_spec("alfworld") is None:
     pytest.skip("alfworld is not installed", allow_module_level=True)
 
+from interlat_bench.benchmarks import alfworld_expert as expert  # noqa: E402
 from interlat_bench.benchmarks.alfworld_env import (  # noqa: E402
     TASK_TYPES,
     TextGame,
@@ -28,7 +29,6 @@ from interlat_bench.benchmarks.alfworld_env import (  # noqa: E402
     task_of,
     task_type,
 )
-from interlat_bench.collectors import expert  # noqa: E402
 from interlat_bench.harness.errors import UserError  # noqa: E402
 
 SHARED_DATA = Path(__file__).parents[2] / "shared/data/alfworld"

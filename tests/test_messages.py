@@ -107,9 +107,9 @@ def test_cli_prompt_collects_what_the_harness_collects(task, sample, tmp_path, m
     from interlat_bench.benchmarks.base import Sample
     from interlat_bench.benchmarks.math import MathBenchmark
     from interlat_bench.harness import prompts
-    from interlat_bench.harness.context import RunContext
     from interlat_bench.harness.runspec import RunSpec
-    from interlat_bench.methods.sending import SENDER_DEFAULTS, collect_for
+    from interlat_bench.methods.base import RunContext
+    from interlat_bench.methods.sending import SENDER_DEFAULTS, collect_plans
 
     seen = []
 
@@ -126,7 +126,7 @@ def test_cli_prompt_collects_what_the_harness_collects(task, sample, tmp_path, m
     bench = {"math": MathBenchmark, "alfworld": AlfworldBenchmark}[task]()
     spec = RunSpec.make(method="latent", benchmark=task, split=bench.default_splits[0], receiver="tiny-llama",
                         sender="tiny-llama")
-    collect_for(RunContext(spec=spec, benchmark=bench, log=lambda _: None), [Sample(i, t) for i, t in TASKS[:3]],
+    collect_plans(RunContext(spec=spec, benchmark=bench, log=lambda _: None), [Sample(i, t) for i, t in TASKS[:3]],
                 {**SENDER_DEFAULTS, "plan_greedy": not sample})
     (cli, cli_tasks), (harness, harness_tasks) = seen
     assert cli.prompt_template == harness.prompt_template == bench.planner_prompt == prompts.PLAN_PROMPTS[task]

@@ -170,23 +170,23 @@ def test_sequence_labels_ignore_prefix_bop_slot_eop(kind, math_train):
 
 @pytest.mark.parametrize("kind", ["latent", "text"])
 def test_slot_rows_identical_at_training_and_evaluation(kind, trained, math_train, monkeypatch):
-    from interlat_bench.methods import interlat
+    from interlat_bench.methods import interlat, sending
 
     folder = trained.latent if kind == "latent" else trained.text
     sample = math_train[0]
     msg = trained.messages[sample.id]
-    # Evaluation: the method's own prepare/message/slot_rows, reading the checkpoint folder.
+    # Evaluation: the method's own messages/message_for/transform and the loaded receiver's slot.
     method = interlat.Latent() if kind == "latent" else interlat.Text()
-    monkeypatch.setattr(method, "train", lambda ctx: folder)
-    monkeypatch.setattr(interlat, "collect_for", lambda ctx, samples, params: {sample.id: msg})
-    method.prepare(SimpleNamespace(spec=SimpleNamespace(dtype="float32")), [sample])
-    sent = method.message(None, sample)
+    monkeypatch.setattr(sending, "collect_plans", lambda ctx, samples, params: {sample.id: msg})
+    messages = method.messages(None, [sample])
+    sent = method.transform(method.message_for(sample, messages, 0), torch.Generator())
     assert sent.kind == kind
-    evaluated = method.slot_rows(sent)
+    receiver = load_receiver(folder)
+    evaluated = receiver.slot(sent)
 
     # Training: the examples and SlotReceiver exactly as train_receiver builds them.
-    lm, adapter, saved_kind, cfg = load_receiver(folder)
-    assert saved_kind == kind and cfg.max_slot_rows == MAX_ROWS
+    lm, adapter, cfg = receiver.lm, receiver.adapter, receiver.cfg
+    assert receiver.kind == kind and cfg.max_slot_rows == MAX_ROWS
     bop, eop = conv.add_slot_tokens(lm)
     ex = build_examples(lm.tokenizer, [sample], {sample.id: msg}, kind, cfg)[0]
     module = SlotReceiver(lm.model, adapter, kind, bop, eop, cfg.weights(), seed=cfg.seed)

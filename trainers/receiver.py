@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from interlat_bench.harness import conversation as conv
+from interlat_bench.harness.message import Message, MessageKind
 from interlat_bench.harness.settings import cache_dir
 from interlat_bench.trainers.adapter import CommAdapter
 from interlat_bench.trainers.curriculum import Curriculum
@@ -99,22 +100,23 @@ class Example:
     max_rows: int | None = None           # slot limit (cfg.max_slot_rows), applied by slot_rows
 
 
-def build_examples(tokenizer, samples, messages: dict, kind: str, cfg: TrainConfig) -> list[Example]:
+def build_examples(tokenizer, samples, messages: dict, kind: MessageKind | str, cfg: TrainConfig) -> list[Example]:
     """Join conversations with messages by task id; tasks without a message are dropped."""
+    kind = MessageKind(kind)
     out = []
     for s in samples:
         msgs = [dict(m) for m in s.data["conversation"]]
         msgs[0]["content"] = conv.with_slot(msgs[0]["content"], special=True, message_kind=kind)
         enc = conv.encode(tokenizer, msgs, add_generation_prompt=False)
         m = messages.get(s.id)
-        if kind != "none" and m is None:
+        if kind is not MessageKind.NONE and m is None:
             continue
         ex = Example(s.id, enc.before, enc.after[: cfg.max_len], enc.labels_after[: cfg.max_len],
                      max_rows=cfg.max_slot_rows)
-        if kind != "none":
+        if kind is not MessageKind.NONE:
             # The whole message: trainers.slot.slot_rows truncates it to max_rows, at evaluation too.
             ex.plan_ids = conv.tokenize(tokenizer, m.text or "")
-            if kind == "latent":
+            if kind is MessageKind.LATENT:
                 ex.latents = m.latents.float()
                 ids = list(m.token_ids or ())
                 if len(ids) == len(ex.latents) and max(ids, default=0) < len(tokenizer) and \
@@ -127,12 +129,12 @@ def build_examples(tokenizer, samples, messages: dict, kind: str, cfg: TrainConf
 class SlotReceiver(nn.Module):
     """The receiver LM with the adapter; forward returns the Interlat loss for a batch."""
 
-    def __init__(self, lm_model, adapter: CommAdapter | None, kind: str, bop: int, eop: int,
+    def __init__(self, lm_model, adapter: CommAdapter | None, kind: MessageKind | str, bop: int, eop: int,
                  weights: LossWeights, seed: int = 0):
         super().__init__()
         self.lm = lm_model
         self.adapter = adapter
-        self.kind = kind
+        self.kind = MessageKind(kind)
         self.bop, self.eop = bop, eop
         self.weights = weights
         self.seed = seed
@@ -197,7 +199,7 @@ class SlotReceiver(nn.Module):
                                                  for ex in examples])
         ce = nn.functional.cross_entropy(lat_logits[sup], targets[sup])
         plan_loss = neg_loss = None
-        if self.kind == "latent":
+        if self.kind is MessageKind.LATENT:
             with torch.no_grad():
                 plan_logits, _, plan_sup = self._logits([self._sequence(ex, self.slot(ex, None, 0.0))
                                                          for ex in examples])
@@ -220,22 +222,23 @@ def _collate(batch: list[Example]) -> dict[str, Any]:
 
 def checkpoint_key(receiver: str, kind: str, cfg: TrainConfig, data_ids: list[str], messages_key: str | None,
                    dtype: str, sender_dim: int | None) -> str:
-    blob = json.dumps({"v": TRAIN_VERSION, "receiver": receiver, "kind": kind, "cfg": asdict(cfg),
+    blob = json.dumps({"v": TRAIN_VERSION, "receiver": receiver, "kind": str(kind), "cfg": asdict(cfg),
                        "data": hashlib.sha256("\n".join(data_ids).encode()).hexdigest(),
                        "messages": messages_key, "dtype": dtype, "sender_dim": sender_dim}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def train_receiver(receiver_ref: str, kind: str, samples, messages: dict, cfg: TrainConfig, *,
+def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages: dict, cfg: TrainConfig, *,
                    messages_key: str | None = None, dtype: str = "float32", deepspeed: str | None = None,
                    log=print, out_root: Path | None = None) -> Path:
     """Train (or reuse) a receiver; returns its checkpoint folder."""
     from interlat_bench.harness import models
 
-    label = "no_comm (empty slot)" if kind == "none" else kind  # kind: what the slot holds
+    kind = MessageKind(kind)
+    label = "no_comm (empty slot)" if kind is MessageKind.NONE else kind  # kind: what the slot holds
 
     sender_dim = next((int(m.latents.shape[1]) for m in messages.values() if m.latents is not None), None) \
-        if kind == "latent" else None
+        if kind is MessageKind.LATENT else None
     key = checkpoint_key(receiver_ref, kind, cfg, [s.id for s in samples], messages_key, dtype, sender_dim)
     target = (out_root or cache_dir() / "receivers") / key
     if (target / "DONE").exists():
@@ -251,7 +254,7 @@ def train_receiver(receiver_ref: str, kind: str, samples, messages: dict, cfg: T
 
         raise UserError(f"no training examples for the {kind} receiver (no messages joined by task id)")
     adapter = None
-    if kind == "latent":
+    if kind is MessageKind.LATENT:
         torch.manual_seed(cfg.seed)
         adapter = CommAdapter(sender_dim, lm.hidden_size).to(lm.model.device)
         if cfg.adapter_warmup_steps:
@@ -322,7 +325,7 @@ def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, dee
             inner = model.module if hasattr(model, "module") else model
             total = max(self.state.max_steps, 1)
             inner.ratio = curriculum.ratio(min(self.state.global_step, total - 1), total) \
-                if inner.kind == "latent" else 1.0
+                if inner.kind is MessageKind.LATENT else 1.0
             loss = model(inputs["examples"])
             history.append({"step": self.state.global_step, **inner.last_parts})
             return loss
@@ -384,7 +387,7 @@ def _save(target: Path, lm, adapter, cfg: TrainConfig, kind: str, history: list[
         if adapter is not None:
             adapter.save(tmp / "adapter")
         (tmp / "train_config.json").write_text(json.dumps(
-            {"kind": kind, "receiver": receiver_ref, "config": asdict(cfg), "version": TRAIN_VERSION,
+            {"kind": str(kind), "receiver": receiver_ref, "config": asdict(cfg), "version": TRAIN_VERSION,
              "trained_by": engine}, indent=2))
         write_loss_log(tmp, history)
         (tmp / "DONE").write_text("")
@@ -432,10 +435,31 @@ def load_train_config(folder: Path) -> tuple[str, TrainConfig]:
     return saved["kind"], TrainConfig(**{k: v for k, v in saved.get("config", {}).items() if k in known})
 
 
-def load_receiver(folder: Path, dtype: str = "float32"):
-    """(LoadedModel, adapter or None, kind, TrainConfig) from a checkpoint folder.
+@dataclass
+class Receiver:
+    """A trained receiver, loaded: the model, its adapter (latent receivers), what it was
+    trained with and the training config (``max_slot_rows`` and the rest evaluation repeats)."""
 
-    The config carries what evaluation must repeat, e.g. ``max_slot_rows`` for ``slot_rows``."""
+    lm: Any
+    adapter: CommAdapter | None
+    kind: MessageKind
+    cfg: TrainConfig
+
+    def slot(self, message: Message) -> torch.Tensor | None:
+        """What the receiver reads between <bop> and <eop> for ``message``: built by
+        ``trainers.slot.slot_rows``, as in training, truncated to the checkpoint's
+        ``max_slot_rows``. A latent message with no rows (truncate rho=0) leaves the slot empty."""
+        if message.kind is MessageKind.LATENT and message.latents is not None and len(message.latents) == 0:
+            return None
+        ids = conv.tokenize(self.lm.tokenizer, message.text or "") if message.kind is MessageKind.TEXT else []
+        with torch.no_grad():
+            return slot_rows(message.kind, latents=message.latents if message.kind is MessageKind.LATENT else None,
+                             plan_ids=ids, adapter=self.adapter, embed=self.lm.model.get_input_embeddings(),
+                             max_rows=self.cfg.max_slot_rows, ratio=1.0)
+
+
+def load_receiver(folder: Path, dtype: str = "float32") -> Receiver:
+    """The receiver saved in a checkpoint folder (``train_receiver``'s result)."""
     from interlat_bench.harness import models
 
     lm = models.load(str(folder / "receiver"), dtype=dtype)
@@ -443,4 +467,4 @@ def load_receiver(folder: Path, dtype: str = "float32"):
     adapter = None
     if (folder / "adapter").exists():
         adapter = CommAdapter.load(folder / "adapter", map_location=models.device()).eval()
-    return lm, adapter, kind, cfg
+    return Receiver(lm=lm, adapter=adapter, kind=MessageKind(kind), cfg=cfg)

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from interlat_bench.harness.message import MessageKind
 from interlat_bench.trainers.curriculum import mix_slot
 
 __all__ = ["slot_rows"]
 
 
-def slot_rows(kind: str, *, latents: torch.Tensor | None, plan_ids: Sequence[int], adapter: nn.Module | None,
+def slot_rows(kind: MessageKind | str, *, latents: torch.Tensor | None, plan_ids: Sequence[int], adapter: nn.Module | None,
               embed: nn.Embedding, max_rows: int | None, ratio: float = 1.0) -> torch.Tensor | None:
     """The slot rows (n, H_receiver) for a message, or None for an empty slot.
 
@@ -32,10 +33,9 @@ def slot_rows(kind: str, *, latents: torch.Tensor | None, plan_ids: Sequence[int
     Rows come out in the embedding's dtype, on its device. Gradients flow as the caller allows
     (evaluation wraps it in ``torch.no_grad``).
     """
-    if kind == "none":
+    kind = MessageKind(kind)  # a ValueError names a kind that does not exist
+    if kind is MessageKind.NONE:
         return None
-    if kind not in ("text", "latent"):
-        raise ValueError(f"slot kind must be none, text or latent, got {kind!r}")
     if max_rows is not None and max_rows < 0:
         raise ValueError(f"max_rows must be >= 0 (or None), got {max_rows}")
     dev = embed.weight.device
@@ -44,7 +44,7 @@ def slot_rows(kind: str, *, latents: torch.Tensor | None, plan_ids: Sequence[int
     def plan() -> torch.Tensor:
         return embed(torch.tensor(ids, dtype=torch.long, device=dev))
 
-    if kind == "text" or latents is None:
+    if kind is MessageKind.TEXT or latents is None:
         return plan()
     if adapter is None:
         raise ValueError("a latent slot needs the communication adapter")

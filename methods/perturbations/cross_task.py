@@ -1,8 +1,8 @@
 """cross_task: the receiver reads the full latents of another evaluation task.
 
 The other task is drawn per sample from a seeded stream (``item_seed(seed, id, "cross_task")``)
-among the run's evaluation tasks (the whole split up to ``--limit``, so a resumed run draws
-the same ones), never the sample's own task. It keeps everything about a message (its form,
+among the run's evaluation tasks (the runner collects messages for the whole split up to
+``--limit``, so a resumed run draws the same ones), never the sample's own task. It keeps everything about a message (its form,
 length distribution, statistics) except that it belongs to this task.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 
 from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.message import NO_MESSAGE
 from interlat_bench.harness.registry import register_method
 from interlat_bench.harness.seeds import item_seed
-from interlat_bench.methods.base import NO_MESSAGE, Message
 from interlat_bench.methods.perturbations.base import LatentPerturbation
 
 
@@ -30,16 +30,10 @@ class CrossTask(LatentPerturbation):
     name = "cross_task"
     description = "latent receiver reads the latents of another task (seeded per sample)"
 
-    def prepare(self, ctx, samples):
-        # Messages of every evaluation task, not only those left to play, so the draw does not
-        # depend on what an earlier, interrupted run finished.
-        super().prepare(ctx, ctx.benchmark.samples(ctx.spec.split, ctx.spec.limit))
-        self.pool = sorted(self.messages)
-
-    def message(self, ctx, sample) -> Message:
-        if sample.id not in self.messages:
+    def message_for(self, sample, messages, seed):
+        if sample.id not in messages:
             return NO_MESSAGE
-        return self.messages[other_task(sample.id, self.pool, ctx.spec.seed)]
+        return messages[other_task(sample.id, list(messages), seed)]
 
     def transform(self, message, rng):
         return message  # the substitution is the whole change
