@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from interlat_bench.benchmarks.alfworld_env import TextGame, game_id, game_paths, task_of, task_type
+from interlat_bench.harness.atomic import write_text
 from interlat_bench.harness.settings import alfworld_dir, cache_dir
 
 # Bump when the conversation format or the expert protocol changes: it is part of the cache key.
@@ -123,9 +124,7 @@ def _read_lines(path: Path) -> dict[str, str]:
 def _write_lines(path: Path, ids: list[str], lines: dict[str, str]) -> None:
     # Whole file through a temp + rename, in game order: readers never see half a line,
     # and serial and parallel runs produce the same bytes.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines[i] + "\n" for i in ids if i in lines))
-    os.replace(tmp, path)
+    write_text(path, "".join(lines[i] + "\n" for i in ids if i in lines))
 
 
 def collect_expert(

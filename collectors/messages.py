@@ -43,9 +43,7 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -54,6 +52,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from interlat_bench.harness.atomic import atomic_file, atomic_folder, write_text
 from interlat_bench.harness.generation import Decoding, eos_ids, generate, left_pad
 from interlat_bench.harness.prompts import (
     ALFWORLD_PLAN_PROMPT,
@@ -161,19 +160,15 @@ def _records_table(records: dict[str, list]):
 
 
 def _write_table(table, path: Path) -> None:
-    """Write Parquet atomically (temp file + os.replace): zstd, byte-stream-split latents."""
+    """Write Parquet atomically: zstd, byte-stream-split latents."""
     import pyarrow.parquet as pq
 
-    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
     kwargs = {"compression": "zstd", "use_dictionary": [c for c in COLUMNS if c != "latents"]}
-    try:
+    with atomic_file(path) as tmp:
         try:
             pq.write_table(table, tmp, use_byte_stream_split=["latents.list.element"], **kwargs)
         except (NotImplementedError, ValueError, TypeError):  # older pyarrow: no BSS for float16
             pq.write_table(table, tmp, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_table(path: Path, columns: list[str] | None = None):
@@ -206,9 +201,7 @@ def stored_ids(folder: str | os.PathLike) -> set[str]:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1, ensure_ascii=False))
 
 
 def _merge(folder: Path, cfg: CollectConfig, tasks: Sequence[tuple[str, str]]) -> None:
@@ -224,19 +217,12 @@ def _merge(folder: Path, cfg: CollectConfig, tasks: Sequence[tuple[str, str]]) -
     if missing:
         raise RuntimeError(f"{folder}: {len(missing)} tasks missing after collection, e.g. {missing[:3]}")
     table = table.take(pa.array([first[tid] for tid, _ in tasks], type=pa.int64()))
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".dataset-tmp-"))
-    try:
+    # A concurrent writer that finished first keeps its dataset: the content is the same.
+    with atomic_folder(folder / DATASET_DIR) as tmp:
         _write_table(table.combine_chunks(), tmp / DATA_FILE)
         _write_json(tmp / "meta.json", {"count": len(tasks), "key": folder.name,
                                         "columns": list(COLUMNS),
                                         "generation": cfg.generation_settings()})
-        try:
-            os.replace(tmp, folder / DATASET_DIR)
-        except OSError:
-            if not is_done(folder):  # else someone finished first; theirs has the same content
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(folder / PARTS_DIR, ignore_errors=True)
 
 

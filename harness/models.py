@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from interlat_bench.harness.atomic import atomic_folder
 from interlat_bench.harness.errors import UnknownName, UserError
 from interlat_bench.harness.settings import models_dir
 
@@ -92,16 +91,9 @@ def smollm2_folder() -> Path:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(gguf_model.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
-    try:
+    with atomic_folder(target) as tmp:  # a concurrent conversion that finished first wins
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").exists():
-            raise
     return target
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from interlat_bench.harness.atomic import fsync_dir, write_text
 from interlat_bench.results.store import (
     RUN_COLUMNS,
     SAMPLE_COLUMNS,
@@ -40,7 +41,6 @@ from interlat_bench.results.store import (
 RUN_FILE = "run.json"
 RUN_MARKER = ".run.json.ingested"
 SHARD_RE = re.compile(r"^(?P<ns>\d+)-(?P<pid>\d+)-(?P<seq>\d+)\.jsonl$")
-_TMP_COUNTER = itertools.count()
 
 
 def _dumps(obj: Any) -> str:
@@ -50,34 +50,6 @@ def _dumps(obj: Any) -> str:
         return _json_default(o)
 
     return json.dumps(obj, default=default, sort_keys=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder, fsync, os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_TMP_COUNTER)}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _check_run_key(run_key: str) -> str:
@@ -112,7 +84,7 @@ class ShardWriter:
             data["created_at"] = (previous or {}).get("created_at") or now
         if data.get("updated_at") is None:
             data["updated_at"] = now
-        atomic_write_text(path, _dumps(data) + "\n")
+        write_text(path, _dumps(data) + "\n")
         return path
 
     def append(
@@ -148,7 +120,7 @@ class ShardWriter:
                 lines.append(_dumps(rec))
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{time.time_ns()}-{os.getpid()}-{next(self._seq)}.jsonl"
-        atomic_write_text(path, "\n".join(lines) + "\n")
+        write_text(path, "\n".join(lines) + "\n")
         return path
 
 
@@ -324,10 +296,10 @@ def ingest(store: Store, root: str | os.PathLike[str]) -> dict[str, int]:
             raise
     counts["runs"] = len(run_rows)
     for folder, text in run_texts:
-        atomic_write_text(folder / RUN_MARKER, text)
+        write_text(folder / RUN_MARKER, text)
     for path in loaded:
         path.unlink(missing_ok=True)
     counts["shards"] = len(loaded)
     if loaded:
-        _fsync_dir(root)
+        fsync_dir(root)
     return counts

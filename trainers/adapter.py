@@ -19,15 +19,15 @@ real rows, and their own outputs are set to zero.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from interlat_bench.harness.atomic import write_bytes
 
 __all__ = ["CommAdapter", "ADAPTER_FILENAME", "effective_heads"]
 
@@ -181,17 +181,7 @@ class CommAdapter(nn.Module):
             "config": json.dumps(self.config(), sort_keys=True),
         }
         blob = st_save(tensors, metadata=metadata)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_bytes(target, blob)
         return target
 
     @classmethod

@@ -16,8 +16,6 @@ import csv
 import hashlib
 import json
 import math
-import os
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 from torch import nn
 
 from interlat_bench.harness import conversation as conv
+from interlat_bench.harness.atomic import atomic_folder
 from interlat_bench.harness.message import Message, MessageKind
 from interlat_bench.harness.settings import cache_dir
 from interlat_bench.trainers.adapter import CommAdapter
@@ -379,9 +378,7 @@ def deepspeed_config(path: str, cfg: TrainConfig) -> dict:
 
 def _save(target: Path, lm, adapter, cfg: TrainConfig, kind: str, history: list[dict], receiver_ref: str,
           engine: dict) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
+    with atomic_folder(target, overwrite=True) as tmp:
         lm.model.save_pretrained(tmp / "receiver")
         lm.tokenizer.save_pretrained(tmp / "receiver")
         if adapter is not None:
@@ -391,12 +388,6 @@ def _save(target: Path, lm, adapter, cfg: TrainConfig, kind: str, history: list[
              "trained_by": engine}, indent=2))
         write_loss_log(tmp, history)
         (tmp / "DONE").write_text("")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_loss_log(folder: Path, history: list[dict]) -> None:
