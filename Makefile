@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine: `make demo` (set up + the main job on the offline
-# defaults) and `make test` (set up + lint + tests). Both create .venv when it is missing.
+# defaults) and `make test` (set up + lint + layers contract + tests). Both create .venv when it is missing.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -31,12 +31,13 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/interlat-bench run --methods latent,text --tasks alfworld
 
-test: setup
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/python -m pytest -q
 
+# Style, and the layers contract in pyproject.toml (no import goes up a layer).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # Speed scripts (not tests): they print ratios measured in one run on SmolLM2.
 bench: setup

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from interlat_bench.benchmarks.math import MathBenchmark
-from interlat_bench.harness import conversation as conv
-from interlat_bench.harness import models
+from interlat_bench.harness.core import conversation as conv
+from interlat_bench.harness.core import models
 from interlat_bench.trainers.receiver import SlotReceiver, build_examples, preset, train_receiver
 
 

@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 from interlat_bench.collectors import messages as mc
-from interlat_bench.harness.generation import Decoding, eos_ids
-from interlat_bench.harness.models import load
-from interlat_bench.harness.prompts import MATH_PLAN_PROMPT
-from interlat_bench.harness.settings import math_dir
+from interlat_bench.harness.core.generation import Decoding, eos_ids
+from interlat_bench.harness.core.models import load
+from interlat_bench.harness.core.prompts import MATH_PLAN_PROMPT
+from interlat_bench.harness.core.settings import math_dir
 
 
 def naive_collect(loaded, tasks, template: str, max_new_tokens: int) -> tuple[float, int, list]:
@@ -75,7 +75,7 @@ def main() -> None:
     tasks = mc.read_tasks(math_dir(args.math_dir) / "math500_test.jsonl")[:args.tasks]
     loaded = load(args.sender, "float32")
     dec = Decoding(greedy=True, max_new_tokens=args.max_new_tokens)
-    template = MATH_PLAN_PROMPT  # the harness's MATH planner prompt (harness.prompts)
+    template = MATH_PLAN_PROMPT  # the harness's MATH planner prompt (harness.core.prompts)
     print(f"sender {args.sender}, {len(tasks)} MATH-500 tasks, greedy, max_new_tokens "
           f"{args.max_new_tokens}, torch threads {torch.get_num_threads()}")
 

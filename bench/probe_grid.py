@@ -12,6 +12,7 @@ and n, the chance level, the share of plans that state the answer, and whether t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -42,24 +43,32 @@ def main() -> None:
         sys.exit(f"run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     con = duckdb.connect(str(work / "results" / "interlat.duckdb"), read_only=True)
     rows = con.execute("""
-        select r.method, count(*), sum(case when s.error is null and s.success then 1 else 0 end),
+        select r.method, r.spec, count(*), sum(case when s.error is null and s.success then 1 else 0 end),
                count(s.error), avg(try_cast(s.metrics->>'chance' as double)),
-               avg(try_cast(s.metrics->>'answer_in_plan' as double))
-        from samples s join runs r using (run_key) group by 1 order by 1""").fetchall()
+               avg(try_cast(s.metrics->>'answer_in_plan' as double)),
+               avg(try_cast(s.metrics->>'message_rows' as double))
+        from samples s join runs r using (run_key) group by all order by 1, 2""").fetchall()
     con.close()
     print(f"probe grid {args.methods}: {wall / 60:.1f} min wall (collection, training and evaluation; "
           f"{os.cpu_count()} CPUs); caches and results in {work}")
-    print(f"{'method':<10} {'accuracy':>9} {'95% Wilson CI':>16} {'n':>5} {'errors':>7} {'chance':>7} {'plan states answer':>19}")
+    print(f"{'row':<22} {'accuracy':>9} {'95% Wilson CI':>16} {'n':>5} {'errors':>7} {'chance':>7} "
+          f"{'chance in CI':>13} {'plan states answer':>19} {'rows':>5}")
     intervals = {}
-    for method, n, k, errors, chance, in_plan in rows:
+    for method, spec, n, k, errors, chance, in_plan, msg_rows in rows:
+        params = json.loads(spec)["method_params"]
+        label = method + "".join(f"[{p}={params[p]}]" for p in ABLATION_PARAMS if p in params)
         lo, hi = wilson(k, n)
-        intervals[method] = (lo, hi)
+        intervals[label] = (lo, hi)
         plan = "-" if in_plan is None else f"{100 * in_plan:.0f}%"
-        print(f"{method:<10} {100 * k / n:>8.1f}% [{100 * lo:5.1f}, {100 * hi:5.1f}] {n:>5} {errors:>7} "
-              f"{100 * chance:>6.1f}% {plan:>19}")
+        print(f"{label:<22} {100 * k / n:>8.1f}% [{100 * lo:5.1f}, {100 * hi:5.1f}] {n:>5} {errors:>7} "
+              f"{100 * chance:>6.1f}% {'yes' if lo <= chance <= hi else 'no':>13} {plan:>19} {msg_rows or 0:>5.1f}")
     if "latent" in intervals and "no_comm" in intervals:
         apart = intervals["latent"][0] > intervals["no_comm"][1]
         print(f"latent above no_comm with intervals apart: {'yes' if apart else 'no'}")
+
+
+# Method parameters that tell the rows of one ablation apart (truncate's rho, covnoise's a, ...).
+ABLATION_PARAMS = ("rho", "a", "sigma", "k")
 
 
 if __name__ == "__main__":

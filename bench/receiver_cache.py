@@ -22,8 +22,8 @@ import torch
 from interlat_bench.benchmarks.alfworld_env import game_id, game_paths
 from interlat_bench.benchmarks.alfworld_expert import REACT_INSTRUCTION, expert_conversation
 from interlat_bench.benchmarks.base import Sample
-from interlat_bench.harness import models
-from interlat_bench.harness.generation import Decoding
+from interlat_bench.harness.core import models
+from interlat_bench.harness.core.generation import Decoding
 from interlat_bench.methods.base import Message
 from interlat_bench.methods.receiver import ReceiverAgent
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from interlat_bench.benchmarks.alfworld_env import TextGame, game_id, game_paths, task_type
 from interlat_bench.benchmarks.base import Agent, Benchmark, Record, Sample
-from interlat_bench.harness.errors import UserError
-from interlat_bench.harness.params import POSITIVE_INT
-from interlat_bench.harness.prompts import ALFWORLD_PLAN_PROMPT
-from interlat_bench.harness.registry import register_benchmark
+from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.core.params import POSITIVE_INT
+from interlat_bench.harness.core.prompts import ALFWORLD_PLAN_PROMPT
+from interlat_bench.harness.core.registry import register_benchmark
 
 _TASK_RULE = re.compile(r'"task":\s*\[\s*\{\s*"rhs":\s*"Your task is to: ([^"]+)"')
 _ACTION = re.compile(r"^\s*(?:\d+\.\s*)?action\s*:\s*(.+?)\s*$", re.IGNORECASE)
@@ -48,7 +48,7 @@ class AlfworldBenchmark(Benchmark):
     name = "alfworld"
     splits = ("seen", "unseen")
     default_splits = ("seen", "unseen")
-    planner_prompt = ALFWORLD_PLAN_PROMPT  # the SPEC's (section 2), from harness.prompts
+    planner_prompt = ALFWORLD_PLAN_PROMPT  # the SPEC's (section 2), from harness.core.prompts
     defaults = {"max_steps": 20}
     param_checks = {"max_steps": POSITIVE_INT}
     reply_tokens = 48  # one "Thought: ...\nAction: ..." turn

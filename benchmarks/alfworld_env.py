@@ -20,8 +20,8 @@ import zlib
 from pathlib import Path
 from time import perf_counter
 
-from interlat_bench.harness.errors import UserError
-from interlat_bench.harness.settings import alfworld_dir
+from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.core.settings import alfworld_dir
 
 SPLITS = {"seen": "valid_seen", "unseen": "valid_unseen", "train": "train"}
 

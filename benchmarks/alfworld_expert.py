@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from interlat_bench.benchmarks.alfworld_env import TextGame, game_id, game_paths, task_of, task_type
-from interlat_bench.harness.atomic import write_text
-from interlat_bench.harness.settings import alfworld_dir, cache_dir
+from interlat_bench.harness.core.atomic import write_text
+from interlat_bench.harness.core.settings import alfworld_dir, cache_dir
 
 # Bump when the conversation format or the expert protocol changes: it is part of the cache key.
 EXPERT_VERSION = 1

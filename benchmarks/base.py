@@ -9,8 +9,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from interlat_bench.harness.params import Check
-from interlat_bench.harness.prompts import DEFAULT_PLAN_PROMPT
+from interlat_bench.harness.core.params import Check
+from interlat_bench.harness.core.prompts import DEFAULT_PLAN_PROMPT
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Benchmark:
     name: ClassVar[str]
     splits: ClassVar[tuple[str, ...]]
     default_splits: ClassVar[tuple[str, ...]]  # evaluated when --splits is not given
-    # The prompt the sender plans from, given the sample's task text (see harness.prompts).
+    # The prompt the sender plans from, given the sample's task text (see harness.core.prompts).
     planner_prompt: ClassVar[str] = DEFAULT_PLAN_PROMPT
     reply_tokens: ClassVar[int] = 256  # receiver tokens per reply unless --max-new-tokens
     cpu_limit: ClassVar[int | None] = None  # samples per split on a CPU unless --limit
@@ -75,7 +75,7 @@ class Benchmark:
     # the user's --param still wins. They enter the run key like any method setting.
     method_defaults: ClassVar[dict[str, Any]] = {}
 
-    # Checks for the settings above (harness.params), applied where a run is specified.
+    # Checks for the settings above (harness.core.params), applied where a run is specified.
     param_checks: ClassVar[dict[str, Check]] = {}
 
     def __init__(self, params: dict[str, Any] | None = None):

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from interlat_bench.benchmarks.base import Agent, Benchmark, Record, Sample
 from interlat_bench.benchmarks.math_grading import is_equivalent, last_boxed
-from interlat_bench.harness.errors import UserError
-from interlat_bench.harness.prompts import MATH_PLAN_PROMPT
-from interlat_bench.harness.registry import register_benchmark
-from interlat_bench.harness.settings import math_dir
+from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.core.prompts import MATH_PLAN_PROMPT
+from interlat_bench.harness.core.registry import register_benchmark
+from interlat_bench.harness.core.settings import math_dir
 
 FILES = {"math500": "math500_test.jsonl", "test": "math_test.jsonl", "train": "math_train.jsonl"}
 
@@ -57,7 +57,7 @@ class MathBenchmark(Benchmark):
     name = "math"
     splits = ("math500", "test")
     default_splits = ("math500",)
-    planner_prompt = MATH_PLAN_PROMPT  # harness.prompts: shared with the collector CLI
+    planner_prompt = MATH_PLAN_PROMPT  # harness.core.prompts: shared with the collector CLI
     reply_tokens = 320
     cpu_limit = 10
 

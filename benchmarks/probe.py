@@ -21,10 +21,10 @@ from functools import cache
 from typing import Any
 
 from interlat_bench.benchmarks.base import Agent, Benchmark, Record, Sample
-from interlat_bench.harness.errors import UserError
-from interlat_bench.harness.params import POSITIVE_INT, int_range, one_of
-from interlat_bench.harness.prompts import PROBE_PLAN_PROMPT
-from interlat_bench.harness.registry import register_benchmark
+from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.core.params import POSITIVE_INT, int_range, one_of
+from interlat_bench.harness.core.prompts import PROBE_PLAN_PROMPT
+from interlat_bench.harness.core.registry import register_benchmark
 
 OBJECTS = ("key", "coin", "ring", "apple", "watch", "pen", "cup", "book", "phone", "card", "spoon", "ball",
            "stamp", "brush", "candle", "shell", "bell", "glove", "scarf", "map", "lamp", "fork", "plate", "bowl",

@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from interlat_bench.harness.generation import backbone_and_head, left_pad
-from interlat_bench.harness.message import Message, MessageKind
-from interlat_bench.harness.prompts import LATENT_STEP_PROMPT
-from interlat_bench.harness.timing import clock_ms
+from interlat_bench.harness.core.generation import backbone_and_head, left_pad
+from interlat_bench.harness.core.message import Message, MessageKind
+from interlat_bench.harness.core.prompts import LATENT_STEP_PROMPT
+from interlat_bench.harness.core.timing import clock_ms
 
 
 class LatentStepHead(nn.Module):

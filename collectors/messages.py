@@ -52,9 +52,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from interlat_bench.harness.atomic import atomic_file, atomic_folder, write_text
-from interlat_bench.harness.generation import Decoding, eos_ids, generate, left_pad
-from interlat_bench.harness.prompts import (
+from interlat_bench.harness.core.atomic import atomic_file, atomic_folder, write_text
+from interlat_bench.harness.core.generation import Decoding, eos_ids, generate, left_pad
+from interlat_bench.harness.core.prompts import (
     ALFWORLD_PLAN_PROMPT,
     MATH_PLAN_PROMPT,  # noqa: F401  (re-exported)
     PAPER_TOP_K,
@@ -62,13 +62,13 @@ from interlat_bench.harness.prompts import (
     paper_temperature,
     plan_prompt,
 )
-from interlat_bench.harness.seeds import item_seed
-from interlat_bench.harness.settings import cache_dir
+from interlat_bench.harness.core.seeds import item_seed
+from interlat_bench.harness.core.settings import cache_dir
 
 if TYPE_CHECKING:
-    from interlat_bench.harness.message import Message
+    from interlat_bench.harness.core.message import Message
 
-# Planner prompts and the paper's sampling settings live in harness.prompts, shared with the
+# Planner prompts and the paper's sampling settings live in harness.core.prompts, shared with the
 # benchmarks, so `--prompt math|alfworld` here and the harness collect under the same cache keys.
 
 # Bump when the capture definition or the stored format changes (it enters the content key).
@@ -305,7 +305,7 @@ def _collect(cfg, tasks, folder: Path, rank: int, world: int, progress, loaded) 
     todo = [(tid, text) for tid, text in tasks if tid not in done]
     if todo:
         if loaded is None:
-            from interlat_bench.harness.models import load
+            from interlat_bench.harness.core.models import load
 
             loaded = load(cfg.sender, cfg.dtype)
         tok = loaded.tokenizer
@@ -459,7 +459,7 @@ def load_messages(path: str | os.PathLike) -> dict[str, Message]:
     """task_id -> Message(kind="latent", text=plan, token_ids=plan ids, latents=(rows, dim) float32)."""
     import numpy as np
 
-    from interlat_bench.harness.message import Message, MessageKind
+    from interlat_bench.harness.core.message import Message, MessageKind
 
     table = _read_table(_data_file(path))
     lat = table.column("latents").combine_chunks()

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.core.errors import UserError
 
 app = typer.Typer(help="Benchmark and ablation harness for agents that communicate in latent space.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -31,7 +31,7 @@ def user_errors():
 
 
 def _db(db: Path | None) -> Path:
-    from interlat_bench.harness.settings import default_db
+    from interlat_bench.harness.core.settings import default_db
 
     return db or default_db()
 
@@ -78,8 +78,8 @@ def run(
 ):
     """Expand the grid and run every cell; finished samples are skipped (resume)."""
     with user_errors():
+        from interlat_bench.harness.core.runspec import DecodingSpec
         from interlat_bench.harness.grid import expand, split_csv
-        from interlat_bench.harness.runspec import DecodingSpec
 
         try:
             seed_list = [int(s) for s in split_csv(seeds)]
@@ -107,7 +107,7 @@ def run(
 def _concrete_dtype(dtype: str) -> str:
     """Resolve `auto` now so the run key records the dtype actually used."""
     if dtype != "auto":
-        from interlat_bench.harness.models import resolve_dtype
+        from interlat_bench.harness.core.models import resolve_dtype
 
         resolve_dtype(dtype)  # validates
         return dtype
@@ -147,7 +147,7 @@ def _run_with_progress(specs, db: Path, workers: int = 1) -> None:
 
 def _print_chance(specs) -> None:
     """The chance level of each benchmark configuration that has one (e.g. the probe)."""
-    from interlat_bench.harness.registry import benchmarks
+    from interlat_bench.harness.core.registry import benchmarks
 
     done = set()
     for spec in specs:
@@ -275,7 +275,7 @@ def collect(
 ):
     """Collect the sender's plans and latent messages (cached, resumable)."""
     with user_errors():
-        from interlat_bench.harness.registry import benchmarks
+        from interlat_bench.harness.core.registry import benchmarks
         from interlat_bench.methods.base import RunContext
         from interlat_bench.methods.sending import collect_plans
 
@@ -301,7 +301,7 @@ def train(
 ):
     """Train (or reuse) a receiver; prints its checkpoint folder with losses.csv and losses.png."""
     with user_errors():
-        from interlat_bench.harness.registry import benchmarks, methods
+        from interlat_bench.harness.core.registry import benchmarks, methods
         from interlat_bench.harness.runner import train_stage
         from interlat_bench.methods.base import RunContext
 
@@ -321,8 +321,8 @@ def list_things():
     with user_errors():
         from rich.table import Table
 
-        from interlat_bench.harness.models import BUILTIN_MODELS
-        from interlat_bench.harness.registry import benchmarks, methods
+        from interlat_bench.harness.core.models import BUILTIN_MODELS
+        from interlat_bench.harness.core.registry import benchmarks, methods
 
         t = Table("method", "receiver trained with", "sender", "description", title="methods")
         for name, cls in methods.items():

@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from interlat_bench.harness.errors import UserError
-from interlat_bench.harness.params import check_params
-from interlat_bench.harness.registry import benchmarks, methods
-from interlat_bench.harness.runspec import DecodingSpec, RunSpec
+from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.core.params import check_params
+from interlat_bench.harness.core.registry import benchmarks, methods
+from interlat_bench.harness.core.runspec import DecodingSpec, RunSpec
 
 
 def split_csv(value: str | None) -> list[str]:

@@ -16,11 +16,11 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from interlat_bench.harness.message import MessageKind
-from interlat_bench.harness.registry import benchmarks, methods
-from interlat_bench.harness.runspec import RunSpec
-from interlat_bench.harness.seeds import item_seed
-from interlat_bench.harness.timing import clock_ms
+from interlat_bench.harness.core.message import MessageKind
+from interlat_bench.harness.core.registry import benchmarks, methods
+from interlat_bench.harness.core.runspec import RunSpec
+from interlat_bench.harness.core.seeds import item_seed
+from interlat_bench.harness.core.timing import clock_ms
 from interlat_bench.methods.base import RunContext
 from interlat_bench.results.shards import ShardWriter, ingest, resume_ids
 from interlat_bench.results.store import Store
@@ -135,7 +135,7 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
     if not todo:
         return CellResult(spec, len(samples), 0, 0)
 
-    from interlat_bench.harness.models import device
+    from interlat_bench.harness.core.models import device
     from interlat_bench.trainers.receiver import load_receiver
 
     writer.write_run(_run_row(spec, "running", device()))

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from interlat_bench.harness.message import NO_MESSAGE, Message, MessageKind
-from interlat_bench.harness.params import Check
-from interlat_bench.harness.runspec import RunSpec
+from interlat_bench.harness.core.message import NO_MESSAGE, Message, MessageKind
+from interlat_bench.harness.core.params import Check
+from interlat_bench.harness.core.runspec import RunSpec
 
 if TYPE_CHECKING:  # torch stays out of `--help`
     import torch
@@ -43,7 +43,7 @@ class RunContext:
 
     def model(self, ref: str):
         """A loaded model shared by every cell of the process (loading costs seconds)."""
-        from interlat_bench.harness.models import shared
+        from interlat_bench.harness.core.models import shared
 
         return shared(ref, self.spec.dtype)
 
@@ -68,7 +68,7 @@ class Method:
     benchmark_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     # Settable parameters and their defaults (`--param key=value`); all enter the run key.
     defaults: ClassVar[dict[str, Any]] = {}
-    # What each parameter accepts (harness.params); checked before a run is specified.
+    # What each parameter accepts (harness.core.params); checked before a run is specified.
     param_checks: ClassVar[dict[str, Check]] = {}
     # Values a grid runs for a parameter the user left unset, one configuration each
     # (truncate: rho = 0.9, 0.5, 0). `--param rho=0.5` runs one; `--param 'rho=[0.9,0.1]'` those.

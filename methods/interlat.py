@@ -7,9 +7,9 @@ trained receiver are cached, so a second run reuses them.
 
 from __future__ import annotations
 
-from interlat_bench.harness.message import MessageKind
-from interlat_bench.harness.params import OPTIONAL_POSITIVE_INT, one_of
-from interlat_bench.harness.registry import register_method
+from interlat_bench.harness.core.message import MessageKind
+from interlat_bench.harness.core.params import OPTIONAL_POSITIVE_INT, one_of
+from interlat_bench.harness.core.registry import register_method
 from interlat_bench.methods.base import Method
 from interlat_bench.methods.sending import SENDER_CHECKS, SENDER_DEFAULTS
 

@@ -12,10 +12,10 @@ from collections.abc import Callable
 import torch
 
 from interlat_bench.benchmarks.base import Sample
-from interlat_bench.harness import conversation as conv
-from interlat_bench.harness.generation import Decoding, eos_ids, generate
-from interlat_bench.harness.seeds import item_seed
-from interlat_bench.harness.timing import clock_ms
+from interlat_bench.harness.core import conversation as conv
+from interlat_bench.harness.core.generation import Decoding, eos_ids, generate
+from interlat_bench.harness.core.seeds import item_seed
+from interlat_bench.harness.core.timing import clock_ms
 from interlat_bench.methods.base import Message
 
 # message -> slot rows (n, H_receiver) placed between <bop> and <eop>

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from interlat_bench.harness.registry import register_method
-from interlat_bench.harness.seeds import item_seed
+from interlat_bench.harness.core.registry import register_method
+from interlat_bench.harness.core.seeds import item_seed
 from interlat_bench.methods.base import Method
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from interlat_bench.harness.params import BOOL, OPTIONAL_POSITIVE_FLOAT, POSITIVE_INT
-from interlat_bench.harness.prompts import PAPER_TOP_K, PAPER_TOP_P, paper_temperature
+from interlat_bench.harness.core.params import BOOL, OPTIONAL_POSITIVE_FLOAT, POSITIVE_INT
+from interlat_bench.harness.core.prompts import PAPER_TOP_K, PAPER_TOP_P, paper_temperature
 
 if TYPE_CHECKING:
     from interlat_bench.benchmarks.base import Sample
     from interlat_bench.methods.base import RunContext
 
 # Sender decoding (SPEC section 2: the paper samples plans with top_p 0.9, top_k 50,
-# temperature 0.8 for MATH and 0.7 for ALFWorld; defined once in harness.prompts). Seeded per
+# temperature 0.8 for MATH and 0.7 for ALFWorld; defined once in harness.core.prompts). Seeded per
 # task, so reproducible. plan_temperature None: the paper's temperature for the benchmark.
 SENDER_DEFAULTS: dict[str, Any] = {"plan_tokens": 128, "plan_greedy": False, "plan_temperature": None}
 SENDER_CHECKS = {"plan_tokens": POSITIVE_INT, "plan_greedy": BOOL, "plan_temperature": OPTIONAL_POSITIVE_FLOAT}
@@ -36,7 +36,7 @@ def collect_plans(ctx: RunContext, samples: list[Sample], params: dict[str, Any]
         load_messages,
         stored_ids,
     )
-    from interlat_bench.harness.generation import Decoding
+    from interlat_bench.harness.core.generation import Decoding
 
     temperature = params.get("plan_temperature") or paper_temperature(ctx.spec.benchmark)
     cfg = CollectConfig(

@@ -9,8 +9,8 @@ batch, as waited for.
 
 from __future__ import annotations
 
-from interlat_bench.harness.params import POSITIVE_INT
-from interlat_bench.harness.registry import register_method
+from interlat_bench.harness.core.params import POSITIVE_INT
+from interlat_bench.harness.core.registry import register_method
 from interlat_bench.methods.interlat import Latent
 
 

@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.core.errors import UserError
 from interlat_bench.results.store import Store
 
 Z95 = 1.959963984540054

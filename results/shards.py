@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from interlat_bench.harness.atomic import fsync_dir, write_text
+from interlat_bench.harness.core.atomic import fsync_dir, write_text
 from interlat_bench.results.store import (
     RUN_COLUMNS,
     SAMPLE_COLUMNS,

@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.core.errors import UserError
 
 SCHEMA_VERSION = 1
 

@@ -13,7 +13,7 @@ os.environ.setdefault("ALFWORLD_DATA", str(SHARED / "alfworld"))
 @pytest.fixture
 def results_env(tmp_path, monkeypatch):
     """Private results and artifact folders (the converted model stays shared); returns the db path."""
-    from interlat_bench.harness.settings import models_dir
+    from interlat_bench.harness.core.settings import models_dir
 
     monkeypatch.setenv("INTERLAT_MODELS", str(models_dir()))
     monkeypatch.setenv("INTERLAT_CACHE", str(tmp_path / "cache"))

@@ -29,7 +29,7 @@ from interlat_bench.benchmarks.alfworld_env import (  # noqa: E402
     task_of,
     task_type,
 )
-from interlat_bench.harness.errors import UserError  # noqa: E402
+from interlat_bench.harness.core.errors import UserError  # noqa: E402
 
 SHARED_DATA = Path(__file__).parents[2] / "shared/data/alfworld"
 

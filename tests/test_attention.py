@@ -2,8 +2,8 @@
 
 import torch
 
-from interlat_bench.harness import attention, models
-from interlat_bench.harness.kv_cache import appendable
+from interlat_bench.harness.core import attention, models
+from interlat_bench.harness.core.kv_cache import appendable
 
 
 def _device_type(model) -> str:

@@ -3,7 +3,7 @@
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from interlat_bench.harness.kv_cache import AppendLayer, appendable
+from interlat_bench.harness.core.kv_cache import AppendLayer, appendable
 
 
 def _kv(batch, length, seed):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from interlat_bench.collectors.latent_steps import LatentStepHead, latent_steps
-from interlat_bench.harness.models import load
+from interlat_bench.harness.core.models import load
 
 
 def manual(model, head, prompt: list[int], k: int) -> torch.Tensor:

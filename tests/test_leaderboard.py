@@ -11,8 +11,8 @@ import math
 import pytest
 from rich.console import Console
 
-from interlat_bench.harness.errors import UserError
-from interlat_bench.harness.runspec import DecodingSpec, RunSpec
+from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.core.runspec import DecodingSpec, RunSpec
 from interlat_bench.results.leaderboard import (
     Cell,
     Table,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from interlat_bench.benchmarks.math import MathBenchmark
-from interlat_bench.harness import models
+from interlat_bench.harness.core import models
 from interlat_bench.trainers.receiver import preset, train_receiver
 
 

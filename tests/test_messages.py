@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from interlat_bench.collectors import messages as mc
-from interlat_bench.harness.generation import Decoding
+from interlat_bench.harness.core.generation import Decoding
 
 TASKS = [
     ("t0", "put a clean mug in the coffee machine"),
@@ -32,7 +32,7 @@ GREEDY = Decoding(max_new_tokens=6)
 
 @pytest.fixture(scope="module")
 def tiny():
-    from interlat_bench.harness.models import load
+    from interlat_bench.harness.core.models import load
 
     return load("tiny-llama", "float32")
 
@@ -102,12 +102,12 @@ def test_prompt_is_chat_template_single_user_turn(tiny):
 @pytest.mark.parametrize("task", ["math", "alfworld"])
 def test_cli_prompt_collects_what_the_harness_collects(task, sample, tmp_path, monkeypatch):
     """``--prompt math|alfworld`` and a run's collection share one prompt and one paper
-    temperature (harness.prompts), so they land under one cache key."""
+    temperature (harness.core.prompts), so they land under one cache key."""
     from interlat_bench.benchmarks.alfworld import AlfworldBenchmark
     from interlat_bench.benchmarks.base import Sample
     from interlat_bench.benchmarks.math import MathBenchmark
-    from interlat_bench.harness import prompts
-    from interlat_bench.harness.runspec import RunSpec
+    from interlat_bench.harness.core import prompts
+    from interlat_bench.harness.core.runspec import RunSpec
     from interlat_bench.methods.base import RunContext
     from interlat_bench.methods.sending import SENDER_DEFAULTS, collect_plans
 
@@ -160,7 +160,7 @@ def test_alignment_tiny_left_padded(tiny, tmp_path, monkeypatch, dec, share):
 
 @pytest.mark.slow
 def test_alignment_smollm2(tmp_path, monkeypatch):
-    from interlat_bench.harness.models import load
+    from interlat_bench.harness.core.models import load
 
     loaded = load("smollm2-135m", "float32")
     tasks = [("m0", "What is $1+2+\\cdots+10$?"),
@@ -217,7 +217,7 @@ def test_second_call_reuses_without_generating(tiny, tmp_path, monkeypatch):
         raise AssertionError("must not generate or load a model")
 
     monkeypatch.setattr(mc, "generate", boom)
-    monkeypatch.setattr("interlat_bench.harness.models.load", boom)
+    monkeypatch.setattr("interlat_bench.harness.core.models.load", boom)
     other_batch = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, batch_size=5)
     assert mc.collect_messages(other_batch, TASKS[:3], out_root=tmp_path) == first
     # Anything that changes content gets its own folder.

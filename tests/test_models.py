@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from interlat_bench.harness import models
+from interlat_bench.harness.core import models
 
 
 @pytest.mark.slow
@@ -19,7 +19,7 @@ def test_converted_smollm2_is_plain_and_savable(tmp_path):
 
 
 def test_unknown_model_reference_is_a_usage_error():
-    from interlat_bench.harness.errors import UnknownName
+    from interlat_bench.harness.core.errors import UnknownName
 
     with pytest.raises(UnknownName, match="unknown model"):
         models.load("no-such-model")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interlat_bench.harness.registry import methods
+from interlat_bench.harness.core.registry import methods
 from interlat_bench.methods.base import Message
 from interlat_bench.methods.perturbations.covariance import covgauss, covnoise
 from interlat_bench.methods.perturbations.cross_task import other_task
@@ -153,7 +153,7 @@ def test_ablation_rows_reuse_one_trained_receiver(results_env):
     from typer.testing import CliRunner
 
     from interlat_bench.harness.cli import app
-    from interlat_bench.harness.settings import cache_dir
+    from interlat_bench.harness.core.settings import cache_dir
 
     out = CliRunner().invoke(app, [
         "run", "-m", "latent,truncate,cross_task,randomrot,untrained_k", "-t", "probe", "--limit", "3",

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from interlat_bench.benchmarks.base import Record
 from interlat_bench.benchmarks.probe import COLOURS, ProbeBenchmark, parse_answer
 from interlat_bench.harness.cli import app
-from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.core.errors import UserError
 from interlat_bench.harness.grid import expand
 from interlat_bench.methods.base import NO_MESSAGE, Message
 

@@ -3,8 +3,8 @@
 import torch
 
 from interlat_bench.benchmarks.base import Sample
-from interlat_bench.harness import models
-from interlat_bench.harness.generation import Decoding, draft_from_context, generate
+from interlat_bench.harness.core import models
+from interlat_bench.harness.core.generation import Decoding, draft_from_context, generate
 from interlat_bench.methods.base import Message
 from interlat_bench.methods.receiver import ReceiverAgent
 

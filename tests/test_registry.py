@@ -1,7 +1,7 @@
 import pytest
 
-from interlat_bench.harness.errors import UnknownName
-from interlat_bench.harness.registry import Registry, benchmarks, methods
+from interlat_bench.harness.core.errors import UnknownName
+from interlat_bench.harness.core.registry import Registry, benchmarks, methods
 from interlat_bench.methods.base import Method
 
 
@@ -37,7 +37,7 @@ def test_entry_point_classes_are_loaded(monkeypatch):
         def load(self):
             return type("Plugin", (Method,), {"name": "plugin_method"})
 
-    import interlat_bench.harness.registry as r
+    import interlat_bench.harness.core.registry as r
 
     monkeypatch.setattr(r, "entry_points", lambda group: [EP()] if group == "g" else [])
     reg = Registry("method", "g", ())

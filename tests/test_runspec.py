@@ -3,9 +3,9 @@ import re
 
 import pytest
 
-from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.core.runspec import KEY_VERSION, DecodingSpec, RunSpec
 from interlat_bench.harness.grid import expand
-from interlat_bench.harness.runspec import KEY_VERSION, DecodingSpec, RunSpec
 
 
 def spec(**kw):
@@ -141,7 +141,7 @@ def test_key_carries_a_fingerprint_of_the_data_read(tmp_path, monkeypatch):
     (dict(benchmark_params={"alfworld": {"max_steps": 0}}), "max_steps=0"),
 ])
 def test_numbers_that_cannot_be_right_are_refused(kwargs, message):
-    from interlat_bench.harness.errors import UserError
+    from interlat_bench.harness.core.errors import UserError
 
     args = dict(methods_csv="latent", tasks_csv="alfworld", sender="s", receiver="r")
     args.update(kwargs)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from interlat_bench.harness.errors import UserError
-from interlat_bench.harness.settings import RESULTS_ENV, default_db, package_folders, results_dir
+from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.core.settings import RESULTS_ENV, default_db, package_folders, results_dir
 
 REPO_ROOT = package_folders()[0].parent
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.core.errors import UserError
 from interlat_bench.results.shards import (
     RUN_FILE,
     ShardWriter,

@@ -13,7 +13,7 @@ from datetime import datetime
 import duckdb
 import pytest
 
-from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.core.errors import UserError
 from interlat_bench.results.store import (
     SCHEMA_VERSION,
     Store,

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from interlat_bench.benchmarks.math import MathBenchmark
-from interlat_bench.harness import conversation as conv
-from interlat_bench.harness import models
+from interlat_bench.harness.core import conversation as conv
+from interlat_bench.harness.core import models
 from interlat_bench.methods.base import Message
 from interlat_bench.trainers.adapter import CommAdapter
 from interlat_bench.trainers.curriculum import Curriculum

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from interlat_bench.harness.atomic import write_bytes
+from interlat_bench.harness.core.atomic import write_bytes
 
 __all__ = ["CommAdapter", "ADAPTER_FILENAME", "effective_heads"]
 

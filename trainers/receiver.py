@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from interlat_bench.harness import conversation as conv
-from interlat_bench.harness.atomic import atomic_folder
-from interlat_bench.harness.message import Message, MessageKind
-from interlat_bench.harness.settings import cache_dir
+from interlat_bench.harness.core import conversation as conv
+from interlat_bench.harness.core.atomic import atomic_folder
+from interlat_bench.harness.core.message import Message, MessageKind
+from interlat_bench.harness.core.settings import cache_dir
 from interlat_bench.trainers.adapter import CommAdapter
 from interlat_bench.trainers.curriculum import Curriculum
 from interlat_bench.trainers.losses import (
@@ -78,7 +78,7 @@ PRESETS = {
 
 
 def preset(name: str, **overrides) -> TrainConfig:
-    from interlat_bench.harness.errors import UserError
+    from interlat_bench.harness.core.errors import UserError
 
     if name not in PRESETS:
         raise UserError(f"training preset {name!r}: expected one of {', '.join(PRESETS)}")
@@ -231,7 +231,7 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
                    messages_key: str | None = None, dtype: str = "float32", deepspeed: str | None = None,
                    log=print, out_root: Path | None = None) -> Path:
     """Train (or reuse) a receiver; returns its checkpoint folder."""
-    from interlat_bench.harness import models
+    from interlat_bench.harness.core import models
 
     kind = MessageKind(kind)
     label = "no_comm (empty slot)" if kind is MessageKind.NONE else kind  # kind: what the slot holds
@@ -249,7 +249,7 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
     bop, eop = conv.add_slot_tokens(lm)
     examples = build_examples(lm.tokenizer, samples, messages, kind, cfg)
     if not examples:
-        from interlat_bench.harness.errors import UserError
+        from interlat_bench.harness.core.errors import UserError
 
         raise UserError(f"no training examples for the {kind} receiver (no messages joined by task id)")
     adapter = None
@@ -300,11 +300,11 @@ def warm_up_adapter(adapter: CommAdapter, embed: nn.Embedding, examples: list[Ex
 
 def mixed_precision(dtype: str) -> dict[str, bool]:
     """TrainingArguments flags for a compute dtype; the weights themselves stay fp32."""
-    from interlat_bench.harness.models import resolve_dtype
+    from interlat_bench.harness.core.models import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
     if torch_dtype == torch.float16 and not torch.cuda.is_available():
-        from interlat_bench.harness.errors import UserError
+        from interlat_bench.harness.core.errors import UserError
 
         raise UserError("--dtype float16: fp16 training needs CUDA (use bfloat16 or float32 on a CPU)")
     # use_cpu: transformers refuses bf16 without a GPU unless told it trains on the CPU.
@@ -365,7 +365,7 @@ def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, dee
 
 def deepspeed_config(path: str, cfg: TrainConfig) -> dict:
     """The DeepSpeed JSON as a dict; batch fields left "auto" are filled by the HF integration."""
-    from interlat_bench.harness.errors import UserError
+    from interlat_bench.harness.core.errors import UserError
 
     try:
         ds = json.loads(Path(path).read_text())
@@ -451,7 +451,7 @@ class Receiver:
 
 def load_receiver(folder: Path, dtype: str = "float32") -> Receiver:
     """The receiver saved in a checkpoint folder (``train_receiver``'s result)."""
-    from interlat_bench.harness import models
+    from interlat_bench.harness.core import models
 
     lm = models.load(str(folder / "receiver"), dtype=dtype)
     kind, cfg = load_train_config(folder)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from interlat_bench.harness.message import MessageKind
+from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.trainers.curriculum import mix_slot
 
 __all__ = ["slot_rows"]

@@ -3,7 +3,7 @@
 The receiver is the one trained for `latent` (same training parameters, same messages, so
 the same checkpoint key: it is read from the cache, never retrained). Only the message the
 receiver reads at evaluation changes: ``perturb`` maps the sender's matrix M (L x H) to
-another matrix, drawing from a generator seeded per sample (``harness.seeds.item_seed``).
+another matrix, drawing from a generator seeded per sample (``harness.core.seeds.item_seed``).
 The perturbation's own parameters enter the run key, not the checkpoint key.
 """
 

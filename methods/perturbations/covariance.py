@@ -9,8 +9,8 @@ Z X / sqrt(T - 1) with Z ~ N(0, I_TxT) (``base.covariance_draw``).
 
 from __future__ import annotations
 
-from interlat_bench.harness.params import Check
-from interlat_bench.harness.registry import register_method
+from interlat_bench.harness.core.params import Check
+from interlat_bench.harness.core.registry import register_method
 from interlat_bench.methods.perturbations.base import LatentPerturbation, centre, covariance_draw
 
 POSITIVE = Check(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0, "a number > 0")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import random
 
-from interlat_bench.harness.errors import UserError
-from interlat_bench.harness.message import NO_MESSAGE
-from interlat_bench.harness.registry import register_method
-from interlat_bench.harness.seeds import item_seed
+from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.core.message import NO_MESSAGE
+from interlat_bench.harness.core.registry import register_method
+from interlat_bench.harness.core.seeds import item_seed
 from interlat_bench.methods.perturbations.base import LatentPerturbation
 
 

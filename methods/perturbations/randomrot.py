@@ -9,7 +9,7 @@ V S Q^T U^T U Q S V^T = V S^2 V^T = Sigma_hat, while what each row holds is scra
 
 from __future__ import annotations
 
-from interlat_bench.harness.registry import register_method
+from interlat_bench.harness.core.registry import register_method
 from interlat_bench.methods.perturbations.base import LatentPerturbation, centre, normal
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-from interlat_bench.harness.params import Check
-from interlat_bench.harness.registry import register_method
+from interlat_bench.harness.core.params import Check
+from interlat_bench.harness.core.registry import register_method
 from interlat_bench.methods.perturbations.base import LatentPerturbation
 
 FRACTION = Check(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1,

@@ -8,8 +8,8 @@ rows differ only in the noise's shape (white against shaped like the message).
 
 from __future__ import annotations
 
-from interlat_bench.harness.params import OPTIONAL_POSITIVE_FLOAT
-from interlat_bench.harness.registry import register_method
+from interlat_bench.harness.core.params import OPTIONAL_POSITIVE_FLOAT
+from interlat_bench.harness.core.registry import register_method
 from interlat_bench.methods.perturbations.base import LatentPerturbation, centre, normal
 
 

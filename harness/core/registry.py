@@ -13,7 +13,7 @@ import pkgutil
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
-from interlat_bench.harness.errors import UnknownName
+from interlat_bench.harness.core.errors import UnknownName
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from interlat_bench.harness.message import MessageKind
+from interlat_bench.harness.core.message import MessageKind
 
 SLOT_INTRO = "Now, you are given a step-by-step plan to complete this task as follow: "
 BOP, EOP = "<bop>", "<eop>"
@@ -56,7 +56,7 @@ def encode(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> E
     template text after it (e.g. the newline after ``<|im_end|>``) is context, as it is when
     the receiver plays, so it is not supervised.
     """
-    from interlat_bench.harness.generation import eos_ids  # torch stays out of plain imports
+    from interlat_bench.harness.core.generation import eos_ids  # torch stays out of plain imports
 
     stop = eos_ids(tokenizer)
     pieces: list[tuple[str, bool]] = []

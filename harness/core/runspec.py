@@ -9,7 +9,7 @@ from typing import Any
 
 # Bump when the meaning of a key's fields changes (old results then no longer match).
 # 2: the key carries `data`, a fingerprint of the benchmark data the run reads.
-# 3: per-sample random streams come from harness.seeds.item_seed (sampled replies differ).
+# 3: per-sample random streams come from harness.core.seeds.item_seed (sampled replies differ).
 KEY_VERSION = 3
 
 
@@ -19,7 +19,7 @@ def _frozen(params: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
 
 @dataclass(frozen=True)
 class DecodingSpec:
-    """Receiver decoding; mirrors harness.generation.Decoding without importing torch."""
+    """Receiver decoding; mirrors harness.core.generation.Decoding without importing torch."""
 
     greedy: bool = True
     temperature: float = 0.7

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from interlat_bench.harness.kv_cache import AppendLayer, appendable
-from interlat_bench.harness.runspec import DecodingSpec
-from interlat_bench.harness.timing import clock_ms
+from interlat_bench.harness.core.kv_cache import AppendLayer, appendable
+from interlat_bench.harness.core.runspec import DecodingSpec
+from interlat_bench.harness.core.timing import clock_ms
 
 # Decoding settings live with the RunSpec (no torch there); one definition for both.
 Decoding = DecodingSpec

