@@ -126,7 +126,7 @@ def expand(
                     for seed in seeds:
                         specs.append(RunSpec.make(
                             method=m, benchmark=t, split=split, **model,
-                            sender=sender if mcls.needs_sender() else None, seed=seed,
+                            sender=(receiver if mcls.plans_with_receiver else sender) if mcls.needs_sender() else None, seed=seed,
                             method_params={**base, **params}, benchmark_params=bench_params,
                             limit=_limit_for(limit, bcls, mcls), data=data,
                         ))

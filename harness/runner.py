@@ -180,7 +180,8 @@ def train_stage(ctx: RunContext, method, deepspeed: str | None = None):
     plans = collect_plans(ctx, train, method.params) if method.trained_with is not MessageKind.NONE else None
     return train_receiver(ctx.spec.receiver, method.trained_with, train, plans or {}, cfg,
                           messages_key=plans.key if plans is not None else None, dtype=ctx.spec.dtype,
-                          deepspeed=deepspeed, log=ctx.log)
+                          deepspeed=deepspeed, log=ctx.log, layout=method.layout,
+                          plan_prompt=ctx.benchmark.planner_prompt)
 
 
 def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_start=None,

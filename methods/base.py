@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from interlat_bench.harness.core.conversation import Layout
 from interlat_bench.harness.core.message import NO_MESSAGE, Message, MessageKind
 from interlat_bench.harness.core.params import Check
 from interlat_bench.harness.core.runspec import RunSpec
@@ -58,6 +59,11 @@ class Method:
     trained_with: ClassVar[MessageKind | None] = None
     # What the sender passes on at evaluation (NONE: the sender does not run).
     sends: ClassVar[MessageKind] = MessageKind.NONE
+    # Where the trained receiver reads it: in the slot (two agents), or as a single agent's
+    # own tokens (harness.core.conversation.Layout), in training and evaluation alike.
+    layout: ClassVar[Layout] = Layout.SLOT
+    # A single agent writes its own plan: the plan's author is the receiver model.
+    plans_with_receiver: ClassVar[bool] = False
     # Benchmarks this method can run on; None means all.
     benchmarks: ClassVar[tuple[str, ...] | None] = None
     # Whether an LLM acts (reference policies don't; they are cheap enough to play everything).

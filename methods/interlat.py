@@ -7,6 +7,7 @@ trained receiver are cached, so a second run reuses them.
 
 from __future__ import annotations
 
+from interlat_bench.harness.core.conversation import Layout
 from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.params import OPTIONAL_POSITIVE_INT, one_of
 from interlat_bench.harness.core.registry import register_method
@@ -41,7 +42,9 @@ class TrainedReceiver(Method):
     def agent(self, ctx, receiver):
         from interlat_bench.methods.receiver import ReceiverAgent
 
-        return ReceiverAgent(receiver.lm, ctx.decoding(), seed=ctx.spec.seed, slot_encoder=receiver.slot)
+        slot = receiver.slot if receiver.layout is Layout.SLOT else None
+        return ReceiverAgent(receiver.lm, ctx.decoding(), seed=ctx.spec.seed, slot_encoder=slot,
+                             layout=receiver.layout, plan_prompt=ctx.benchmark.planner_prompt)
 
 
 @register_method

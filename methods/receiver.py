@@ -26,12 +26,16 @@ class ReceiverAgent:
     needs_expert = False  # an LLM acts on what it reads, not on the expert's action
 
     def __init__(self, lm, decoding: Decoding, *, seed: int = 0, slot_encoder: SlotEncoder | None = None,
-                 reencode: bool = False):
+                 layout: conv.Layout | None = None, plan_prompt: str | None = None, reencode: bool = False):
+        """``slot_encoder``: a slot receiver's message -> rows (``layout`` SLOT); without one the
+        receiver reads INLINE, or OWN_PLAN (a single agent's own plan turn from ``plan_prompt``)."""
         self.lm = lm
         self.tok = lm.tokenizer
         self.dec = decoding
         self.seed = seed
-        self.special = slot_encoder is not None  # trained receivers read <bop> rows <eop>
+        self.special = slot_encoder is not None  # trained slot receivers read <bop> rows <eop>
+        self.layout = conv.Layout.SLOT if self.special else conv.Layout(layout or conv.Layout.INLINE)
+        self.plan_prompt = plan_prompt
         self.slot_encoder = slot_encoder
         self.reencode = reencode
         self.eos = eos_ids(self.tok)
@@ -39,8 +43,8 @@ class ReceiverAgent:
 
     # -- episode -------------------------------------------------------------------------
     def begin(self, prompt: str, message: Message, sample: Sample) -> None:
-        self.messages = [{"role": "user", "content": conv.with_slot(
-            prompt, special=self.special, message_kind=message.kind, plan_text=message.text)}]
+        self.messages = conv.opening(prompt, self.layout, message_kind=message.kind, plan_text=message.text,
+                                     task=sample.task, plan_prompt=self.plan_prompt)
         enc = conv.encode(self.tok, self.messages, add_generation_prompt=True)
         parts = [self._ids(enc.before)]
         # Token ids of the whole history (-1 for slot rows): prompt lookup drafts from them.

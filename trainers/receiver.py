@@ -97,22 +97,29 @@ class Example:
     row_tokens: list[int] | None = None
     plan_ids: list[int] = field(default_factory=list)  # receiver tokens of the plan text, all of them
     max_rows: int | None = None           # slot limit (cfg.max_slot_rows), applied by slot_rows
+    slot: bool = True                     # <bop> slot <eop> between before and after (Layout.SLOT)
 
 
-def build_examples(tokenizer, samples, messages: dict, kind: MessageKind | str, cfg: TrainConfig) -> list[Example]:
-    """Join conversations with messages by task id; tasks without a message are dropped."""
-    kind = MessageKind(kind)
+def build_examples(tokenizer, samples, messages: dict, kind: MessageKind | str, cfg: TrainConfig,
+                   layout: conv.Layout | str = conv.Layout.SLOT, plan_prompt: str | None = None) -> list[Example]:
+    """Join conversations with messages by task id; tasks without a message are dropped.
+
+    ``layout`` (harness.core.conversation.Layout): SLOT puts the message in the slot; the
+    single-agent layouts put it in the token sequence itself (OWN_PLAN: the agent's own plan
+    turn from ``plan_prompt``), so no slot rows are built for them."""
+    kind, layout = MessageKind(kind), conv.Layout(layout)
     out = []
     for s in samples:
-        msgs = [dict(m) for m in s.data["conversation"]]
-        msgs[0]["content"] = conv.with_slot(msgs[0]["content"], special=True, message_kind=kind)
-        enc = conv.encode(tokenizer, msgs, add_generation_prompt=False)
         m = messages.get(s.id)
         if kind is not MessageKind.NONE and m is None:
             continue
+        msgs = [dict(t) for t in s.data["conversation"]]
+        msgs = conv.opening(msgs[0]["content"], layout, message_kind=kind, plan_text=m.text if m else None,
+                            task=s.task, plan_prompt=plan_prompt) + msgs[1:]
+        enc = conv.encode(tokenizer, msgs, add_generation_prompt=False)
         ex = Example(s.id, enc.before, enc.after[: cfg.max_len], enc.labels_after[: cfg.max_len],
-                     max_rows=cfg.max_slot_rows)
-        if kind is not MessageKind.NONE:
+                     max_rows=cfg.max_slot_rows, slot=layout is conv.Layout.SLOT)
+        if kind is not MessageKind.NONE and ex.slot:
             # The whole message: trainers.slot.slot_rows truncates it to max_rows, at evaluation too.
             ex.plan_ids = conv.tokenize(tokenizer, m.text or "")
             if kind is MessageKind.LATENT:
@@ -146,11 +153,14 @@ class SlotReceiver(nn.Module):
         return emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
 
     def _sequence(self, ex: Example, slot: torch.Tensor | None) -> tuple[torch.Tensor, list[int]]:
-        parts = [self._embed(ex.before + [self.bop])]
-        if slot is not None and len(slot):
-            parts.append(slot.to(parts[0].dtype))
-        parts.append(self._embed([self.eop] + ex.after))
-        embeds = torch.cat(parts)
+        if not ex.slot:  # a single agent: the whole conversation is tokens
+            embeds = self._embed(ex.before + ex.after)
+        else:
+            parts = [self._embed(ex.before + [self.bop])]
+            if slot is not None and len(slot):
+                parts.append(slot.to(parts[0].dtype))
+            parts.append(self._embed([self.eop] + ex.after))
+            embeds = torch.cat(parts)
         prefix = embeds.shape[0] - len(ex.after)
         labels = [IGNORE] * prefix + [t if s else IGNORE for t, s in zip(ex.after, ex.supervised)]
         return embeds, labels
@@ -220,25 +230,32 @@ def _collate(batch: list[Example]) -> dict[str, Any]:
 
 
 def checkpoint_key(receiver: str, kind: str, cfg: TrainConfig, data_ids: list[str], messages_key: str | None,
-                   dtype: str, sender_dim: int | None) -> str:
-    blob = json.dumps({"v": TRAIN_VERSION, "receiver": receiver, "kind": str(kind), "cfg": asdict(cfg),
-                       "data": hashlib.sha256("\n".join(data_ids).encode()).hexdigest(),
-                       "messages": messages_key, "dtype": dtype, "sender_dim": sender_dim}, sort_keys=True)
+                   dtype: str, sender_dim: int | None, layout: conv.Layout = conv.Layout.SLOT) -> str:
+    fields_ = {"v": TRAIN_VERSION, "receiver": receiver, "kind": str(kind), "cfg": asdict(cfg),
+               "data": hashlib.sha256("\n".join(data_ids).encode()).hexdigest(),
+               "messages": messages_key, "dtype": dtype, "sender_dim": sender_dim}
+    if layout is not conv.Layout.SLOT:  # absent for SLOT, so the keys of slot receivers stay as they were
+        fields_["layout"] = str(layout)
+    blob = json.dumps(fields_, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages: dict, cfg: TrainConfig, *,
                    messages_key: str | None = None, dtype: str = "float32", deepspeed: str | None = None,
-                   log=print, out_root: Path | None = None) -> Path:
-    """Train (or reuse) a receiver; returns its checkpoint folder."""
+                   log=print, out_root: Path | None = None, layout: conv.Layout | str = conv.Layout.SLOT,
+                   plan_prompt: str | None = None) -> Path:
+    """Train (or reuse) a receiver; returns its checkpoint folder. ``layout``/``plan_prompt``:
+    where the message goes (``build_examples``); single agents read it as tokens, not slot rows."""
     from interlat_bench.harness.core import models
 
-    kind = MessageKind(kind)
-    label = "no_comm (empty slot)" if kind is MessageKind.NONE else kind  # kind: what the slot holds
+    kind, layout = MessageKind(kind), conv.Layout(layout)
+    slot_kind = kind if layout is conv.Layout.SLOT else MessageKind.NONE  # what fills the slot, if any
+    label = ("no_comm (empty slot)" if kind is MessageKind.NONE else str(kind)) if layout is conv.Layout.SLOT \
+        else f"single-agent ({layout}, {kind})"
 
     sender_dim = next((int(m.latents.shape[1]) for m in messages.values() if m.latents is not None), None) \
-        if kind is MessageKind.LATENT else None
-    key = checkpoint_key(receiver_ref, kind, cfg, [s.id for s in samples], messages_key, dtype, sender_dim)
+        if slot_kind is MessageKind.LATENT else None
+    key = checkpoint_key(receiver_ref, kind, cfg, [s.id for s in samples], messages_key, dtype, sender_dim, layout)
     target = (out_root or cache_dir() / "receivers") / key
     if (target / "DONE").exists():
         log(f"reusing trained {label} receiver {target}")
@@ -247,22 +264,22 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
     # bf16 weights mostly round away. `dtype` sets the compute precision (autocast) only.
     lm = models.load(receiver_ref, dtype="float32", seed=cfg.seed)
     bop, eop = conv.add_slot_tokens(lm)
-    examples = build_examples(lm.tokenizer, samples, messages, kind, cfg)
+    examples = build_examples(lm.tokenizer, samples, messages, kind, cfg, layout, plan_prompt)
     if not examples:
         from interlat_bench.harness.core.errors import UserError
 
         raise UserError(f"no training examples for the {kind} receiver (no messages joined by task id)")
     adapter = None
-    if kind is MessageKind.LATENT:
+    if slot_kind is MessageKind.LATENT:
         torch.manual_seed(cfg.seed)
         adapter = CommAdapter(sender_dim, lm.hidden_size).to(lm.model.device)
         if cfg.adapter_warmup_steps:
             warm_up_adapter(adapter, lm.model.get_input_embeddings(), examples, cfg, log)
-    module = SlotReceiver(lm.model, adapter, kind, bop, eop, cfg.weights(), seed=cfg.seed)
+    module = SlotReceiver(lm.model, adapter, slot_kind, bop, eop, cfg.weights(), seed=cfg.seed)
     module.train()
     history = _fit(module, examples, cfg, deepspeed=deepspeed, log=log, dtype=dtype)
     module.eval()
-    _save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine)
+    _save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine, layout)
     log(f"trained {label} receiver on {len(examples)} conversations -> {target}")
     return target
 
@@ -377,15 +394,15 @@ def deepspeed_config(path: str, cfg: TrainConfig) -> dict:
 
 
 def _save(target: Path, lm, adapter, cfg: TrainConfig, kind: str, history: list[dict], receiver_ref: str,
-          engine: dict) -> None:
+          engine: dict, layout: conv.Layout = conv.Layout.SLOT) -> None:
     with atomic_folder(target, overwrite=True) as tmp:
         lm.model.save_pretrained(tmp / "receiver")
         lm.tokenizer.save_pretrained(tmp / "receiver")
         if adapter is not None:
             adapter.save(tmp / "adapter")
         (tmp / "train_config.json").write_text(json.dumps(
-            {"kind": str(kind), "receiver": receiver_ref, "config": asdict(cfg), "version": TRAIN_VERSION,
-             "trained_by": engine}, indent=2))
+            {"kind": str(kind), "layout": str(layout), "receiver": receiver_ref, "config": asdict(cfg),
+             "version": TRAIN_VERSION, "trained_by": engine}, indent=2))
         write_loss_log(tmp, history)
         (tmp / "DONE").write_text("")
 
@@ -435,6 +452,7 @@ class Receiver:
     adapter: CommAdapter | None
     kind: MessageKind
     cfg: TrainConfig
+    layout: conv.Layout = conv.Layout.SLOT
 
     def slot(self, message: Message) -> torch.Tensor | None:
         """What the receiver reads between <bop> and <eop> for ``message``: built by
@@ -455,7 +473,8 @@ def load_receiver(folder: Path, dtype: str = "float32") -> Receiver:
 
     lm = models.load(str(folder / "receiver"), dtype=dtype)
     kind, cfg = load_train_config(folder)
+    layout = json.loads((Path(folder) / "train_config.json").read_text()).get("layout", "slot")
     adapter = None
     if (folder / "adapter").exists():
         adapter = CommAdapter.load(folder / "adapter", map_location=models.device()).eval()
-    return Receiver(lm=lm, adapter=adapter, kind=MessageKind(kind), cfg=cfg)
+    return Receiver(lm=lm, adapter=adapter, kind=MessageKind(kind), cfg=cfg, layout=conv.Layout(layout))

@@ -1,21 +1,51 @@
 """Chat prompts with a message slot, shared by training and evaluation.
 
-The first user turn is the benchmark's instruction and task, then SLOT_INTRO and the
-slot. A trained receiver reads ``<bop> rows <eop>`` in the slot, where rows are adapter
-outputs (latent), plan token embeddings (text) or nothing (no_comm: ``<bop><eop>``, so
-the three methods differ only in what fills the slot). An untrained (zero-shot) receiver
-has no special tokens: a text plan is written inline and no message leaves the slot out.
+Where the receiver reads the message is its ``Layout``:
+- SLOT (trained two-agent receivers): the first user turn is the benchmark's instruction
+  and task, then SLOT_INTRO and ``<bop> rows <eop>``, where rows are adapter outputs
+  (latent), plan token embeddings (text) or nothing (no_comm: ``<bop><eop>``), so the three
+  methods differ only in what fills the slot;
+- INLINE (zero-shot receivers, the single agent without a plan): no special tokens; a text
+  plan is written after SLOT_INTRO, no message leaves the prompt as it is;
+- OWN_PLAN (the single agent that plans, cot_full): its own earlier exchange, the planner
+  prompt and its plan, precedes the task; the plan turn is context, never supervised.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from interlat_bench.harness.core.message import MessageKind
 
 SLOT_INTRO = "Now, you are given a step-by-step plan to complete this task as follow: "
 BOP, EOP = "<bop>", "<eop>"
 PLACEHOLDER = "\x00SLOT\x00"  # split point in rendered text; never reaches the tokenizer
+
+
+class Layout(str, Enum):
+    SLOT = "slot"
+    INLINE = "inline"
+    OWN_PLAN = "own_plan"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def opening(prompt: str, layout: Layout | str, *, message_kind: MessageKind | str, plan_text: str | None = None,
+            task: str | None = None, plan_prompt: str | None = None) -> list[dict]:
+    """The conversation's first turns for a receiver in ``layout``. PLACEHOLDER marks where
+    the slot goes (SLOT) or where the acting part begins (OWN_PLAN: what precedes it is
+    context that training never truncates)."""
+    layout = Layout(layout)
+    if layout is Layout.OWN_PLAN:
+        if plan_prompt is None or task is None:
+            raise ValueError("an own-plan opening needs the planner prompt and the task")
+        return [{"role": "user", "content": plan_prompt.format(task=task)},
+                {"role": "assistant", "content": plan_text or "", "context": True},
+                {"role": "user", "content": PLACEHOLDER + prompt}]
+    return [{"role": "user", "content": with_slot(prompt, special=layout is Layout.SLOT,
+                                                  message_kind=message_kind, plan_text=plan_text)}]
 
 
 def with_slot(prompt: str, *, special: bool, message_kind: MessageKind | str, plan_text: str | None = None) -> str:
@@ -28,7 +58,8 @@ def with_slot(prompt: str, *, special: bool, message_kind: MessageKind | str, pl
 
 
 def render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    plain = [{k: v for k, v in m.items() if k != "context"} for m in messages]
+    return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
 def tokenize(tokenizer, text: str) -> list[int]:
@@ -51,7 +82,8 @@ def encode(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> E
     """Tokenise a conversation whose first user turn holds PLACEHOLDER.
 
     Turn spans come from rendering growing prefixes of the conversation, so any chat
-    template works; assistant turns (their content and end-of-turn token) are supervised.
+    template works; assistant turns (their content and end-of-turn token) are supervised,
+    except those marked ``"context": True`` (a single agent's own plan).
     The end of a turn is its first stop token (``generation.eos_ids``, where decoding stops);
     template text after it (e.g. the newline after ``<|im_end|>``) is context, as it is when
     the receiver plays, so it is not supervised.
@@ -69,7 +101,7 @@ def encode(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> E
         text = render(tokenizer, messages[: i + 1], add_generation_prompt=False)
         if not text.startswith(done):
             raise ValueError("chat template is not prefix-stable; cannot find turn boundaries")
-        pieces.append((text[len(done):], msg["role"] == "assistant"))
+        pieces.append((text[len(done):], msg["role"] == "assistant" and not msg.get("context")))
         done = text
     if add_generation_prompt:
         full = render(tokenizer, messages, add_generation_prompt=True)

@@ -46,6 +46,9 @@ class Message:
     latents: torch.Tensor | None = field(default=None, compare=False)
     sender_ms: float = 0.0
     from_cache: bool = False
+    # A single agent's own plan (cot_full): in its context, but nothing crosses a channel,
+    # so it ships 0 bytes.
+    internal: bool = False
 
     def __post_init__(self):
         try:
@@ -62,6 +65,8 @@ class Message:
 
     def wire_bytes(self) -> bytes:
         """The message as shipped: float16 row-major latents, UTF-8 plan text, or nothing."""
+        if self.internal:
+            return b""
         if self.kind is MessageKind.LATENT and self.latents is not None:
             import torch
 
@@ -73,6 +78,8 @@ class Message:
     @property
     def nbytes(self) -> int:
         """len(wire_bytes()), computed without serialising."""
+        if self.internal:
+            return 0
         if self.kind is MessageKind.LATENT and self.latents is not None:
             return self.latents.numel() * WIRE_LATENT_BYTES
         if self.kind is MessageKind.TEXT:
@@ -89,7 +96,8 @@ class Message:
     def stats(self) -> dict[str, Any]:
         dim = int(self.latents.shape[1]) if self.kind is MessageKind.LATENT and self.latents is not None else 0
         return {"message_kind": self.kind.value, "message_rows": self.rows, "message_dim": dim,
-                "message_bytes": self.nbytes, "message_from_cache": self.from_cache}
+                "message_bytes": self.nbytes, "message_from_cache": self.from_cache,
+                "message_internal": self.internal}
 
 
 NO_MESSAGE = Message()

@@ -77,6 +77,7 @@ methods: Registry = Registry(
         "interlat_bench.methods.zeroshot",
         "interlat_bench.methods.interlat",
         "interlat_bench.methods.reference",
+        "interlat_bench.methods.single_agent",
         "interlat_bench.methods.untrained_k",
         "interlat_bench.methods.perturbations",
     ),
