@@ -14,7 +14,7 @@ from pathlib import Path
 from interlat_bench.benchmarks.alfworld_env import TextGame, game_id, game_paths, task_type
 from interlat_bench.benchmarks.base import Agent, Benchmark, Record, Sample
 from interlat_bench.harness.core.errors import UserError
-from interlat_bench.harness.core.params import POSITIVE_INT
+from interlat_bench.harness.core.params import POSITIVE_INT, one_of
 from interlat_bench.harness.core.prompts import ALFWORLD_PLAN_PROMPT
 from interlat_bench.harness.core.registry import register_benchmark
 
@@ -49,8 +49,11 @@ class AlfworldBenchmark(Benchmark):
     splits = ("seen", "unseen")
     default_splits = ("seen", "unseen")
     planner_prompt = ALFWORLD_PLAN_PROMPT  # the SPEC's (section 2), from harness.core.prompts
-    defaults = {"max_steps": 20}
-    param_checks = {"max_steps": POSITIVE_INT}
+    # action: "generate" (the receiver writes its reply, as in the paper) or "rank" (a
+    # diagnostic: it picks the admissible command it finds most likely; tables label it).
+    defaults = {"max_steps": 20, "action": "generate"}
+    param_checks = {"max_steps": POSITIVE_INT, "action": one_of("generate", "rank")}
+    diagnostics = {"action": "rank"}
     reply_tokens = 48  # one "Thought: ...\nAction: ..." turn
     cpu_limit = 2
     # Receiver training on CPU needs longer sequences than MATH: episodes are multi-turn.
@@ -94,7 +97,11 @@ class AlfworldBenchmark(Benchmark):
             agent.begin(REACT_INSTRUCTION + "Here is your task. " + observation, message, sample)
             feedback, invalid, actions, won = None, 0, [], False
             while True:
-                action = parse_action(agent.respond(feedback, info))
+                if self.params.get("action") == "rank":
+                    reply = agent.choose(feedback, sorted(info.get("admissible") or []), info)
+                else:
+                    reply = agent.respond(feedback, info)
+                action = parse_action(reply)
                 observation, won, done, info = game.step(action)
                 env_ms += game.last_env_ms
                 actions.append(action)

@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from interlat_bench.harness.core.message import Message
 from interlat_bench.harness.core.params import Check
 from interlat_bench.harness.core.prompts import DEFAULT_PLAN_PROMPT
 
@@ -48,9 +49,14 @@ class Agent(Protocol):
 
     needs_expert: bool
 
-    def begin(self, prompt: str, message: Any, sample: Sample) -> None: ...
+    def begin(self, prompt: str, message: Message, sample: Sample) -> None: ...
 
     def respond(self, observation: str | None = None, info: dict | None = None) -> str: ...
+
+    def choose(self, observation: str | None, options: list[str], info: dict | None = None) -> str:
+        """Reply with one of ``options`` (a benchmark's ranking diagnostic, e.g. ALFWorld's
+        ``action=rank``); an agent that already acts within them may just ``respond``."""
+        ...
 
     def timings_ms(self) -> dict[str, float]: ...
 
@@ -74,6 +80,10 @@ class Benchmark:
     # This benchmark's defaults for method settings a method declares (e.g. shorter plans);
     # the user's --param still wins. They enter the run key like any method setting.
     method_defaults: ClassVar[dict[str, Any]] = {}
+
+    # Setting values that make a run a diagnostic rather than the benchmark's protocol;
+    # leaderboards name them in every row label (ALFWorld: {"action": "rank"}).
+    diagnostics: ClassVar[dict[str, Any]] = {}
 
     # Checks for the settings above (harness.core.params), applied where a run is specified.
     param_checks: ClassVar[dict[str, Check]] = {}
@@ -107,7 +117,7 @@ class Benchmark:
         """Samples with a reference conversation in ``data['conversation']`` for receiver training."""
         raise NotImplementedError
 
-    def play(self, sample: Sample, agent: Agent, message: Any) -> Record:
+    def play(self, sample: Sample, agent: Agent, message: Message) -> Record:
         raise NotImplementedError
 
 

@@ -137,7 +137,7 @@ class ProbeBenchmark(Benchmark):
         reply = agent.respond()
         predicted = parse_answer(reply, d["options"])
         correct = predicted == d["answer"]
-        plan = getattr(message, "text", None)
+        plan = message.text
         return Record(
             sample_id=sample.id, success=correct, score=float(correct),
             metrics={"answer": d["answer"], "predicted": predicted, "output": reply, "chance": self.chance,

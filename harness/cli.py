@@ -187,10 +187,18 @@ def _print_run_rates(db: Path, specs) -> None:
                 console.print(f"  {label}: {int(hits)}/{n} ({100 * hits / n:.0f}%) | {where}", highlight=False)
 
 
+def _diagnostic_marks() -> dict:
+    """Benchmark settings that make a row a diagnostic (named in every label that has them)."""
+    from interlat_bench.harness.core.registry import benchmarks
+
+    return {k: v for _, cls in benchmarks.items() for k, v in cls.diagnostics.items()}
+
+
 def _print_leaderboard(db, methods, benchmarks, splits, metric, fmt) -> None:
     from interlat_bench.results import leaderboard as lb
 
-    table = lb.leaderboard(db, methods=methods, benchmarks=benchmarks, splits=splits, metric=metric)
+    table = lb.leaderboard(db, methods=methods, benchmarks=benchmarks, splits=splits, metric=metric,
+                           marks=_diagnostic_marks())
     if not table.rows and fmt == "rich":  # say why rather than print an empty frame
         why = "no successful episode yet" if metric == "steps_success" else "no recorded values"
         console.print(f"{metric}: {why}")

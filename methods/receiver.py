@@ -13,7 +13,7 @@ import torch
 
 from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness.core import conversation as conv
-from interlat_bench.harness.core.generation import Decoding, eos_ids, generate
+from interlat_bench.harness.core.generation import Decoding, eos_ids, extend_logits, generate
 from interlat_bench.harness.core.seeds import item_seed
 from interlat_bench.harness.core.timing import clock_ms
 from interlat_bench.methods.base import Message
@@ -88,6 +88,55 @@ class ReceiverAgent:
         self.replies += 1
         # Cut by the token cap: the reply ended without an end-of-turn token.
         self.truncated_replies += len(ids) >= self.dec.max_new_tokens and (not ids or ids[-1] not in self.eos)
+        reply = self.tok.decode([t for t in ids if t not in self.eos], skip_special_tokens=True)
+        self.messages.append({"role": "assistant", "content": reply})
+        self.turns += 1
+        return reply
+
+    def choose(self, observation: str | None, options: list[str], info: dict | None = None) -> str:
+        """Reply with the option the receiver finds most likely (``action=rank``, a diagnostic).
+
+        Each option is scored as the whole reply ``"Action: <option>"`` plus the end-of-turn
+        token: the sum of its tokens' log-probabilities after the shared prefix, on top of
+        the KV cache (options are scored one after another, the cache cropped back between
+        them). The chosen reply then enters the history as a generated one would.
+        """
+        if observation is not None:
+            self._add_user(observation)
+        if not options:
+            return self.respond(None, info)
+        t0 = clock_ms()
+        end = sorted(self.eos)[0] if self.eos else None
+        replies = [conv.tokenize(self.tok, f"Action: {o}") + ([end] if end is not None else []) for o in options]
+        shared = 0
+        while all(len(r) > shared + 1 and r[shared] == replies[0][shared] for r in replies):
+            shared += 1
+        # Everything new and the shared start of the replies; the log-probs at its last
+        # position score each option's first own token.
+        prefix = torch.cat([self.pending, self._ids(replies[0][:shared])]) if shared else self.pending
+        cache, logp = extend_logits(self.lm.model, prefix, self.past)
+        first = logp[-1]
+        scores = []
+        for r in replies:
+            rest = r[shared:]
+            score = float(first[rest[0]])
+            if len(rest) > 1:
+                _, lp = extend_logits(self.lm.model, self._ids(rest[:-1]), cache)
+                score += float(lp.gather(1, torch.tensor(rest[1:], device=lp.device)[:, None]).sum())
+                cache.crop(-(len(rest) - 1))  # back to the shared prefix
+            scores.append(score)
+        best = max(range(len(options)), key=lambda i: scores[i])
+        ids = replies[best]
+        self._times["receiver"] += clock_ms() - t0
+        self.last_first_token_ms = 0.0
+        # As after generation: the cache holds everything but the reply's own tokens, which
+        # open the next prefill (the shared start is already cached).
+        self.past = cache
+        self.pending = self._ids(ids[shared:])
+        self.history = torch.cat([self.history, self._ids(ids)])
+        self.history_ids += ids
+        self.last_reply_ids = ids
+        self.replies += 1
         reply = self.tok.decode([t for t in ids if t not in self.eos], skip_special_tokens=True)
         self.messages.append({"role": "assistant", "content": reply})
         self.turns += 1

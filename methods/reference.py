@@ -25,6 +25,9 @@ class _Policy:
     def begin(self, prompt, message, sample) -> None:
         self.rng = random.Random(item_seed(self.seed, sample.id, "policy"))
 
+    def choose(self, observation, options, info=None) -> str:
+        return self.respond(observation, info)  # it acts among admissible commands already
+
     def timings_ms(self) -> dict[str, float]:
         return {}
 

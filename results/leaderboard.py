@@ -295,9 +295,10 @@ def _name_fields(keys: list[tuple]) -> dict[tuple, str]:
             level[k] += 1
 
 
-def _label_rows(rows: list[_Row], varying: list[str]) -> None:
+def _label_rows(rows: list[_Row], varying: list[str], marks: dict[str, Any] | None = None) -> None:
     """Label each row ``method[field=value, ...]``, naming only the fields in which the
-    configurations of its method differ (models in the label path are not repeated)."""
+    configurations of its method differ (models in the label path are not repeated), and
+    always a benchmark setting with a value in ``marks`` (diagnostic modes)."""
     in_path = {("receiver",)} if "receiver" in varying else set()
     in_path |= {("sender",)} if "sender" in varying else set()
     by_method: dict[str, list[_Row]] = {}
@@ -322,6 +323,9 @@ def _label_rows(rows: list[_Row], varying: list[str]) -> None:
                 differing.append(key)
         differing.sort(key=lambda k: (0 if k[0] == "shared" and k[1][0] == "method_params" else
                                       1 if k[0] == "shared" else 2, k[1:]))
+        marked = [k for k, vals in values.items() if k not in differing and k[0] == "per"
+                  and any(marks and k[2][-1] in marks and _canon(v) == _canon(marks[k[2][-1]]) for v in vals)]
+        differing += marked
         names = _name_fields(differing)
         for i, row in enumerate(group):
             shown = [(names[k], values[k][i]) for k in differing
@@ -376,8 +380,12 @@ def leaderboard(
     benchmarks: Sequence[str] | None = None,
     splits: Sequence[str] | None = None,
     metric: str = "success",
+    marks: dict[str, Any] | None = None,
 ) -> Table:
     """Mean ``metric`` per configuration (row) and benchmark/split (column).
+
+    ``marks``: benchmark settings whose value there is always named in the label (a
+    diagnostic mode such as ALFWorld's ``action=rank``), whether or not it differs.
 
     Rows: one row is one configuration, the run identity (``runs.spec``) without the seed,
     the sample limit, the column (benchmark, split) and the data fingerprint; any other
@@ -432,7 +440,7 @@ def leaderboard(
     varying = [name for name in ("receiver", "sender")
                if len({getattr(r, name) for r in rows if getattr(r, name) is not None}) > 1]
     row_header = " / ".join(["method", *varying])
-    _label_rows(rows, varying)
+    _label_rows(rows, varying, marks)
 
     cells: dict[tuple[int, str], Cell] = {}
     seeds_seen: set[int] = set()

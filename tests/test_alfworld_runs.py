@@ -76,3 +76,19 @@ def test_reference_policies_play_real_games_and_resume(results_env, tmp_path):
     parallel = [(r[2], json.loads(r[5])["actions"]) for r in rows if r[0] == "random" and r[1] == "seen"]
     serial = [(r[2], json.loads(r[5])["actions"]) for r in _rows(serial_db)]
     assert serial == parallel
+
+
+def test_rank_mode_acts_only_with_admissible_commands(results_env):
+    """action=rank on the real engine: an untrained tiny receiver still only takes admissible
+    commands (every action valid), and the mode is part of the run key."""
+    args = ["run", "-m", "no_comm_zeroshot", "-t", "alfworld", "--splits", "seen", "--limit", "1",
+            "--max-steps", "3", "--receiver", "tiny-llama", "--no-leaderboard"]
+    assert runner.invoke(app, [*args, "--setting", "action=rank"]).exit_code == 0
+    assert runner.invoke(app, args).exit_code == 0
+    con = duckdb.connect(str(results_env), read_only=True)
+    by_mode = dict(con.execute("""select spec->'benchmark_params'->>'action', s.metrics from samples s
+                                  join runs using (run_key)""").fetchall())
+    con.close()
+    assert sorted(by_mode) == ["generate", "rank"]
+    ranked = json.loads(by_mode["rank"])
+    assert ranked["valid_actions"] == 1.0 and ranked["turns"] == 3

@@ -472,3 +472,17 @@ def test_cli_says_why_a_table_is_empty(db):
     assert out.exit_code == 0 and out.output.strip() == "steps_success: no successful episode yet"
     out = CliRunner().invoke(app, ["leaderboard", "--db", str(db), "-m", "latent", "--metric", "steps_success"])
     assert "latent" in out.output and "no successful episode" not in out.output
+
+
+def test_diagnostic_settings_are_named_in_every_label_that_has_them(tmp_path):
+    path = tmp_path / "r.duckdb"
+    store = Store(path)
+    with store.writer() as con:
+        _add(con, store, "latent", "alfworld", "seen", 0, [1, 0], benchmark_params={"max_steps": 20, "action": "rank"})
+        _add(con, store, "text", "alfworld", "seen", 0, [0, 0], benchmark_params={"max_steps": 20, "action": "rank"})
+        _add(con, store, "text", "alfworld", "unseen", 0, [0, 1], benchmark_params={"max_steps": 20, "action": "rank"})
+        _add(con, store, "no_comm", "alfworld", "seen", 0, [0, 0],
+             benchmark_params={"max_steps": 20, "action": "generate"})
+    assert _labels(leaderboard(path)) == ["latent", "no_comm", "text"]  # nothing differs within a method
+    marked = _labels(leaderboard(path, marks={"action": "rank"}))
+    assert marked == ["latent[action=rank]", "no_comm", "text[action=rank]"]

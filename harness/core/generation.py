@@ -136,6 +136,18 @@ def generate(
                      first_token_ms=first_token_ms)
 
 
+@torch.no_grad()
+def extend_logits(model, embeds: torch.Tensor, cache):
+    """Feed one unpadded row of embeddings (T x H) on top of ``cache`` (extended in place);
+    returns the cache and the next-token log-probabilities at each new position (T x V)."""
+    decoder, head = backbone_and_head(model)
+    cache = appendable(cache, model.config)
+    dev = embeds.device
+    mask = torch.ones(1, cache.get_seq_length() + embeds.shape[0], dtype=torch.long, device=dev)
+    h = _forward(decoder, embeds[None], mask, cache)[0]
+    return cache, torch.log_softmax(head(h).float(), dim=-1)
+
+
 def _forward(decoder, step_input, mask, cache) -> torch.Tensor:
     """One decoder pass over step_input on top of the cache (which it extends); last-layer states."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1]:]
