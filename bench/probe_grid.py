@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 
+from interlat_bench.harness.core.runspec import KEY_VERSION
 from interlat_bench.results.leaderboard import wilson
 
 
@@ -47,7 +48,9 @@ def main() -> None:
                count(s.error), avg(try_cast(s.metrics->>'chance' as double)),
                avg(try_cast(s.metrics->>'answer_in_plan' as double)),
                avg(try_cast(s.metrics->>'message_rows' as double))
-        from samples s join runs r using (run_key) group by all order by 1, 2""").fetchall()
+        from samples s join runs r using (run_key)
+        where try_cast(r.spec->>'key_version' as integer) = ?  -- older key versions are other runs
+        group by all order by 1, 2""", [KEY_VERSION]).fetchall()
     con.close()
     print(f"probe grid {args.methods}: {wall / 60:.1f} min wall (collection, training and evaluation; "
           f"{os.cpu_count()} CPUs); caches and results in {work}")

@@ -72,8 +72,8 @@ def test_benchmark_defaults_method_overrides_and_cpu_sizes():
 
     specs = {s.method: s for s in expand(methods_csv="oracle,latent", tasks_csv="alfworld", splits_csv="seen",
                                          sender="s", receiver="r")}
-    assert dict(specs["oracle"].benchmark_params) == {"max_steps": 200}  # the expert's own cap
-    assert dict(specs["latent"].benchmark_params) == {"max_steps": 20}   # SPEC section 7 default
+    assert dict(specs["oracle"].benchmark_params) == {"max_steps": 200, "action": "generate"}  # the expert's cap
+    assert dict(specs["latent"].benchmark_params) == {"max_steps": 20, "action": "generate"}  # SPEC section 7
     assert specs["oracle"].limit is None  # reference policies play every game
     # No model in the oracle's key: another --receiver, --dtype or reply length reuses its runs.
     assert specs["oracle"].receiver is None and specs["latent"].receiver == "r"
@@ -84,7 +84,7 @@ def test_benchmark_defaults_method_overrides_and_cpu_sizes():
     assert specs["latent"].decoding.max_new_tokens == 48
     explicit = expand(methods_csv="oracle", tasks_csv="alfworld", splits_csv="seen", sender="s", receiver="r",
                       limit=-1, benchmark_params={"alfworld": {"max_steps": 7}})
-    assert dict(explicit[0].benchmark_params) == {"max_steps": 7} and explicit[0].limit is None
+    assert dict(explicit[0].benchmark_params) == {"max_steps": 7, "action": "generate"} and explicit[0].limit is None
     both = expand(methods_csv="latent", tasks_csv="alfworld", sender="s", receiver="r", limit=2)
     assert [s.split for s in both] == ["seen", "unseen"] and both[0].limit == 2
 
