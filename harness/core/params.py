@@ -38,6 +38,8 @@ POSITIVE_INT = int_range(1)
 OPTIONAL_POSITIVE_INT = Check(lambda v: v is None or (_int(v) and v >= 1), "an integer >= 1 or null")
 BOOL = Check(lambda v: isinstance(v, bool), "true or false")
 OPTIONAL_POSITIVE_FLOAT = Check(lambda v: v is None or (_number(v) and v > 0), "a number > 0 or null")
+POSITIVE_NUMBER = Check(lambda v: _number(v) and v > 0, "a number > 0")
+UNIT_INTERVAL = Check(lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1")
 
 
 def one_of(*names: str) -> Check:

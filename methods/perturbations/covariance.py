@@ -9,11 +9,9 @@ Z X / sqrt(T - 1) with Z ~ N(0, I_TxT) (``base.covariance_draw``).
 
 from __future__ import annotations
 
-from interlat_bench.harness.core.params import Check
+from interlat_bench.harness.core.params import POSITIVE_NUMBER
 from interlat_bench.harness.core.registry import register_method
 from interlat_bench.methods.perturbations.base import LatentPerturbation, centre, covariance_draw
-
-POSITIVE = Check(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0, "a number > 0")
 
 
 def covnoise(m, rng, a: float):
@@ -32,7 +30,7 @@ class CovNoise(LatentPerturbation):
     name = "covnoise"
     description = "latent receiver reads M + a * eps, eps ~ N(0, Sigma_hat) (paper: a = 0.5, 1.0)"
     defaults = {**LatentPerturbation.defaults, "a": 1.0}
-    param_checks = {**LatentPerturbation.param_checks, "a": POSITIVE}
+    param_checks = {**LatentPerturbation.param_checks, "a": POSITIVE_NUMBER}
     sweep = {"a": (0.5, 1.0)}
 
     def perturb(self, m, rng):

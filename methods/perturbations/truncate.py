@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import math
 
-from interlat_bench.harness.core.params import Check
+from interlat_bench.harness.core.params import UNIT_INTERVAL
 from interlat_bench.harness.core.registry import register_method
 from interlat_bench.methods.perturbations.base import LatentPerturbation
-
-FRACTION = Check(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1,
-                 "a number from 0 to 1")
 
 
 def kept_rows(rho: float, rows: int) -> int:
@@ -30,7 +27,7 @@ class Truncate(LatentPerturbation):
     name = "truncate"
     description = "latent receiver reads the first ceil(rho * L) rows (paper: rho = 0.9, 0.5, 0)"
     defaults = {**LatentPerturbation.defaults, "rho": 0.5}
-    param_checks = {**LatentPerturbation.param_checks, "rho": FRACTION}
+    param_checks = {**LatentPerturbation.param_checks, "rho": UNIT_INTERVAL}
     sweep = {"rho": (0.9, 0.5, 0.0)}
 
     def perturb(self, m, rng):
