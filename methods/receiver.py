@@ -13,7 +13,13 @@ import torch
 
 from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness.core import conversation as conv
-from interlat_bench.harness.core.generation import Decoding, eos_ids, extend_logits, generate
+from interlat_bench.harness.core.generation import (
+    Decoding,
+    eos_ids,
+    extend_logits,
+    generate,
+    score_continuations,
+)
 from interlat_bench.harness.core.seeds import item_seed
 from interlat_bench.harness.core.timing import clock_ms
 from interlat_bench.methods.base import Message
@@ -98,8 +104,8 @@ class ReceiverAgent:
 
         Each option is scored as the whole reply ``"Action: <option>"`` plus the end-of-turn
         token: the sum of its tokens' log-probabilities after the shared prefix, on top of
-        the KV cache (options are scored one after another, the cache cropped back between
-        them). The chosen reply then enters the history as a generated one would.
+        the KV cache, all options in one packed forward (``generation.score_continuations``).
+        The chosen reply then enters the history as a generated one would.
         """
         if observation is not None:
             self._add_user(observation)
@@ -115,16 +121,7 @@ class ReceiverAgent:
         # position score each option's first own token.
         prefix = torch.cat([self.pending, self._ids(replies[0][:shared])]) if shared else self.pending
         cache, logp = extend_logits(self.lm.model, prefix, self.past)
-        first = logp[-1]
-        scores = []
-        for r in replies:
-            rest = r[shared:]
-            score = float(first[rest[0]])
-            if len(rest) > 1:
-                _, lp = extend_logits(self.lm.model, self._ids(rest[:-1]), cache)
-                score += float(lp.gather(1, torch.tensor(rest[1:], device=lp.device)[:, None]).sum())
-                cache.crop(-(len(rest) - 1))  # back to the shared prefix
-            scores.append(score)
+        scores = score_continuations(self.lm.model, cache, [r[shared:] for r in replies], logp[-1])
         best = max(range(len(options)), key=lambda i: scores[i])
         ids = replies[best]
         self._times["receiver"] += clock_ms() - t0

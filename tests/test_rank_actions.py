@@ -45,3 +45,24 @@ def test_choose_takes_the_most_likely_option_and_keeps_the_cache_consistent():
     for obs in ("Observation: Nothing happens.", "Observation: You see a shelf."):
         assert cached.respond(obs) == fresh.respond(obs)
     assert cached.choose("Observation: ok", OPTIONS) == fresh.choose("Observation: ok", OPTIONS)
+
+
+def test_packed_scoring_equals_scoring_each_option_alone():
+    """One forward with a block mask gives each option's own log-probability (long and short
+    packs: the short one goes through the packed-GQA attention path)."""
+    from interlat_bench.harness.core.generation import extend_logits, score_continuations
+
+    lm = load("tiny-llama", dtype="float32")
+    model, embed = lm.model, lm.model.get_input_embeddings()
+    prompt = list(range(20, 60))
+    for options in ([[5, 6, 7], [8], [9, 10, 11, 12, 13, 14]], [[5, 6], [7], [8, 9]]):
+        with torch.no_grad():
+            cache, logp = extend_logits(model, embed(torch.tensor(prompt)), None)
+        packed = score_continuations(model, cache, options, logp[-1])
+        assert cache.get_seq_length() == len(prompt)  # cropped back
+        for option, got in zip(options, packed):
+            full = torch.tensor(prompt + option)[None]
+            with torch.no_grad():
+                lp = torch.log_softmax(model(full).logits[0].float(), -1)
+            want = float(lp[len(prompt) - 1: -1].gather(1, torch.tensor(option)[:, None]).sum())
+            assert abs(got - want) < 1e-4, (options, option)

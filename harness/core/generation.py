@@ -148,6 +148,51 @@ def extend_logits(model, embeds: torch.Tensor, cache):
     return cache, torch.log_softmax(head(h).float(), dim=-1)
 
 
+@torch.no_grad()
+def score_continuations(model, cache, options: list[list[int]], first_logp: torch.Tensor) -> list[float]:
+    """Summed log-probability of each token sequence in ``options`` as a continuation of the
+    (unpadded, one-row) ``cache``; ``first_logp``: the next-token log-probs after the cache.
+
+    All options run in one forward: their tokens are packed after the cache, each attending
+    to the cache and to its own earlier tokens only (a 4D mask), with positions restarting
+    at the cache length for each; the cache is cropped back afterwards. The same numbers as
+    scoring each option alone, at the cost of one prefill of their total length.
+    """
+    decoder, head = backbone_and_head(model)
+    embed = model.get_input_embeddings()
+    dev = embed.weight.device
+    past = cache.get_seq_length()
+    feeds = [o[:-1] for o in options]  # an option's last token is scored, never fed
+    total = sum(len(f) for f in feeds)
+    scores = [float(first_logp[o[0]]) for o in options]
+    if total == 0:
+        return scores
+    ids = torch.tensor([t for f in feeds for t in f], device=dev)
+    positions = torch.tensor([past + k for f in feeds for k in range(len(f))], device=dev)[None]
+    allowed = torch.zeros(total, past + total, dtype=torch.bool, device=dev)
+    allowed[:, :past] = True
+    start = 0
+    for f in feeds:
+        n = len(f)
+        allowed[start:start + n, past + start:past + start + n] = torch.ones(n, n, dtype=torch.bool,
+                                                                           device=dev).tril()
+        start += n
+    dtype = embed.weight.dtype
+    mask = torch.zeros(1, 1, total, past + total, dtype=dtype, device=dev).masked_fill(
+        ~allowed, torch.finfo(dtype).min)
+    h = decoder(inputs_embeds=embed(ids)[None], attention_mask=mask, position_ids=positions,
+                past_key_values=cache, use_cache=True).last_hidden_state[0]
+    cache.crop(-total)
+    logp = torch.log_softmax(head(h).float(), dim=-1)
+    start = 0
+    for i, (o, f) in enumerate(zip(options, feeds)):
+        if f:
+            targets = torch.tensor(o[1:], device=dev)
+            scores[i] += float(logp[start:start + len(f)].gather(1, targets[:, None]).sum())
+        start += len(f)
+    return scores
+
+
 def _forward(decoder, step_input, mask, cache) -> torch.Tensor:
     """One decoder pass over step_input on top of the cache (which it extends); last-layer states."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1]:]
