@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from interlat_bench.harness.core.generation import backbone_and_head, left_pad
+from interlat_bench.harness.core.generation import backbone_and_head, cache_arg, left_pad
 from interlat_bench.harness.core.message import Message, MessageKind
 from interlat_bench.harness.core.prompts import LATENT_STEP_PROMPT
 from interlat_bench.harness.core.timing import clock_ms
@@ -61,7 +61,7 @@ def latent_steps(model, head: LatentStepHead, prompts: list[list[int]], k: int, 
 
     def step(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -x.shape[1]:]
-        return decoder(inputs_embeds=x, attention_mask=mask, position_ids=positions, past_key_values=cache,
+        return decoder(inputs_embeds=x, attention_mask=mask, position_ids=positions, **cache_arg(decoder, cache),
                        use_cache=True).last_hidden_state[:, -1]
 
     step(embed(ids), mask)  # the prompt fills the cache; its own states are not sent

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from interlat_bench.harness.core.atomic import atomic_file, atomic_folder, write_text
-from interlat_bench.harness.core.generation import Decoding, eos_ids, generate, left_pad
+from interlat_bench.harness.core.generation import Decoding, cache_arg, eos_ids, generate, left_pad
 from interlat_bench.harness.core.prompts import (
     ALFWORLD_PLAN_PROMPT,
     MATH_PLAN_PROMPT,  # noqa: F401  (re-exported)
@@ -391,7 +391,7 @@ def _prompt_cache(model, seqs: list[list[int]], prefix: _Prefix):
         own = s[n:-1]
         out = decoder(input_ids=torch.tensor([own], device=dev),
                       position_ids=torch.arange(n, n + len(own), device=dev).unsqueeze(0),
-                      past_key_values=DynamicCache(ddp_cache_data=prefix.kv), use_cache=True)
+                      **cache_arg(decoder, DynamicCache(ddp_cache_data=prefix.kv)), use_cache=True)
         rows.append(_kv_layers(out.past_key_values))
     width = max(len(s) - 1 for s in seqs)
 

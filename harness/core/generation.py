@@ -8,6 +8,8 @@ without asking for every layer at every step, and it can start from input embedd
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,6 +62,17 @@ def next_tokens(logits: torch.Tensor, dec: Decoding, generator: Generators) -> t
         return torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g)
                           for i, g in enumerate(generator)]).squeeze(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def cache_arg(decoder, cache) -> dict:
+    """The keyword a decoder takes its KV cache by: ``cache`` from transformers 5.24 on
+    (where ``past_key_values`` warns and is to go in 5.40), ``past_key_values`` before."""
+    return {_cache_kw(type(decoder)): cache}
+
+
+@functools.cache
+def _cache_kw(decoder_cls) -> str:
+    return "cache" if "cache" in inspect.signature(decoder_cls.forward).parameters else "past_key_values"
 
 
 def backbone_and_head(model):
@@ -181,7 +194,7 @@ def score_continuations(model, cache, options: list[list[int]], first_logp: torc
     mask = torch.zeros(1, 1, total, past + total, dtype=dtype, device=dev).masked_fill(
         ~allowed, torch.finfo(dtype).min)
     h = decoder(inputs_embeds=embed(ids)[None], attention_mask=mask, position_ids=positions,
-                past_key_values=cache, use_cache=True).last_hidden_state[0]
+                **cache_arg(decoder, cache), use_cache=True).last_hidden_state[0]
     cache.crop(-total)
     logp = torch.log_softmax(head(h).float(), dim=-1)
     start = 0
@@ -197,7 +210,7 @@ def _forward(decoder, step_input, mask, cache) -> torch.Tensor:
     """One decoder pass over step_input on top of the cache (which it extends); last-layer states."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1]:]
     return decoder(inputs_embeds=step_input, attention_mask=mask, position_ids=positions,
-                   past_key_values=cache, use_cache=True).last_hidden_state
+                   **cache_arg(decoder, cache), use_cache=True).last_hidden_state
 
 
 def draft_from_context(seq: list[int], k: int, max_ngram: int = LOOKUP_NGRAM) -> list[int]:
