@@ -75,6 +75,7 @@ def run(
     workers: int = typer.Option(2, min=1, help="Worker processes for reference policies' episodes (oracle, random)."),
     db: Path | None = DbOpt,
     leaderboard_after: bool = typer.Option(True, "--leaderboard/--no-leaderboard"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and samples to compute; run nothing."),
 ):
     """Expand the grid and run every cell; finished samples are skipped (resume)."""
     with user_errors():
@@ -93,6 +94,9 @@ def run(
             method_params=_params(param),
             settings={**_params(setting, "--setting"), **({"max_steps": max_steps} if max_steps is not None else {})},
         )
+        if dry_run:
+            _print_plan(specs, _db(db))
+            return
         _run_with_progress(specs, _db(db), workers)
         if leaderboard_after:
             shown = sorted({s.method for s in specs}), sorted({s.benchmark for s in specs})
@@ -102,6 +106,27 @@ def run(
                 _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "steps_success", "rich")
                 _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "steps", "rich")
                 _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "valid_actions", "rich")
+
+
+def _print_plan(specs, db: Path) -> None:
+    """The grid's cells with their parameters, samples to compute and what trains them."""
+    from rich.table import Table
+
+    from interlat_bench.harness.runner import plan_grid
+
+    swept = sorted({k for s in specs for k, v in s.method_params
+                    if len({dict(o.method_params).get(k) for o in specs if o.method == s.method}) > 1})
+    t = Table("method", "params", "benchmark/split", "seed", "samples", "done", "to compute",
+              "receiver trained with", "run key", title=f"dry run: {len(specs)} cells, nothing run")
+    todo = 0
+    for cell in plan_grid(specs, db):
+        s = cell.spec
+        params = ", ".join(f"{k}={v}" for k, v in s.method_params if k in swept)
+        t.add_row(s.method, params, f"{s.benchmark}/{s.split}", str(s.seed), str(cell.total), str(cell.done),
+                  str(cell.total - cell.done), cell.trains, s.run_key)
+        todo += cell.total - cell.done
+    console.print(t)
+    console.print(f"{todo} samples to compute in {len(specs)} cells")
 
 
 def _concrete_dtype(dtype: str) -> str:

@@ -184,6 +184,31 @@ def train_stage(ctx: RunContext, method, deepspeed: str | None = None):
                           plan_prompt=ctx.benchmark.planner_prompt)
 
 
+@dataclass
+class CellPlan:
+    spec: RunSpec
+    total: int
+    done: int
+    trains: str  # what its receiver is trained with, "-" for none
+
+
+def plan_grid(specs: list[RunSpec], db: Path) -> list[CellPlan]:
+    """What ``run_grid`` would do, cell by cell, without doing or writing anything: the
+    samples of each cell and how many are finished (stored or pending in shards)."""
+    from interlat_bench.results.shards import pending_ids
+
+    store = Store(db)
+    out = []
+    for spec in specs:
+        bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
+        method = methods.get(spec.method)
+        ids = {s.id for s in bench.samples(spec.split, spec.limit)}
+        done = (pending_ids(db.parent / "shards", spec.run_key) | store.finished_ids(spec.run_key)) & ids
+        trains = "-" if method.trained_with is None else f"{method.trained_with} ({method.layout})"
+        out.append(CellPlan(spec, len(ids), len(done), trains))
+    return out
+
+
 def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_start=None,
              workers: int = 1) -> list[CellResult]:
     store = Store(db)

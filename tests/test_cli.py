@@ -56,3 +56,16 @@ def test_ls_lists_methods_benchmarks_models():
 def test_leaderboard_without_db(results_env):
     result = runner.invoke(app, ["leaderboard"])
     assert result.exit_code == 1 and "no results database" in result.output
+
+
+def test_dry_run_lists_cells_and_writes_nothing(results_env):
+    out = CliRunner().invoke(app, ["run", "-m", "truncate,no_comm", "-t", "probe", "--limit", "3",
+                                   "--receiver", "tiny-llama", "--sender", "tiny-llama", "--dry-run"],
+                             env={"COLUMNS": "220"})
+    assert out.exit_code == 0, out.output
+    rows = [line for line in out.output.splitlines() if "probe/test" in line]
+    assert len(rows) == 4  # truncate's sweep (rho 0.9, 0.5, 0) and no_comm
+    assert sorted(r.split("│")[2].strip() for r in rows if "truncate" in r) == ["rho=0.0", "rho=0.5", "rho=0.9"]
+    assert all(r.split("│")[7].strip() == "3" for r in rows)  # samples to compute
+    assert "12 samples to compute in 4 cells" in out.output
+    assert not results_env.exists() and not (results_env.parent / "shards").exists()
