@@ -1,5 +1,5 @@
-"""Run grid cells, each in one direction: samples -> sender messages -> receiver training ->
-evaluation -> records.
+"""Run grid cells, each in one direction: samples -> receiver training (on the sender's
+training messages) -> the sender's evaluation messages -> evaluation -> records.
 
 ``run_cell`` owns the stages and calls each once, in order; a method only declares what
 goes into them (``methods.base.Method``). Finished samples are skipped (resume), records are
@@ -140,12 +140,13 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
 
     writer.write_run(_run_row(spec, "running", device()))
     ctx = RunContext(spec=spec, benchmark=bench, log=log)
-    # Messages for every sample of the cell, not only those left to play: the collection's
-    # cache key stays that of the whole cell, and a method that draws another sample's
-    # message (cross_task) draws the same one after a resume.
-    messages = method.messages(ctx, samples)
     folder = train_stage(ctx, method)
     receiver = load_receiver(folder, dtype=spec.dtype) if folder is not None else None
+    # Messages for every sample of the cell, not only those left to play: the collection's
+    # cache key stays that of the whole cell, and a method that draws another sample's
+    # message (cross_task) draws the same one after a resume. A sender trained against the
+    # receiver (compressed_k) gets it here.
+    messages = method.messages(ctx, samples, receiver)
     parallel = workers > 1 and method.parallel_episodes and len(todo) > 1
     agent = None if parallel else method.agent(ctx, receiver)
     errors = 0

@@ -1,7 +1,7 @@
 """The declaration every communication method makes, and what it sees while a cell runs.
 
 A method declares; the runner (``harness.runner.run_cell``) does the work, in one
-direction: samples -> sender messages -> receiver training -> evaluation -> records.
+direction: samples -> receiver training -> sender messages -> evaluation -> records.
 A method says
 - what its receiver is trained with (``trained_with``: a ``MessageKind``, or None for a
   receiver used as it is) and with which settings (``train_config``);
@@ -92,9 +92,10 @@ class Method:
         """The training settings of a method with ``trained_with`` set."""
         raise NotImplementedError(f"method {self.name!r} trains no receiver")
 
-    def messages(self, ctx: RunContext, samples: list[Sample]) -> dict[str, Message]:
+    def messages(self, ctx: RunContext, samples: list[Sample], receiver: Receiver | None) -> dict[str, Message]:
         """Sample id -> what the sender passes on. The default: the plans collected with this
-        method's sender settings (``methods.sending``), sent as ``sends`` says."""
+        method's sender settings (``methods.sending``), sent as ``sends`` says. ``receiver``:
+        the trained receiver, for a sender trained against it (compressed_k)."""
         if self.sends is MessageKind.NONE:
             return {}
         from interlat_bench.methods.sending import collect_plans

@@ -21,7 +21,7 @@ class UntrainedK(Latent):
     defaults = {**Latent.defaults, "k": 8}
     param_checks = {**Latent.param_checks, "k": POSITIVE_INT}
 
-    def messages(self, ctx, samples):
+    def messages(self, ctx, samples, receiver):
         from interlat_bench.collectors.latent_steps import send_latent_steps
 
         sender = ctx.model(ctx.spec.sender)

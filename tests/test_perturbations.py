@@ -147,7 +147,7 @@ def test_every_perturbation_reuses_the_latent_receiver():
 
 
 def test_ablation_rows_reuse_one_trained_receiver(results_env):
-    """The perturbation rows and untrained_k play on the receiver `latent` trained: one
+    """The perturbation rows, untrained_k and compressed_k play on the receiver `latent` trained: one
     checkpoint in the cache, every cell complete, the messages as each row defines them."""
     import duckdb
     from typer.testing import CliRunner
@@ -156,7 +156,7 @@ def test_ablation_rows_reuse_one_trained_receiver(results_env):
     from interlat_bench.harness.core.settings import cache_dir
 
     out = CliRunner().invoke(app, [
-        "run", "-m", "latent,truncate,cross_task,randomrot,untrained_k", "-t", "probe", "--limit", "3",
+        "run", "-m", "latent,truncate,cross_task,randomrot,untrained_k,compressed_k", "-t", "probe", "--limit", "3",
         "--receiver", "tiny-llama", "--sender", "tiny-llama", "--max-new-tokens", "2",
         "--param", "n_train=4", "--param", "plan_tokens=6", "--param", "k=2", "--no-leaderboard"])
     assert out.exit_code == 0, out.output
@@ -168,5 +168,6 @@ def test_ablation_rows_reuse_one_trained_receiver(results_env):
         from samples s join runs r using (run_key) where s.error is null group by 1""").fetchall())
     assert rows["latent"] == ["6"] * 3
     assert rows["truncate/0.9"] == ["6"] * 3 and rows["truncate/0.5"] == ["3"] * 3 and rows["truncate/0.0"] == ["0"] * 3
-    assert rows["untrained_k"] == ["2"] * 3
+    assert rows["untrained_k"] == rows["compressed_k"] == ["2"] * 3
+    assert len(list((cache_dir() / "students").iterdir())) == 1  # compressed_k's student
     assert len(rows["cross_task"]) == len(rows["randomrot"]) == 3

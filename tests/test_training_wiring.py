@@ -178,7 +178,7 @@ def test_slot_rows_identical_at_training_and_evaluation(kind, trained, math_trai
     # Evaluation: the method's own messages/message_for/transform and the loaded receiver's slot.
     method = interlat.Latent() if kind == "latent" else interlat.Text()
     monkeypatch.setattr(sending, "collect_plans", lambda ctx, samples, params: {sample.id: msg})
-    messages = method.messages(None, [sample])
+    messages = method.messages(None, [sample], None)
     sent = method.transform(method.message_for(sample, messages, 0), torch.Generator())
     assert sent.kind == kind
     receiver = load_receiver(folder)

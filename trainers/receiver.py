@@ -453,6 +453,7 @@ class Receiver:
     kind: MessageKind
     cfg: TrainConfig
     layout: conv.Layout = conv.Layout.SLOT
+    folder: Path | None = None  # the checkpoint it was loaded from
 
     def slot(self, message: Message) -> torch.Tensor | None:
         """What the receiver reads between <bop> and <eop> for ``message``: built by
@@ -477,4 +478,5 @@ def load_receiver(folder: Path, dtype: str = "float32") -> Receiver:
     adapter = None
     if (folder / "adapter").exists():
         adapter = CommAdapter.load(folder / "adapter", map_location=models.device()).eval()
-    return Receiver(lm=lm, adapter=adapter, kind=MessageKind(kind), cfg=cfg, layout=conv.Layout(layout))
+    return Receiver(lm=lm, adapter=adapter, kind=MessageKind(kind), cfg=cfg, layout=conv.Layout(layout),
+                    folder=Path(folder))

@@ -79,6 +79,7 @@ methods: Registry = Registry(
         "interlat_bench.methods.reference",
         "interlat_bench.methods.single_agent",
         "interlat_bench.methods.untrained_k",
+        "interlat_bench.methods.compressed_k",
         "interlat_bench.methods.perturbations",
     ),
 )
