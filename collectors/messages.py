@@ -53,7 +53,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from interlat_bench.harness.core.atomic import atomic_file, atomic_folder, write_text
-from interlat_bench.harness.core.generation import Decoding, cache_arg, eos_ids, generate, left_pad
+from interlat_bench.harness.core.generation import (
+    Decoding,
+    cache_arg,
+    eos_ids,
+    generate,
+    left_pad,
+    output_cache,
+)
 from interlat_bench.harness.core.prompts import (
     ALFWORLD_PLAN_PROMPT,
     MATH_PLAN_PROMPT,  # noqa: F401  (re-exported)
@@ -375,7 +382,7 @@ def _shared_prefix(model, seqs: list[list[int]]) -> _Prefix | None:
         return None
     dev = next(model.parameters()).device
     out = model.get_decoder()(input_ids=torch.tensor([seqs[0][:n]], device=dev), use_cache=True)
-    kv = _kv_layers(out.past_key_values)  # None for sliding-window / hybrid caches
+    kv = _kv_layers(output_cache(out))  # None for sliding-window / hybrid caches
     return _Prefix(n, kv) if kv is not None else None
 
 
@@ -392,7 +399,7 @@ def _prompt_cache(model, seqs: list[list[int]], prefix: _Prefix):
         out = decoder(input_ids=torch.tensor([own], device=dev),
                       position_ids=torch.arange(n, n + len(own), device=dev).unsqueeze(0),
                       **cache_arg(decoder, DynamicCache(ddp_cache_data=prefix.kv)), use_cache=True)
-        rows.append(_kv_layers(out.past_key_values))
+        rows.append(_kv_layers(output_cache(out)))
     width = max(len(s) - 1 for s in seqs)
 
     def stack(tensors):  # (1, heads, len, d) each -> (B, heads, width, d), zeros on the left

@@ -70,6 +70,12 @@ def cache_arg(decoder, cache) -> dict:
     return {_cache_kw(type(decoder)): cache}
 
 
+def output_cache(out):
+    """The KV cache a decoder returned (``cache`` from transformers 5.24 on; reading the old
+    ``past_key_values`` name there prints a deprecation notice)."""
+    return out["cache"] if "cache" in out else out.past_key_values  # noqa: SIM401 (.get reads both)
+
+
 @functools.cache
 def _cache_kw(decoder_cls) -> str:
     return "cache" if "cache" in inspect.signature(decoder_cls.forward).parameters else "past_key_values"
