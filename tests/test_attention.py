@@ -3,6 +3,7 @@
 import torch
 
 from interlat_bench.harness.core import attention, models
+from interlat_bench.harness.core.generation import cache_arg
 from interlat_bench.harness.core.kv_cache import appendable
 
 
@@ -16,7 +17,7 @@ def _steps(model, ids, mask):
     out = []
     for a, b in ((0, 6), (6, 10), (10, 11)):
         dev = next(model.parameters()).device
-        logits = model(input_ids=ids[:, a:b].to(dev), attention_mask=mask[:, :b].to(dev), past_key_values=cache,
+        logits = model(input_ids=ids[:, a:b].to(dev), attention_mask=mask[:, :b].to(dev), **cache_arg(model, cache),
                        use_cache=True).logits
         out.append(logits[mask[:, a:b].bool().to(dev)])  # padded positions carry no meaning
     return out

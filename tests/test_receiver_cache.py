@@ -4,7 +4,7 @@ import torch
 
 from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness.core import models
-from interlat_bench.harness.core.generation import Decoding
+from interlat_bench.harness.core.generation import Decoding, cache_arg
 from interlat_bench.methods.base import Message
 from interlat_bench.methods.receiver import ReceiverAgent
 
@@ -27,7 +27,7 @@ def test_cached_turns_equal_reencoded_turns():
     assert torch.equal(cached.history, full.history)
     with torch.no_grad():
         ref = lm.model(inputs_embeds=torch.cat([cached.history, cached.pending[1:]])[None]).logits[0, -1]
-        out = lm.model(inputs_embeds=cached.pending[None], past_key_values=cached.past).logits[0, -1]
+        out = lm.model(inputs_embeds=cached.pending[None], **cache_arg(lm.model, cached.past)).logits[0, -1]
     assert torch.allclose(out, ref, atol=1e-4), (out - ref).abs().max()
 
 

@@ -14,22 +14,18 @@ Where the receiver reads the message is its ``Layout``:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
-from interlat_bench.harness.core.message import MessageKind
+from interlat_bench.harness.core.message import MessageKind, ValueEnum
 
 SLOT_INTRO = "Now, you are given a step-by-step plan to complete this task as follow: "
 BOP, EOP = "<bop>", "<eop>"
 PLACEHOLDER = "\x00SLOT\x00"  # split point in rendered text; never reaches the tokenizer
 
 
-class Layout(str, Enum):
+class Layout(ValueEnum):
     SLOT = "slot"
     INLINE = "inline"
     OWN_PLAN = "own_plan"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def opening(prompt: str, layout: Layout | str, *, message_kind: MessageKind | str, plan_text: str | None = None,

@@ -14,15 +14,19 @@ if TYPE_CHECKING:  # torch stays out of `--help`
     import torch
 
 
-class MessageKind(str, Enum):
-    """What fills the receiver's slot. A str enum: it is stored and keyed as its value."""
+class ValueEnum(str, Enum):
+    """A str enum that prints, stores and keys as its value (``str(kind) == "latent"``)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class MessageKind(ValueEnum):
+    """What fills the receiver's slot."""
 
     NONE = "none"
     TEXT = "text"
     LATENT = "latent"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 
