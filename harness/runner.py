@@ -107,8 +107,9 @@ def _play(spec: RunSpec, bench, method, agent, messages, sample):
 
 
 def _records(spec, bench, method, agent, messages, todo, workers: int):
-    """Yield records in sample order; reference policies may use worker processes."""
-    if workers > 1 and method.parallel_episodes and len(todo) > 1:
+    """Yield records in sample order; reference policies play in ``workers`` processes
+    (``agent`` None: each worker builds its own)."""
+    if agent is None:
         import multiprocessing
 
         # spawn: the parent holds torch/OpenMP threads a fork would break. Workers are recycled

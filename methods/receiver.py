@@ -85,19 +85,10 @@ class ReceiverAgent:
         self._times["receiver"] += clock_ms() - t0
         self.last_first_token_ms = out.first_token_ms
         ids = out.token_ids[0]
-        self.past = out.past_key_values
-        # The last sampled token was never fed: it opens the next prefill.
-        self.pending = self._ids(ids[-1:])
-        self.history = torch.cat([self.history, self._ids(ids)])
-        self.history_ids += ids
-        self.last_reply_ids = ids
-        self.replies += 1
         # Cut by the token cap: the reply ended without an end-of-turn token.
         self.truncated_replies += len(ids) >= self.dec.max_new_tokens and (not ids or ids[-1] not in self.eos)
-        reply = self.tok.decode([t for t in ids if t not in self.eos], skip_special_tokens=True)
-        self.messages.append({"role": "assistant", "content": reply})
-        self.turns += 1
-        return reply
+        # The last sampled token was never fed: it opens the next prefill.
+        return self._take_reply(ids, out.past_key_values, unfed=1)
 
     def choose(self, observation: str | None, options: list[str], info: dict | None = None) -> str:
         """Reply with the option the receiver finds most likely (``action=rank``, a diagnostic).
@@ -126,10 +117,14 @@ class ReceiverAgent:
         ids = replies[best]
         self._times["receiver"] += clock_ms() - t0
         self.last_first_token_ms = 0.0
-        # As after generation: the cache holds everything but the reply's own tokens, which
-        # open the next prefill (the shared start is already cached).
+        # The cache holds the shared start; the option's own tokens open the next prefill.
+        return self._take_reply(ids, cache, unfed=len(ids) - shared)
+
+    def _take_reply(self, ids: list[int], cache, unfed: int) -> str:
+        """Make ``ids`` the agent's reply: ``cache`` holds all but its last ``unfed`` tokens,
+        which are queued for the next prefill."""
         self.past = cache
-        self.pending = self._ids(ids[shared:])
+        self.pending = self._ids(ids[len(ids) - unfed:])
         self.history = torch.cat([self.history, self._ids(ids)])
         self.history_ids += ids
         self.last_reply_ids = ids

@@ -458,9 +458,7 @@ class Receiver:
     def slot(self, message: Message) -> torch.Tensor | None:
         """What the receiver reads between <bop> and <eop> for ``message``: built by
         ``trainers.slot.slot_rows``, as in training, truncated to the checkpoint's
-        ``max_slot_rows``. A latent message with no rows (truncate rho=0) leaves the slot empty."""
-        if message.kind is MessageKind.LATENT and message.latents is not None and len(message.latents) == 0:
-            return None
+        ``max_slot_rows``."""
         ids = conv.tokenize(self.lm.tokenizer, message.text or "") if message.kind is MessageKind.TEXT else []
         with torch.no_grad():
             return slot_rows(message.kind, latents=message.latents if message.kind is MessageKind.LATENT else None,

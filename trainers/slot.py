@@ -26,7 +26,7 @@ def slot_rows(kind: MessageKind | str, *, latents: torch.Tensor | None, plan_ids
     kind: what the slot holds ("none", "text", "latent"). ``plan_ids`` are the plan's tokens in
     the receiver's tokenizer (``conv.tokenize``); ``latents`` the sender's (L, H_s) message.
     Both are truncated to their first ``max_rows`` (None: no limit) before anything else.
-    - "none": None (the slot stays ``<bop><eop>``);
+    - "none", or "latent" with zero rows: None (the slot stays ``<bop><eop>``);
     - "text", or "latent" without latents (the plan pass of L_plan): plan token embeddings;
     - "latent": adapter(latents), mixed with the plan-embedding tail by the curriculum
       ``ratio`` when it is below 1 (``curriculum.mix_slot``); 1.0 (evaluation) is pure latents.
@@ -34,8 +34,8 @@ def slot_rows(kind: MessageKind | str, *, latents: torch.Tensor | None, plan_ids
     (evaluation wraps it in ``torch.no_grad``).
     """
     kind = MessageKind(kind)  # a ValueError names a kind that does not exist
-    if kind is MessageKind.NONE:
-        return None
+    if kind is MessageKind.NONE or (kind is MessageKind.LATENT and latents is not None and len(latents) == 0):
+        return None  # nothing to read (a latent message cut to no rows: truncate rho=0)
     if max_rows is not None and max_rows < 0:
         raise ValueError(f"max_rows must be >= 0 (or None), got {max_rows}")
     dev = embed.weight.device
