@@ -54,20 +54,25 @@ def main() -> None:
     con.close()
     print(f"probe grid {args.methods}: {wall / 60:.1f} min wall (collection, training and evaluation; "
           f"{os.cpu_count()} CPUs); caches and results in {work}")
-    print(f"{'row':<22} {'accuracy':>9} {'95% Wilson CI':>16} {'n':>5} {'errors':>7} {'chance':>7} "
+    print(f"{'row':<40} {'accuracy':>9} {'95% Wilson CI':>16} {'n':>5} {'errors':>7} {'chance':>7} "
           f"{'chance in CI':>13} {'plan states answer':>19} {'rows':>5}")
     intervals = {}
     for method, spec, n, k, errors, chance, in_plan, msg_rows in rows:
-        params = json.loads(spec)["method_params"]
+        spec = json.loads(spec)
+        params = spec["method_params"]
         label = method + "".join(f"[{p}={params[p]}]" for p in ABLATION_PARAMS if p in params)
+        if spec.get("receiver") != "smollm2-135m":  # another pair: name it (sender -> receiver)
+            label += f" {spec.get('sender') or '-'}->{spec['receiver']}"
         lo, hi = wilson(k, n)
         intervals[label] = (lo, hi)
         plan = "-" if in_plan is None else f"{100 * in_plan:.0f}%"
-        print(f"{label:<22} {100 * k / n:>8.1f}% [{100 * lo:5.1f}, {100 * hi:5.1f}] {n:>5} {errors:>7} "
+        print(f"{label:<40} {100 * k / n:>8.1f}% [{100 * lo:5.1f}, {100 * hi:5.1f}] {n:>5} {errors:>7} "
               f"{100 * chance:>6.1f}% {'yes' if lo <= chance <= hi else 'no':>13} {plan:>19} {msg_rows or 0:>5.1f}")
-    if "latent" in intervals and "no_comm" in intervals:
-        apart = intervals["latent"][0] > intervals["no_comm"][1]
-        print(f"latent above no_comm with intervals apart: {'yes' if apart else 'no'}")
+    for pair in sorted({label.partition(" ")[2] for label in intervals}):
+        latent, no_comm = (intervals.get(f"{m} {pair}".strip()) for m in ("latent", "no_comm"))
+        if latent and no_comm:
+            print(f"latent above no_comm with intervals apart{' (' + pair + ')' if pair else ''}: "
+                  f"{'yes' if latent[0] > no_comm[1] else 'no'}")
 
 
 # Method parameters that tell the rows of one ablation apart (truncate's rho, covnoise's a, ...).

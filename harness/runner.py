@@ -183,7 +183,7 @@ def train_stage(ctx: RunContext, method, deepspeed: str | None = None):
     return train_receiver(ctx.spec.receiver, method.trained_with, train, plans or {}, cfg,
                           messages_key=plans.key if plans is not None else None, dtype=ctx.spec.dtype,
                           deepspeed=deepspeed, log=ctx.log, layout=method.layout,
-                          plan_prompt=ctx.benchmark.planner_prompt)
+                          plan_prompt=ctx.benchmark.planner_prompt, sender_ref=ctx.spec.sender)
 
 
 @dataclass

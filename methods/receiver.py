@@ -45,6 +45,7 @@ class ReceiverAgent:
         self.slot_encoder = slot_encoder
         self.reencode = reencode
         self.eos = eos_ids(self.tok)
+        self.turn_end = conv.turn_end_id(self.tok)  # what ends a reply in training, so in ranking too
         self._embed = lm.model.get_input_embeddings()
 
     # -- episode -------------------------------------------------------------------------
@@ -103,7 +104,7 @@ class ReceiverAgent:
         if not options:
             return self.respond(None, info)
         t0 = clock_ms()
-        end = sorted(self.eos)[0] if self.eos else None
+        end = self.turn_end
         replies = [conv.tokenize(self.tok, f"Action: {o}") + ([end] if end is not None else []) for o in options]
         shared = 0
         while all(len(r) > shared + 1 and r[shared] == replies[0][shared] for r in replies):

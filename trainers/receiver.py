@@ -92,8 +92,8 @@ class Example:
     after: list[int]
     supervised: list[bool]
     latents: torch.Tensor | None = None   # (L, H_s), the whole message
-    # Receiver token ids of the plan tokens the latent rows predicted, when the receiver reads
-    # the sender's token ids as the same text (same tokenizer); else None. Adapter warm-up only.
+    # Receiver token ids of the plan tokens the latent rows predicted (row_targets: the sender's
+    # ids, or the receiver's tokens at the same characters across tokenizers). Adapter warm-up only.
     row_tokens: list[int] | None = None
     plan_ids: list[int] = field(default_factory=list)  # receiver tokens of the plan text, all of them
     max_rows: int | None = None           # slot limit (cfg.max_slot_rows), applied by slot_rows
@@ -101,8 +101,11 @@ class Example:
 
 
 def build_examples(tokenizer, samples, messages: dict, kind: MessageKind | str, cfg: TrainConfig,
-                   layout: conv.Layout | str = conv.Layout.SLOT, plan_prompt: str | None = None) -> list[Example]:
+                   layout: conv.Layout | str = conv.Layout.SLOT, plan_prompt: str | None = None,
+                   sender_tokenizer=None) -> list[Example]:
     """Join conversations with messages by task id; tasks without a message are dropped.
+    ``sender_tokenizer`` (when it is not the receiver's) lets latent rows be matched to the
+    receiver's own tokens of the same text (``row_targets``).
 
     ``layout`` (harness.core.conversation.Layout): SLOT puts the message in the slot; the
     single-agent layouts put it in the token sequence itself (OWN_PLAN: the agent's own plan
@@ -124,12 +127,35 @@ def build_examples(tokenizer, samples, messages: dict, kind: MessageKind | str, 
             ex.plan_ids = conv.tokenize(tokenizer, m.text or "")
             if kind is MessageKind.LATENT:
                 ex.latents = m.latents.float()
-                ids = list(m.token_ids or ())
-                if len(ids) == len(ex.latents) and max(ids, default=0) < len(tokenizer) and \
-                        tokenizer.decode(ids, skip_special_tokens=True) == (m.text or ""):
-                    ex.row_tokens = ids
+                ex.row_tokens = row_targets(tokenizer, m.text or "", list(m.token_ids or ()), len(ex.latents),
+                                            sender_tokenizer)
         out.append(ex)
     return out
+
+
+def row_targets(tokenizer, text: str, ids: list[int], rows: int, sender_tokenizer=None) -> list[int] | None:
+    """For each latent row, the receiver token of the plan token that row predicted.
+
+    Same tokenizer: the sender's ids themselves. Another tokenizer (cross-family): the
+    receiver token of ``text`` whose characters hold the first character of the sender's
+    token (fast tokenizers' offset mapping). None when the rows and the plan do not match."""
+    if len(ids) != rows or not ids:
+        return None
+    sender_tokenizer = sender_tokenizer or tokenizer
+    if max(ids) < len(tokenizer) and tokenizer.convert_ids_to_tokens(ids) == sender_tokenizer.convert_ids_to_tokens(ids) \
+            and tokenizer.decode(ids, skip_special_tokens=True) == text:
+        return ids
+    if sender_tokenizer is tokenizer or sender_tokenizer.decode(ids, skip_special_tokens=True) != text:
+        return None
+    import bisect
+
+    # First character of each sender token: the length of the text its predecessors decode to.
+    starts = [len(sender_tokenizer.decode(ids[:i], skip_special_tokens=True)) for i in range(len(ids))]
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if not enc["input_ids"]:
+        return None
+    begins = [b for b, _ in enc["offset_mapping"]]
+    return [enc["input_ids"][max(bisect.bisect_right(begins, c) - 1, 0)] for c in starts]
 
 
 class SlotReceiver(nn.Module):
@@ -243,9 +269,10 @@ def checkpoint_key(receiver: str, kind: str, cfg: TrainConfig, data_ids: list[st
 def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages: dict, cfg: TrainConfig, *,
                    messages_key: str | None = None, dtype: str = "float32", deepspeed: str | None = None,
                    log=print, out_root: Path | None = None, layout: conv.Layout | str = conv.Layout.SLOT,
-                   plan_prompt: str | None = None) -> Path:
+                   plan_prompt: str | None = None, sender_ref: str | None = None) -> Path:
     """Train (or reuse) a receiver; returns its checkpoint folder. ``layout``/``plan_prompt``:
-    where the message goes (``build_examples``); single agents read it as tokens, not slot rows."""
+    where the message goes (``build_examples``); single agents read it as tokens, not slot rows.
+    ``sender_ref``: whose tokens the latent rows stand for (adapter warm-up across tokenizers)."""
     from interlat_bench.harness.core import models
 
     kind, layout = MessageKind(kind), conv.Layout(layout)
@@ -264,7 +291,9 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
     # bf16 weights mostly round away. `dtype` sets the compute precision (autocast) only.
     lm = models.load(receiver_ref, dtype="float32", seed=cfg.seed)
     bop, eop = conv.add_slot_tokens(lm)
-    examples = build_examples(lm.tokenizer, samples, messages, kind, cfg, layout, plan_prompt)
+    sender_tok = models.tokenizer(sender_ref) if sender_ref and slot_kind is MessageKind.LATENT \
+        and cfg.adapter_warmup_steps else None
+    examples = build_examples(lm.tokenizer, samples, messages, kind, cfg, layout, plan_prompt, sender_tok)
     if not examples:
         from interlat_bench.harness.core.errors import UserError
 
@@ -289,11 +318,11 @@ def warm_up_adapter(adapter: CommAdapter, embed: nn.Embedding, examples: list[Ex
     """Adapter-only warm-up before receiver training: each latent row is pulled (MSE) towards
     the receiver's embedding of the plan token that row predicted, so that at the start of
     training a latent slot reads like the plan text. The receiver is untouched; the Interlat
-    losses then train both as usual. Needs token-aligned rows (``Example.row_tokens``, i.e. the
-    same tokenizer); examples without them are skipped. Returns the last loss."""
+    losses then train both as usual. Needs rows matched to receiver tokens (``Example.row_tokens``,
+    from ``row_targets``); examples without them are skipped. Returns the last loss."""
     pairs = [ex for ex in examples if ex.row_tokens is not None]
     if not pairs:
-        log("adapter warm-up skipped: the receiver does not read the sender's tokens")
+        log("adapter warm-up skipped: no latent rows could be matched to the receiver's tokens")
         return None
     opt = torch.optim.AdamW(adapter.parameters(), lr=cfg.adapter_lr, weight_decay=0.0)
     rng = torch.Generator().manual_seed(cfg.seed)

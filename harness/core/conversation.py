@@ -121,6 +121,18 @@ def encode(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> E
     return Encoded(before=ids[:slot_at], after=ids[slot_at:], labels_after=labels[slot_at:])
 
 
+def turn_end_id(tokenizer) -> int | None:
+    """The stop token that closes an assistant turn in this chat template (``<|im_end|>`` for
+    SmolLM2, ``<end_of_turn>`` for Gemma): the token ``encode`` supervises last."""
+    from interlat_bench.harness.core.generation import eos_ids
+
+    head = render(tokenizer, [{"role": "user", "content": "x"}], add_generation_prompt=True)
+    full = render(tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+                  add_generation_prompt=False)
+    stop = eos_ids(tokenizer)
+    return next((t for t in tokenize(tokenizer, full[len(head):]) if t in stop), None)
+
+
 def add_slot_tokens(lm) -> tuple[int, int]:
     """Add <bop>/<eop> as special tokens to a receiver (resizing its embeddings) once."""
     tok = lm.tokenizer

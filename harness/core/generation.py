@@ -292,7 +292,7 @@ def _generate_with_lookup(model, x, mask, cache, eos_ids, dec, capture_hidden, s
 
 def eos_ids(tokenizer) -> set[int]:
     ids = {tokenizer.eos_token_id}
-    for tok in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+    for tok in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
         tid = tokenizer.convert_tokens_to_ids(tok)
         if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid is not None:
             ids.add(tid)

