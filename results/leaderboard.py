@@ -7,6 +7,7 @@ when seeds replay the same samples). See :func:`leaderboard` for the rules.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -338,31 +339,45 @@ def _label_rows(rows: list[_Row], varying: list[str], marks: dict[str, Any] | No
 # -- the table -------------------------------------------------------------------------------
 
 
-def _aggregate_sql(value_sql: str, rows_view: str) -> str:
+def _observations_sql(value_sql: str, rows_view: str, group_sql: str) -> str:
+    """One line per episode: configuration row, column, breakdown group, seed, sample, value."""
     return f"""
-        WITH obs AS (
-            SELECT m.row_id, r.benchmark, r.split, r.seed, s.sample_id,
+            SELECT m.row_id, r.benchmark, r.split, {group_sql} AS grp, r.seed, s.sample_id,
                    s.error IS NOT NULL AS errored, {value_sql} AS v
             FROM samples AS s
             JOIN runs AS r ON r.run_key = s.run_key
-            JOIN {rows_view} AS m ON m.run_key = r.run_key
+            JOIN {rows_view} AS m ON m.run_key = r.run_key"""
+
+
+def _group_sql(by: str | None) -> tuple[str, list[object]]:
+    """SQL for an episode's breakdown group (``--by``): a metrics JSON key, '-' where absent."""
+    if by is None:
+        return "''", []
+    if not _METRIC_NAME.match(by):
+        raise UserError(f"--by {by!r}: expected a key of the metrics JSON such as level, subject or task_type")
+    return "? || '=' || coalesce(json_extract_string(s.metrics, ?), '-')", [by, f"$.{by}"]
+
+
+def _aggregate_sql(value_sql: str, rows_view: str, group_sql: str) -> str:
+    return f"""
+        WITH obs AS ({_observations_sql(value_sql, rows_view, group_sql)}
         ),
         per_sample AS (  -- seeds replay the same samples: one mean per sample
-            SELECT row_id, benchmark, split, sample_id, avg(v) AS v, count(v) AS k
-            FROM obs GROUP BY row_id, benchmark, split, sample_id HAVING count(v) > 0
+            SELECT row_id, benchmark, split, grp, sample_id, avg(v) AS v, count(v) AS k
+            FROM obs GROUP BY row_id, benchmark, split, grp, sample_id HAVING count(v) > 0
         ),
         cells AS (
-            SELECT row_id, benchmark, split, count(*) AS n, avg(v) AS mean, sum(v) AS total,
+            SELECT row_id, benchmark, split, grp, count(*) AS n, avg(v) AS mean, sum(v) AS total,
                    stddev_samp(v) AS sd, max(k) AS k
-            FROM per_sample GROUP BY row_id, benchmark, split
+            FROM per_sample GROUP BY row_id, benchmark, split, grp
         ),
         extra AS (
-            SELECT row_id, benchmark, split, count(*) FILTER (WHERE errored) AS errors,
+            SELECT row_id, benchmark, split, grp, count(*) FILTER (WHERE errored) AS errors,
                    list(DISTINCT seed) FILTER (WHERE v IS NOT NULL AND seed IS NOT NULL) AS seeds
-            FROM obs GROUP BY row_id, benchmark, split
+            FROM obs GROUP BY row_id, benchmark, split, grp
         )
-        SELECT c.row_id, c.benchmark, c.split, c.n, c.mean, c.total, c.sd, c.k, e.errors, e.seeds
-        FROM cells AS c JOIN extra AS e USING (row_id, benchmark, split)
+        SELECT c.row_id, c.benchmark, c.split, c.grp, c.n, c.mean, c.total, c.sd, c.k, e.errors, e.seeds
+        FROM cells AS c JOIN extra AS e USING (row_id, benchmark, split, grp)
     """
 
 
@@ -373,6 +388,100 @@ def _seed_note(seeds: set[int], averaged: bool) -> str:
     return "1 seed" if len(seeds) <= 1 else f"1 seed per sample (seeds {listed})"
 
 
+def _column(benchmark: str, split: str, group: str) -> str:
+    return f"{benchmark}/{split}" + (f"/{group}" if group else "")  # group: "level=Level 3"
+
+
+def _natural(text: str) -> tuple:
+    """Order 'Level 2' before 'Level 10'."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text))
+
+
+def row_name(row: _Row, varying: list[str]) -> str:
+    """The row's label path: ``label / receiver / sender`` for the model columns that vary."""
+    return " / ".join([row.label] + ["-" if (m := getattr(row, name)) is None else str(m) for name in varying])
+
+
+def _row_order(rows: list[_Row], varying: list[str], methods: Sequence[str] | None, shown: set[int]) -> list[int]:
+    method_order = _order({row.method for row in rows}, methods)
+    return sorted((i for i in shown if rows[i].method in method_order),
+                  key=lambda i: (method_order.index(rows[i].method), row_name(rows[i], varying).split(" / ")[1:],
+                                 rows[i].sort, rows[i].label))
+
+
+@contextlib.contextmanager
+def _configuration_view(store_path, value_sql: str, value_params: list, methods, benchmarks, splits, marks):
+    """A reader connection with a view ``_leaderboard_rows`` (run_key -> configuration row),
+    the runs, their labelled configurations and the model columns that vary among them."""
+    where, params = [], []
+    for column, wanted in (("method", methods), ("benchmark", benchmarks), ("split", splits)):
+        if wanted:
+            where.append(f"list_contains(?, r.{column})")
+            params.append(list(wanted))
+    where.append(f"EXISTS (SELECT 1 FROM samples AS s WHERE s.run_key = r.run_key AND ({value_sql}) IS NOT NULL)")
+    params += value_params
+    runs_sql = f"""
+        SELECT r.run_key, r.method, r.benchmark, r.split, r.sender, r.receiver, CAST(r.spec AS VARCHAR)
+        FROM runs AS r WHERE {" AND ".join(where)} ORDER BY r.run_key
+    """
+    with Store(store_path).reader() as con:
+        runs = con.execute(runs_sql, params).fetchall()
+        rows, feeds = _configurations(runs)
+        # A column varies when runs use different models; runs without one (None) do not count.
+        varying = [name for name in ("receiver", "sender")
+                   if len({getattr(r, name) for r in rows if getattr(r, name) is not None}) > 1]
+        _label_rows(rows, varying, marks)
+        view = "_leaderboard_rows"
+        con.register(view, pa.table({"run_key": pa.array([f[0] for f in feeds], pa.string()),
+                                     "row_id": pa.array([f[1] for f in feeds], pa.int64())}))
+        try:
+            yield con, runs, rows, varying, view
+        finally:
+            con.unregister(view)
+
+
+def observations(
+    store_path: str | os.PathLike[str],
+    *,
+    methods: Sequence[str] | None = None,
+    benchmarks: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
+    metric: str = "success",
+    marks: dict[str, Any] | None = None,
+    by: str | None = None,
+):
+    """The episodes behind ``leaderboard``'s cells, one per line (a pandas DataFrame): ``row``
+    (the configuration, labelled as in the leaderboard), ``column``, ``sample_id``, ``seed``,
+    ``value`` (errors counted as the leaderboard counts them), ``errored``. Paired tests
+    join two rows on (column, sample_id, seed)."""
+    import pandas as pd
+
+    value_sql, value_params = _value_sql(metric)
+    group_sql, group_params = _group_sql(by)
+    with _configuration_view(store_path, value_sql, value_params, methods, benchmarks, splits, marks) as (
+            con, _runs, rows, varying, view):
+        records = con.execute(_observations_sql(value_sql, view, group_sql) + " ORDER BY 1, 2, 3, 4, 5, 6",
+                              group_params + value_params).fetchall()
+    ordered = _row_order(rows, varying, methods, {int(r[0]) for r in records})
+    rank = {i: k for k, i in enumerate(ordered)}
+    frame = pd.DataFrame.from_records(
+        [(row_name(rows[int(i)], varying), rows[int(i)].method, _column(b, sp, g), sid, seed, v, bool(err))
+         for i, b, sp, g, seed, sid, err, v in sorted(records, key=lambda r: rank[int(r[0])])
+         if v is not None],
+        columns=["row", "method", "column", "sample_id", "seed", "value", "errored"])
+    return frame
+
+
+def run_rows(store_path: str | os.PathLike[str], marks: dict[str, Any] | None = None):
+    """Every run with samples and the configuration row it belongs to, labelled as in the
+    leaderboard (a pandas DataFrame: run_key, row)."""
+    import pandas as pd
+
+    with _configuration_view(store_path, "1.0", [], None, None, None, marks) as (con, _runs, rows, varying, view):
+        pairs = con.execute(f"SELECT run_key, row_id FROM {view}").fetchall()
+    return pd.DataFrame([(k, row_name(rows[int(i)], varying)) for k, i in pairs], columns=["run_key", "row"])
+
+
 def leaderboard(
     store_path: str | os.PathLike[str],
     *,
@@ -381,11 +490,14 @@ def leaderboard(
     splits: Sequence[str] | None = None,
     metric: str = "success",
     marks: dict[str, Any] | None = None,
+    by: str | None = None,
 ) -> Table:
     """Mean ``metric`` per configuration (row) and benchmark/split (column).
 
     ``marks``: benchmark settings whose value there is always named in the label (a
     diagnostic mode such as ALFWorld's ``action=rank``), whether or not it differs.
+    ``by``: a metrics JSON key (``level``, ``subject``, ``task_type``, ...) that splits each
+    column into one column per value (``math/test/level=Level 3``; ``-`` for episodes without it).
 
     Rows: one row is one configuration, the run identity (``runs.spec``) without the seed,
     the sample limit, the column (benchmark, split) and the data fingerprint; any other
@@ -413,40 +525,18 @@ def leaderboard(
     for nesting). Filters keep their given order in the layout.
     """
     value_sql, value_params = _value_sql(metric)
-    where, params = [], []
-    for column, wanted in (("method", methods), ("benchmark", benchmarks), ("split", splits)):
-        if wanted:
-            where.append(f"list_contains(?, r.{column})")
-            params.append(list(wanted))
-    where.append(f"EXISTS (SELECT 1 FROM samples AS s WHERE s.run_key = r.run_key AND ({value_sql}) IS NOT NULL)")
-    params += value_params
-    runs_sql = f"""
-        SELECT r.run_key, r.method, r.benchmark, r.split, r.sender, r.receiver, CAST(r.spec AS VARCHAR)
-        FROM runs AS r WHERE {" AND ".join(where)} ORDER BY r.run_key
-    """
-    with Store(store_path).reader() as con:
-        runs = con.execute(runs_sql, params).fetchall()
-        rows, feeds = _configurations(runs)
-        view = "_leaderboard_rows"
-        con.register(view, pa.table({"run_key": pa.array([f[0] for f in feeds], pa.string()),
-                                     "row_id": pa.array([f[1] for f in feeds], pa.int64())}))
-        try:
-            records = con.execute(_aggregate_sql(value_sql, view), value_params).fetchall()
-        finally:
-            con.unregister(view)
-
-    percent = metric == "success"
-    # A column varies when runs use different models; runs without one (None) do not count.
-    varying = [name for name in ("receiver", "sender")
-               if len({getattr(r, name) for r in rows if getattr(r, name) is not None}) > 1]
+    group_sql, group_params = _group_sql(by)
+    with _configuration_view(store_path, value_sql, value_params, methods, benchmarks, splits, marks) as (
+            con, runs, rows, varying, view):
+        records = con.execute(_aggregate_sql(value_sql, view, group_sql), group_params + value_params).fetchall()
     row_header = " / ".join(["method", *varying])
-    _label_rows(rows, varying, marks)
+    percent = metric == "success"
 
     cells: dict[tuple[int, str], Cell] = {}
     seeds_seen: set[int] = set()
     averaged = single = False
     any_errors = False
-    for row_id, benchmark, split, n, mean, total, sd, k, errors, seeds in records:
+    for row_id, benchmark, split, grp, n, mean, total, sd, k, errors, seeds in records:
         n, mean, seeds = int(n), float(mean), sorted(seeds or [])
         seeds_seen.update(seeds)
         any_errors |= bool(errors)
@@ -458,28 +548,25 @@ def leaderboard(
         else:
             single = True
             lo, hi = wilson(float(total), n) if percent else mean_interval(mean, sd, n)
-        cells[(int(row_id), f"{benchmark}/{split}")] = Cell(mean, n, lo, hi, int(errors), max(1, len(seeds)))
+        cells[(int(row_id), _column(benchmark, split, grp))] = Cell(mean, n, lo, hi, int(errors),
+                                                                    max(1, len(seeds)))
 
     benchmark_order = _order({str(r[2]) for r in runs}, benchmarks)
     split_order = _order({str(r[3]) for r in runs}, splits)
+    groups = sorted({str(r[3]) for r in records}, key=_natural)
     present = {c for _, c in cells}
-    columns = [f"{b}/{s}" for b in benchmark_order for s in split_order if f"{b}/{s}" in present]
-
-    method_order = _order({row.method for row in rows}, methods)
-
-    def path(row: _Row) -> list[str]:
-        return [row.label] + ["-" if (m := getattr(row, name)) is None else str(m) for name in varying]
-
-    ordered = sorted((i for i in range(len(rows)) if any((i, c) in cells for c in columns)),
-                     key=lambda i: (method_order.index(rows[i].method), path(rows[i])[1:], rows[i].sort,
-                                    rows[i].label))
+    columns = [c for b in benchmark_order for s in split_order for g in groups
+               if (c := _column(b, s, g)) in present]
+    ordered = _row_order(rows, varying, methods, {i for i, c in cells if c in columns})
     table_rows: list[list[Cell | str]] = [
-        [" / ".join(path(rows[i])), *(cells.get((i, c), MISSING) for c in columns)] for i in ordered
+        [row_name(rows[i], varying), *(cells.get((i, c), MISSING) for c in columns)] for i in ordered
     ]
 
     notes = [_seed_note(seeds_seen, averaged)]
     if any_errors:
         notes.append(_ERROR_NOTE.get(metric, "errored episodes left out"))
+    if by:
+        notes.append(f"columns split by {by}")
     if percent:
         ci = "Wilson" if not averaged else "Student-t" if not single else "Wilson (1 seed) / Student-t"
         title = f"success rate %: mean [95% {ci} CI] n samples; {'; '.join(notes)}"

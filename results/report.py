@@ -1,0 +1,511 @@
+"""The report a results section needs: tables in the paper's layouts, paired significance,
+latency, and the efficiency plot; exported as Markdown, CSV, LaTeX, JSON and one HTML file.
+
+Every table is built from ``leaderboard`` cells (mean, 95% interval, n, errors; seeds as the
+leaderboard combines them) and ``observations`` (the episodes behind them). A row is compared
+with the baseline configuration (``latent`` by default) of the same sender and receiver on the
+episodes both played (``stats``): exact McNemar for success, Wilcoxon for other measures, Holm
+across all comparisons of one table; ``*`` marks a Holm-adjusted p < 0.05.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from interlat_bench.results import leaderboard as lb
+from interlat_bench.results import stats
+from interlat_bench.results.store import Store
+
+SIG = "*"
+VALUE_ONLY = {"chance %"}  # a property of the benchmark, not an estimate: no interval
+CELL_COLUMNS = ["row", "column", "measure", "value", "n", "lo", "hi", "errors", "vs", "delta", "p", "p_holm",
+                "significant", "test"]
+
+
+@dataclass
+class ReportTable:
+    """One table: ``cells`` long and numeric (one line per row x column x measure, with its
+    comparison to the baseline), ``wide`` the display layout (rows x columns of text)."""
+
+    name: str
+    title: str
+    notes: list[str]
+    cells: pd.DataFrame
+    wide: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+# -- cells and comparisons -------------------------------------------------------------------
+
+
+def _bracket(row: str) -> str:
+    label = row.split(" / ")[0]
+    return label[label.index("["):] if "[" in label else ""
+
+
+def _baseline_for(row: str, candidates: list[str]) -> str | None:
+    """The baseline row to compare ``row`` with: same sender/receiver path; among several,
+    the one whose differing fields (the bracket) match, else the first."""
+    path = row.split(" / ")[1:]
+    same = [c for c in candidates if c.split(" / ")[1:] == path and c != row]
+    return next((c for c in same if _bracket(c) == _bracket(row)), same[0] if same else None)
+
+
+def measure_cells(db, *, measure: str, metric: str, benchmarks=None, methods=None, by: str | None = None,
+                  marks: dict | None = None, baseline: str = "latent") -> tuple[pd.DataFrame, str]:
+    """Long cells of one measure with raw (unadjusted) comparisons; and the leaderboard title."""
+    table = lb.leaderboard(db, methods=methods, benchmarks=benchmarks, metric=metric, marks=marks, by=by)
+    lines = [{"row": label, "column": column, "measure": measure, "value": cell.value, "n": cell.n,
+              "lo": cell.lo, "hi": cell.hi, "errors": cell.errors, "vs": None, "delta": None, "p": None, "test": None}
+             for label, *cells in table.rows for column, cell in zip(table.columns, cells, strict=True)
+             if isinstance(cell, lb.Cell)]
+    bases = list(dict.fromkeys(line["row"] for line in lines if line["row"].split(" / ")[0].split("[")[0] == baseline))
+    if bases:
+        obs = lb.observations(db, methods=methods, benchmarks=benchmarks, metric=metric, marks=marks, by=by)
+        for line in lines:
+            if line["row"] in bases:  # the baseline's own configurations are not its ablations
+                continue
+            vs = _baseline_for(line["row"], bases)
+            if vs is None:
+                continue
+            pair = obs[(obs["row"] == line["row"]) & (obs["column"] == line["column"])].merge(
+                obs[(obs["row"] == vs) & (obs["column"] == line["column"])], on=["sample_id", "seed"],
+                suffixes=("", "_base"))
+            if pair.empty:
+                continue
+            result = stats.paired_test(pair["value"].to_numpy(), pair["value_base"].to_numpy(), metric == "success")
+            line.update(vs=vs, delta=result.delta, p=result.p, test=result.test)
+    frame = pd.DataFrame(lines, columns=[c for c in CELL_COLUMNS if c not in ("p_holm", "significant")])
+    frame["p"] = frame["p"].astype(float)
+    return frame, table.title
+
+
+def adjust(frame: pd.DataFrame) -> pd.DataFrame:
+    """Holm across every comparison in the table; ``significant`` at the adjusted 5% level."""
+    frame = frame.copy()
+    tested = frame["p"].notna()
+    adjusted = iter(stats.holm(frame.loc[tested, "p"].tolist()))
+    frame["p_holm"] = [next(adjusted) if t else math.nan for t in tested]
+    frame["significant"] = [bool(p < stats.ALPHA) for p in frame["p_holm"]]  # NaN: untested, False
+    return frame
+
+
+def _num(value: float, percent: bool) -> str:
+    return lb._num(value, percent)
+
+
+def cell_text(line: pd.Series, percent: bool) -> str:
+    """'61.2 [55.0, 67.1] n=140*' (errors and the significance mark when there are any)."""
+    if line["measure"] in VALUE_ONLY:
+        return lb._num(line["value"], percent)
+    cell = lb.Cell(line["value"], int(line["n"]), _none(line["lo"]), _none(line["hi"]), int(line["errors"]))
+    return lb.format_cell(cell, percent) + (SIG if line.get("significant") is True else "")
+
+
+def _none(x):
+    return None if x is None or pd.isna(x) else float(x)
+
+
+def _wide(cells: pd.DataFrame, header: str, percent_measures: set[str], column_name) -> pd.DataFrame:
+    if cells.empty:
+        return pd.DataFrame()
+    texts = cells.assign(text=[cell_text(line, line["measure"] in percent_measures) for _, line in cells.iterrows()],
+                         col=[column_name(line) for _, line in cells.iterrows()])
+    order_rows = list(dict.fromkeys(texts["row"]))
+    order_cols = list(dict.fromkeys(texts["col"]))
+    wide = texts.pivot_table(index="row", columns="col", values="text", aggfunc="first")
+    wide = wide.reindex(index=order_rows, columns=order_cols).fillna("–")
+    wide.index.name, wide.columns.name = header, None
+    return wide
+
+
+def _notes(title: str, baseline: str, frame: pd.DataFrame) -> list[str]:
+    notes = [title]
+    if frame["p"].notna().any():
+        notes.append(f"{SIG} differs from {baseline} of the same sender/receiver on the episodes both played "
+                     f"(same samples and seeds; exact McNemar for success, Wilcoxon signed-rank otherwise; "
+                     f"Holm-adjusted p < 0.05 over the {int(frame['p'].notna().sum())} comparisons of this table)")
+    return notes
+
+
+# -- the tables ------------------------------------------------------------------------------
+
+
+def _benchmarks_present(db) -> set[str]:
+    with Store(db).reader() as con:
+        return {r[0] for r in con.execute("SELECT DISTINCT benchmark FROM runs").fetchall()}
+
+
+def alfworld_table(db, baseline: str, marks) -> ReportTable | None:
+    """Paper Table 1 layout: success and steps per method, seen and unseen side by side."""
+    parts = []
+    for measure, metric in (("success %", "success"), ("steps", "steps"), ("valid actions", "valid_actions")):
+        cells, title = measure_cells(db, measure=measure, metric=metric, benchmarks=["alfworld"], marks=marks,
+                                     baseline=baseline)
+        if measure == "success %":
+            first_title = title
+        parts.append(cells)
+    cells = pd.concat([p for p in parts if not p.empty], ignore_index=True) if any(
+        not p.empty for p in parts) else pd.DataFrame()
+    if cells.empty:
+        return None
+    cells = adjust(cells)
+    wide = _wide(cells, "method", {"success %"}, lambda line: f"{line['measure']} {line['column'].split('/', 1)[1]}")
+    notes = _notes(first_title, baseline, cells) + [
+        "steps: mean over all episodes, an errored or unfinished episode counts at the step cap; "
+        "valid actions: share of turns whose reply was an admissible command"]
+    return ReportTable("alfworld", "ALFWorld: success and steps, seen and unseen", notes, cells, wide)
+
+
+def math_table(db, baseline: str, marks) -> ReportTable | None:
+    """Accuracy per method overall, by level and by subject."""
+    parts, title = [], ""
+    for by in (None, "level", "subject"):
+        cells, t = measure_cells(db, measure=f"accuracy{'' if by is None else ' by ' + by}", metric="success",
+                                 benchmarks=["math"], by=by, marks=marks, baseline=baseline)
+        title = title or t
+        parts.append(cells)
+    if all(p.empty for p in parts):
+        return None
+    cells = adjust(pd.concat(parts, ignore_index=True))
+    wide = _wide(cells, "method", set(cells["measure"]), lambda line: line["column"].removeprefix("math/"))
+    return ReportTable("math", "MATH: accuracy overall, by level and by subject", _notes(title, baseline, cells),
+                       cells, wide)
+
+
+def probe_table(db, baseline: str, marks) -> ReportTable | None:
+    """The channel probe: accuracy against chance, and how often the plan states the answer."""
+    cells, title = measure_cells(db, measure="accuracy %", metric="success", benchmarks=["probe"], marks=marks,
+                                 baseline=baseline)
+    if cells.empty:
+        return None
+    extra = []
+    for measure, metric in (("chance %", "chance"), ("plan states answer %", "answer_in_plan")):
+        more, _ = measure_cells(db, measure=measure, metric=metric, benchmarks=["probe"], marks=marks,
+                                baseline="-")  # descriptive columns: no test
+        extra.append(more)
+    cells = adjust(cells)
+    cells = pd.concat([cells, *[e for e in extra if not e.empty]], ignore_index=True)
+    wide = _wide(cells, "method", set(cells["measure"]), lambda line: f"{line['measure']} {line['column']}")
+    return ReportTable("probe", "Channel probe: accuracy, chance level, plans that state the answer",
+                       _notes(title, baseline, cells), cells, wide)
+
+
+def ablation_table(db, baseline: str, marks) -> ReportTable | None:
+    """Paper ablation layout: one row per configuration, its success and the difference to the
+    baseline in percentage points with the paired test, per benchmark column."""
+    cells, title = measure_cells(db, measure="success %", metric="success", marks=marks, baseline=baseline)
+    if cells.empty or cells["p"].notna().sum() == 0:
+        return None
+    cells = adjust(cells)
+    lines = []
+    for _, line in cells.iterrows():
+        entry = {"method": line["row"], "column": line["column"], "success %": cell_text(line, True)}
+        if isinstance(line["vs"], str):
+            entry[f"Δ vs {baseline} (pp)"] = f"{100 * line['delta']:+.1f}" + (SIG if line["significant"] else "")
+            entry["p (Holm)"] = f"{line['p_holm']:.2g}"
+        lines.append(entry)
+    wide = pd.DataFrame(lines).fillna("–").set_index("method")
+    return ReportTable("ablations", f"Ablations: difference to {baseline}", _notes(title, baseline, cells),
+                       cells, wide)
+
+
+# -- latency ---------------------------------------------------------------------------------
+
+_LATENCY_SQL = """
+    WITH t AS (
+        SELECT run_key, sample_id, stage, sum(ms) AS ms FROM timings GROUP BY ALL
+    ), per_sample AS (
+        SELECT t.run_key, t.sample_id,
+               sum(ms) FILTER (WHERE stage = 'sender') AS sender,
+               sum(ms) FILTER (WHERE stage = 'adapter') AS adapter,
+               sum(ms) FILTER (WHERE stage = 'receiver') AS receiver,
+               sum(ms) FILTER (WHERE stage IN ('env', 'grading')) AS env,
+               sum(ms) FILTER (WHERE stage = 'wall') AS wall
+        FROM t GROUP BY ALL
+    )
+    SELECT p.*, r.benchmark, r.device, TRY_CAST(json_extract(r.spec, '$.method_params.k') AS INTEGER) AS k,
+           TRY_CAST(s.metrics->>'message_rows' AS DOUBLE) AS rows,
+           TRY_CAST(s.metrics->>'message_bytes' AS DOUBLE) AS bytes
+    FROM per_sample AS p JOIN runs AS r USING (run_key)
+    JOIN samples AS s ON s.run_key = p.run_key AND s.sample_id = p.sample_id
+"""
+
+STAGES = ("sender", "adapter", "receiver", "env", "wall", "comm")
+
+
+def latency_frame(db, marks=None) -> pd.DataFrame:
+    """Per configuration, benchmark and device: median and p90 per sample of each stage (ms),
+    communication time (sender + adapter: producing and delivering the message), and the
+    message as shipped (mean rows, mean bytes)."""
+    with Store(db).reader() as con:
+        per = con.execute(_LATENCY_SQL).df()
+    if per.empty:
+        return pd.DataFrame()
+    keys = _row_labels(db, marks)
+    per["row"] = per["run_key"].map(keys)
+    per = per[per["row"].notna()]
+    # No sender time: the messages came from the cache, so this run did not wait for them.
+    per["comm"] = per["sender"] + per["adapter"].fillna(0)
+    out = []
+    for (bench, row, dev), g in per.groupby(["benchmark", "row", "device"], sort=True, dropna=False):
+        entry: dict[str, Any] = {"row": row, "benchmark": bench, "device": dev, "n": len(g),
+                                 "k": None if g["k"].isna().all() else int(g["k"].dropna().iloc[0])}
+        for stage in STAGES:
+            vals = g[stage].dropna()
+            entry[f"{stage} median ms"] = float(vals.median()) if len(vals) else None
+            entry[f"{stage} p90 ms"] = float(vals.quantile(0.9)) if len(vals) else None
+        entry["rows"] = float(g["rows"].mean()) if g["rows"].notna().any() else None
+        entry["bytes"] = float(g["bytes"].mean()) if g["bytes"].notna().any() else None
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
+def _row_labels(db, marks) -> dict[str, str]:
+    """run_key -> its leaderboard row label (one labelling for every table)."""
+    frame = lb.run_rows(db, marks=marks)
+    return dict(zip(frame["run_key"], frame["row"], strict=True))
+
+
+def efficiency_frame(db, latency: pd.DataFrame, marks=None) -> pd.DataFrame:
+    """Communication time and score against K: full latents (K = mean rows of ``latent``) and
+    each ``untrained_k`` / ``compressed_k`` K, per benchmark and device."""
+    if latency.empty:
+        return pd.DataFrame()
+    score = lb.leaderboard(db, metric="success", marks=marks)
+    success = {(label, column.split("/")[0]): cell.value for label, *cells in score.rows
+               for column, cell in zip(score.columns, cells, strict=True) if isinstance(cell, lb.Cell)}
+    lines = []
+    for _, line in latency.iterrows():
+        method = line["row"].split(" / ")[0].split("[")[0]
+        if method not in ("latent", "untrained_k", "compressed_k"):
+            continue
+        k = line["rows"] if method == "latent" else line["k"]
+        if pd.isna(line["comm median ms"]):  # messages from the cache: no communication was waited for
+            continue
+        lines.append({"row": line["row"], "method": method, "benchmark": line["benchmark"], "device": line["device"],
+                      "K": k, "comm median ms": line["comm median ms"],
+                      "success": success.get((line["row"], line["benchmark"]))})
+    return pd.DataFrame(lines)
+
+
+def comm_ratio(eff: pd.DataFrame, k: int = 8) -> list[str]:
+    """'full / K=8 communication time' per benchmark and device (never across devices)."""
+    out = []
+    if eff.empty:
+        return out
+    for (bench, dev), g in eff.groupby(["benchmark", "device"], dropna=False):
+        full = g[g["method"] == "latent"]["comm median ms"]
+        for method in ("compressed_k", "untrained_k"):
+            at_k = g[(g["method"] == method) & (g["K"] == k)]["comm median ms"]
+            if len(full) and len(at_k) and at_k.iloc[0]:
+                out.append(f"{bench} on {dev}: full latents / {method} K={k} communication time = "
+                           f"{full.iloc[0] / at_k.iloc[0]:.1f}x ({full.iloc[0]:.0f} ms / {at_k.iloc[0]:.0f} ms, "
+                           f"medians per sample)")
+    return out
+
+
+def latency_table(db, marks) -> tuple[ReportTable | None, pd.DataFrame]:
+    frame = latency_frame(db, marks)
+    if frame.empty:
+        return None, pd.DataFrame()
+    eff = efficiency_frame(db, frame, marks)
+    wide = frame.copy()
+    for stage in STAGES:
+        med, p90 = wide.pop(f"{stage} median ms"), wide.pop(f"{stage} p90 ms")
+        wide[f"{stage} ms (median / p90)"] = [
+            "–" if pd.isna(a) else f"{a:.0f} / {b:.0f}" for a, b in zip(med, p90, strict=True)]
+    wide["message rows"] = wide.pop("rows").map(lambda x: "–" if pd.isna(x) else f"{x:.1f}")
+    wide["message bytes"] = wide.pop("bytes").map(lambda x: "–" if pd.isna(x) else f"{x:.0f}")
+    wide = wide.set_index("row")
+    wide.pop("k")
+    notes = ["per sample, in ms as waited for: sender (plan or latent steps; – where the run reused cached "
+             "messages, so no sender ran), adapter, receiver, env (ALFWorld engine or MATH grading), "
+             "wall (the whole sample); comm = sender + adapter; message bytes as shipped (float16 latents, "
+             "UTF-8 text); one device per line", *comm_ratio(eff)]
+    cells = frame.rename(columns={"row": "row"})
+    return ReportTable("latency", "Latency per method and benchmark", notes, cells, wide), eff
+
+
+# -- the whole report ------------------------------------------------------------------------
+
+
+def tables(db: str | os.PathLike[str], baseline: str = "latent", marks: dict | None = None) -> dict[str, ReportTable]:
+    """Every table the results hold, by name (alfworld, math, probe, ablations, latency)."""
+    present = _benchmarks_present(db)
+    out: dict[str, ReportTable] = {}
+    builders = [("alfworld", alfworld_table), ("math", math_table), ("probe", probe_table)]
+    for bench, build in builders:
+        if bench in present and (t := build(db, baseline, marks)) is not None:
+            out[t.name] = t
+    if (t := ablation_table(db, baseline, marks)) is not None:
+        out[t.name] = t
+    latency, eff = latency_table(db, marks)
+    if latency is not None:
+        out[latency.name] = latency
+        out["efficiency"] = ReportTable("efficiency", "Communication time and score against K",
+                                        comm_ratio(eff) or ["no untrained_k / compressed_k runs beside latent"],
+                                        eff, _efficiency_wide(eff))
+    return out
+
+
+def _efficiency_wide(eff: pd.DataFrame) -> pd.DataFrame:
+    if eff.empty:
+        return eff
+    wide = eff.set_index("row").drop(columns=["method"])
+    wide["K"] = wide["K"].map(lambda k: f"{k:.1f}" if k % 1 else f"{k:.0f}")
+    wide["comm median ms"] = wide["comm median ms"].map(lambda x: f"{x:.1f}")
+    wide["success %"] = wide.pop("success").map(lambda x: "–" if pd.isna(x) else f"{100 * x:.1f}")
+    return wide
+
+
+def efficiency_plot(eff: pd.DataFrame, path: Path) -> Path | None:
+    """The paper's efficiency figure: communication time and success against K (SVG)."""
+    if eff.empty or not (eff["method"] != "latent").any():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(eff.groupby(["benchmark", "device"], dropna=False))
+    fig, axes = plt.subplots(len(groups), 2, figsize=(9, 3.4 * len(groups)), squeeze=False)
+    for (bench, dev), g in groups:
+        ax_t, ax_s = axes[groups.index(((bench, dev), g))]
+        for method, marker in (("untrained_k", "o"), ("compressed_k", "s"), ("latent", "*")):
+            m = g[g["method"] == method].sort_values("K")
+            if m.empty:
+                continue
+            label = "full latents" if method == "latent" else method
+            ax_t.plot(m["K"], m["comm median ms"], marker=marker, label=label)
+            if m["success"].notna().any():
+                ax_s.plot(m["K"], 100 * m["success"], marker=marker, label=label)
+        ax_t.set(xscale="log", yscale="log", xlabel="K (message rows)", ylabel="communication ms (median)",
+                 title=f"{bench} on {dev}")
+        ax_s.set(xscale="log", xlabel="K (message rows)", ylabel="success %", title=f"{bench}: success")
+        ax_t.legend(fontsize=8)
+        ax_s.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg", metadata={"Date": None})  # no timestamp: same data, same file
+    plt.close(fig)
+    return path
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def to_markdown(t: ReportTable) -> str:
+    """A GitHub-flavoured Markdown table under its title and notes."""
+    def cell(x) -> str:
+        return str(x).replace("|", "\\|")
+
+    lines = [f"### {t.title}", "", *[f"_{cell(n)}_\n" for n in t.notes]]
+    if t.wide.empty:
+        return "\n".join(lines + ["(empty)", ""])
+    header = [t.wide.index.name or "", *map(str, t.wide.columns)]
+    lines.append("| " + " | ".join(map(cell, header)) + " |")
+    lines.append("| " + " | ".join(["---"] + ["---:"] * len(t.wide.columns)) + " |")
+    for label, values in t.wide.iterrows():
+        lines.append("| " + " | ".join(map(cell, [label, *values])) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(t: ReportTable) -> str:
+    """A booktabs LaTeX table (``\\toprule``, ``\\midrule``, ``\\bottomrule``; needs
+    ``\\usepackage{booktabs}``), the notes as comments above it."""
+    if t.wide.empty:
+        return ""
+    from pandas.io.formats.style_render import _escape_latex
+
+    styler = t.wide.style.format(escape="latex").format_index(escape="latex", axis=0) \
+        .format_index(escape="latex", axis=1)
+    body = styler.to_latex(hrules=True, caption=_escape_latex(t.title))
+    return "".join(f"% {n}\n" for n in t.notes) + body
+
+
+def to_json(tables_: dict[str, ReportTable]) -> str:
+    def clean(v):
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        return v.item() if hasattr(v, "item") else v
+
+    return json.dumps({name: {"title": t.title, "notes": t.notes,
+                              "cells": [{k: clean(v) for k, v in rec.items()} for rec in t.cells.to_dict("records")]}
+                       for name, t in tables_.items()}, indent=1, default=str)
+
+
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+thead th { border-bottom: 2px solid #444; }
+p.note { color: #555; margin: 0.2em 0; font-size: 12px; }
+section { overflow-x: auto; }
+"""
+
+
+def to_html(tables_: dict[str, ReportTable], plot_svg: str | None, meta: dict[str, str]) -> str:
+    """One self-contained page: every table, its notes, the efficiency plot inline (no script,
+    no network)."""
+    from html import escape
+
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>interlat-bench report</title>"
+             f"<style>{_CSS}</style></head><body><h1>interlat-bench report</h1>",
+             "<p class='note'>" + " · ".join(f"{escape(k)}: {escape(v)}" for k, v in meta.items()) + "</p>"]
+    for name, t in tables_.items():
+        parts.append(f"<section id='table-{escape(name)}'><h2>{escape(t.title)}</h2>")
+        parts += [f"<p class='note'>{escape(n)}</p>" for n in t.notes]
+        if not t.wide.empty:
+            parts.append(t.wide.reset_index().to_html(escape=True, border=0, index=False,
+                                                      classes=f"report {escape(name)}"))
+        parts.append("</section>")
+    if plot_svg:
+        body = plot_svg[plot_svg.index("<svg"):]  # inline: drop the XML prologue and doctype
+        parts.append(f"<section id='plot-efficiency'><h2>Communication time and success against K</h2>{body}"
+                     "</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write(db: str | os.PathLike[str], out: Path, *, baseline: str = "latent", marks: dict | None = None,
+          html: bool = False) -> dict[str, Path]:
+    """Build every table and write report.md, report.json, <table>.csv / .tex, efficiency.svg
+    and (``html``) report.html into ``out``; each file is written atomically. Returns the paths."""
+    from datetime import datetime, timezone
+
+    from interlat_bench.harness.core.atomic import write_text
+
+    found = tables(db, baseline=baseline, marks=marks)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+
+    def put(name: str, text: str) -> None:
+        write_text(out / name, text)
+        written[name] = out / name
+
+    put("report.md", "\n".join(to_markdown(t) for t in found.values()))
+    put("report.json", to_json(found))
+    for name, t in found.items():
+        put(f"{name}.csv", t.cells.to_csv(index=False))
+        if (tex := to_latex(t)):
+            put(f"{name}.tex", tex)
+    svg = None
+    if "efficiency" in found and (plot := efficiency_plot(found["efficiency"].cells, out / ".efficiency.svg")):
+        svg = plot.read_text()
+        plot.unlink()
+        put("efficiency.svg", svg)
+    if html:
+        with Store(db).reader() as con:
+            devices = sorted({str(r[0]) for r in con.execute("SELECT DISTINCT device FROM runs").fetchall()})
+        meta = {"results": str(db), "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "devices": ", ".join(devices), "baseline": baseline}
+        put("report.html", to_html(found, svg, meta))
+    return written

@@ -1,0 +1,190 @@
+"""The report: paired tests pinned to known values, tables with intervals and significance
+marks, breakdowns, exports, the pandas API, and an HTML file that renders in Chromium."""
+
+import json
+import shutil
+import subprocess
+from math import comb
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from interlat_bench.harness.cli import app
+from interlat_bench.results import frames, report, stats
+from interlat_bench.results.leaderboard import leaderboard
+from interlat_bench.results.store import Store
+
+# -- statistics against known values ---------------------------------------------------------
+
+def test_exact_mcnemar_is_the_binomial_test_on_discordant_pairs():
+    row = np.array([1] * 10 + [0] * 2 + [1] * 5 + [0] * 3)
+    base = np.array([0] * 10 + [1] * 2 + [1] * 5 + [0] * 3)
+    result = stats.mcnemar_exact(row, base)
+    assert (result.only_row, result.only_baseline, result.n) == (10, 2, 20)
+    assert result.p == pytest.approx(2 * sum(comb(12, k) for k in range(3)) / 2 ** 12)  # 0.03857
+    assert result.delta == pytest.approx(8 / 20)
+    assert stats.mcnemar_exact(row, row).p == 1.0  # no discordant pair: no evidence
+
+
+def test_holm_and_wilcoxon_known_values():
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    # Six positive differences: the exact two-sided signed-rank p is 2 / 2^6.
+    assert stats.wilcoxon_paired([3, 4, 5, 6, 7, 9], [1, 1, 1, 1, 1, 1]).p == pytest.approx(2 / 64)
+    assert stats.wilcoxon_paired([1, 2], [1, 2]).p == 1.0
+
+
+# -- tables from a known database ------------------------------------------------------------
+
+def _write(db, method, outcomes, *, benchmark="probe", split="test", seed=0, levels=None, ids=None):
+    store = Store(db)
+    run_key = f"{method}-{benchmark}-{split}-{seed}"
+    with store.writer() as con:
+        store.upsert_run(con, {"run_key": run_key, "method": method, "benchmark": benchmark, "split": split,
+                               "seed": seed, "receiver": "m", "sender": "m", "status": "complete",
+                               "device": "cpu", "spec": {"method": method, "seed": seed}})
+        store.insert_samples(con, [
+            {"run_key": run_key, "sample_id": (ids or [f"q{i}" for i in range(len(outcomes))])[i],
+             "success": bool(ok), "score": float(ok), "steps": 1,
+             "metrics": {"chance": 0.25, **({"level": levels[i]} if levels else {})}}
+            for i, ok in enumerate(outcomes)])
+        store.insert_timings(con, [{"run_key": run_key, "sample_id": f"q{i}", "stage": stage, "ms": ms}
+                                   for i in range(len(outcomes)) for stage, ms in (("receiver", 10.0 + i),
+                                                                                   ("wall", 12.0 + i))])
+
+
+@pytest.fixture
+def known_db(tmp_path):
+    db = tmp_path / "r.duckdb"
+    latent = [1] * 30 + [0] * 10
+    _write(db, "latent", latent)
+    _write(db, "no_comm", [0] * 35 + [1] * 5)           # far below latent
+    _write(db, "text", latent[:-1] + [1])               # one discordant pair: not significant
+    _write(db, "whitenoise", [1] * 30, ids=[f"q{i}" for i in range(10, 40)])  # shares 30 samples only
+    return db
+
+
+def test_tables_compare_each_row_with_latent_on_shared_samples(known_db):
+    t = report.tables(known_db)["probe"]
+    cells = t.cells[t.cells["measure"] == "accuracy %"].set_index("row")
+    assert bool(cells.loc["no_comm", "significant"]) and not bool(cells.loc["text", "significant"])
+    assert pd.isna(cells.loc["latent", "vs"])  # the baseline is not compared with itself
+    # no_comm vs latent: latent alone wins on q0..q29, no_comm alone on q35..q39 (latent fails there).
+    expected = stats.mcnemar_exact(np.array([0] * 35 + [1] * 5), np.array([1] * 30 + [0] * 10))
+    assert (expected.only_row, expected.only_baseline) == (5, 30)
+    assert cells.loc["no_comm", "p"] == pytest.approx(expected.p)
+    assert cells.loc["no_comm", "delta"] == pytest.approx(-25 / 40)
+    # Holm over the three comparisons of the table.
+    raw = cells["p"].dropna().sort_values()
+    assert cells.loc["no_comm", "p_holm"] == pytest.approx(min(1.0, raw.iloc[0] * 3))
+    # whitenoise played q10..q39: paired on those 30 only; latent fails q30..q39 where whitenoise wins.
+    white = stats.mcnemar_exact(np.ones(30), np.array([1] * 20 + [0] * 10))
+    assert cells.loc["whitenoise", "p"] == pytest.approx(white.p)
+    assert cells.loc["whitenoise", "delta"] == pytest.approx(10 / 30)
+    wide = t.wide
+    assert wide.loc["no_comm", "accuracy % probe/test"].endswith("n=40*")
+    assert "[" in wide.loc["text", "accuracy % probe/test"] and not wide.loc["text", "accuracy % probe/test"].endswith("*")
+    assert wide.loc["latent", "chance % probe/test"] == "25.0"
+    ablations = report.tables(known_db)["ablations"].wide
+    assert ablations.loc["no_comm", "Δ vs latent (pp)"] == "-62.5*"
+
+
+def test_exports_write_every_format(known_db, tmp_path):
+    written = report.write(known_db, tmp_path / "out", html=True)
+    assert {"report.md", "report.json", "probe.csv", "probe.tex", "ablations.tex", "report.html"} <= set(written)
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    no_comm = next(c for c in data["probe"]["cells"] if c["row"] == "no_comm" and c["measure"] == "accuracy %")
+    assert no_comm["n"] == 40 and no_comm["significant"] is True and 0 < no_comm["p_holm"] < 0.05
+    assert no_comm["test"] == "exact McNemar" and no_comm["lo"] < no_comm["value"] < no_comm["hi"]
+    tex = (tmp_path / "out" / "probe.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "no\\_comm" in tex
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| no_comm |" in md and "Holm" in md
+
+
+def test_leaderboard_by_a_metrics_key_splits_columns(tmp_path):
+    db = tmp_path / "r.duckdb"
+    _write(db, "latent", [1, 1, 0, 1, 0, 0], levels=["Level 1", "Level 1", "Level 1", "Level 2", "Level 2",
+                                                      "Level 10"])
+    table = leaderboard(db, by="level")
+    assert table.columns == ["probe/test/level=Level 1", "probe/test/level=Level 2", "probe/test/level=Level 10"]
+    cells = table.rows[0][1:]
+    assert [c.n for c in cells] == [3, 2, 1] and cells[0].value == pytest.approx(2 / 3)
+    out = CliRunner().invoke(app, ["leaderboard", "--db", str(db), "--by", "level", "-f", "csv"])
+    assert out.exit_code == 0 and "probe/test/level=Level 2" in out.output
+    bad = CliRunner().invoke(app, ["leaderboard", "--db", str(db), "--by", "level; drop"])
+    assert bad.exit_code != 0 and "--by" in bad.output
+
+
+def test_pandas_api(known_db):
+    runs = frames.runs_df(known_db)
+    assert set(runs["method"]) == {"latent", "no_comm", "text", "whitenoise"} and "seed" in runs
+    samples = frames.samples_df(known_db)
+    assert len(samples) == 150 and samples.groupby("method")["success"].mean()["latent"] == pytest.approx(0.75)
+    assert (samples["metrics.chance"] == 0.25).all()
+    timings = frames.timings_df(known_db)
+    assert set(timings["stage"]) == {"receiver", "wall"} and len(timings) == 2 * 150
+
+
+# -- the whole report on real runs, rendered in a browser ------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def render(page, tmp_path):
+    """Load a page in headless Chromium: (console messages, DOM, screenshot pixels)."""
+    import matplotlib.image
+
+    shot = tmp_path / "shot.png"
+    args = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--enable-logging=stderr", "--v=0", "--window-size=1300,1600"]
+    console = subprocess.run([*args, f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True,
+                             timeout=120).stderr
+    dom = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    messages = [line for line in (console + dom.stderr).splitlines() if ":CONSOLE" in line]
+    return messages, dom.stdout, matplotlib.image.imread(shot)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (make setup installs Debian's chromium): "
+                                              "the HTML report is not rendered")
+def test_render_check_catches_a_broken_page(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text("<html><body><p>x</p><script>throw new Error('kaboom')</script></body></html>")
+    messages, dom, _ = render(page, tmp_path)
+    assert any("kaboom" in m for m in messages) and "<p>x</p>" in dom
+
+
+TINY = ["--receiver", "tiny-llama", "--sender", "tiny-llama", "--max-new-tokens", "4", "--param", "plan_tokens=4",
+        "--no-leaderboard"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (make setup installs Debian's chromium): "
+                                              "the HTML report is not rendered")
+def test_report_html_on_probe_alfworld_and_math_runs_renders(results_env, tmp_path):
+    def run(*args):
+        out = CliRunner().invoke(app, ["run", *args])
+        assert out.exit_code == 0, out.output
+
+    run("-m", "oracle,random", "-t", "alfworld", "--splits", "seen,unseen", "--limit", "2", "--no-leaderboard")
+    run("-m", "text_zeroshot,no_comm_zeroshot", "-t", "math", "--limit", "3", *TINY)
+    run("-m", "latent,no_comm,untrained_k", "-t", "probe", "--limit", "4", "--param", "n_train=4", "--param", "k=2",
+        *TINY)
+    out = CliRunner().invoke(app, ["report", "--html", "--out", str(tmp_path / "rep")])
+    assert out.exit_code == 0, out.output
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert {"alfworld", "math", "probe", "latency", "efficiency"} <= set(data)
+    alf_columns = {c["column"] for c in data["alfworld"]["cells"]}
+    assert {"alfworld/seen", "alfworld/unseen"} <= alf_columns
+    assert any(c["column"].startswith("math/") and "level=" in c["column"] for c in data["math"]["cells"])
+    assert all(c["lo"] is not None for c in data["probe"]["cells"] if c["measure"] == "accuracy %")
+    assert any(c["p"] is not None for c in data["probe"]["cells"])  # rows compared with latent
+    messages, dom, pixels = render(tmp_path / "rep" / "report.html", tmp_path)
+    assert messages == []  # no console errors (nor any other console output)
+    for section in ("table-alfworld", "table-math", "table-probe", "table-latency", "plot-efficiency"):
+        assert f'id="{section}"' in dom
+    assert dom.count("<table") >= 5 and "<svg" in dom
+    ink = (pixels[..., :3] < 0.9).any(axis=-1).mean()  # share of pixels that are not white
+    assert 0.01 < ink < 0.6, ink
