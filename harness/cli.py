@@ -306,7 +306,7 @@ def ingest(db: Path | None = DbOpt):
         from interlat_bench.results.shards import ingest as do_ingest
         from interlat_bench.results.store import Store
 
-        counts = do_ingest(Store(_db(db)), _db(db).parent / "shards")
+        counts = do_ingest(Store(_db(db)), _db(db).parent / "shards", warn=err.print)
         console.print(f"ingested {counts}")
 
 

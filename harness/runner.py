@@ -217,7 +217,7 @@ def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_st
     shard_root = db.parent / "shards"
     # Load shards left by an earlier, interrupted invocation before deciding what is done.
     if any(shard_root.glob("*/*")):
-        ingest(store, shard_root)
+        ingest(store, shard_root, warn=log)
     results = []
     try:
         for spec in specs:
@@ -225,5 +225,5 @@ def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_st
                                     workers=workers))
     finally:
         if any(shard_root.glob("*/*")):
-            ingest(store, shard_root)
+            ingest(store, shard_root, warn=log)
     return results

@@ -150,18 +150,63 @@ def shard_files(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+QUARANTINE = ".quarantine"
+
+# Column -> accepted JSON types (None always allowed except for the keys).
+_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "samples": {"run_key": (str,), "sample_id": (str, int), "success": (bool,), "score": (int, float),
+                "steps": (int,), "metrics": (dict,), "error": (str,), "created_at": (str,)},
+    "timings": {"run_key": (str,), "sample_id": (str, int), "stage": (str,), "ms": (int, float)},
+}
+_REQUIRED = {"samples": ("sample_id",), "timings": ("sample_id", "stage", "ms")}
+
+
+def _check_row(row: Any) -> str | None:
+    """What is wrong with one shard line, or None."""
+    if not isinstance(row, dict) or row.get("table") not in _TYPES:
+        return "not a samples/timings row"
+    table, types = row["table"], _TYPES[row["table"]]
+    extra = sorted(set(row) - set(types) - {"table"})
+    if extra:
+        return f"unknown {table} column(s) {', '.join(extra)}"
+    for name in _REQUIRED[table]:
+        if row.get(name) is None:
+            return f"{table} row without {name}"
+    for name, value in row.items():
+        if name == "table" or value is None:
+            continue
+        ok = isinstance(value, types[name]) and not (isinstance(value, bool) and bool not in types[name])
+        if not ok:
+            return f"{table}.{name} is {type(value).__name__} {value!r:.40}, expected {'/'.join(t.__name__ for t in types[name])}"
+    return None
+
+
 def read_shard(path: Path) -> list[dict[str, Any]]:
-    """The rows of one shard; ValueError if a line is not a JSON object with a known table."""
+    """The rows of one shard; ValueError naming the file, line and problem if any line is
+    not a well-formed samples/timings row (bad JSON, unknown column, wrong type, no key)."""
     rows = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            if not isinstance(row, dict) or row.get("table") not in ("samples", "timings"):
-                raise ValueError(f"{path}:{lineno}: not a samples/timings row")
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{lineno}: not JSON ({exc})") from None
+            problem = _check_row(row)
+            if problem:
+                raise ValueError(f"{path}:{lineno}: {problem}")
             rows.append(row)
     return rows
+
+
+def quarantine(root: Path, path: Path) -> Path:
+    """Move a malformed file out of the way (``root/.quarantine/<run_key>/``), keeping it
+    for inspection; later ingests never see it again."""
+    target = root / QUARANTINE / path.parent.name / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    return target
 
 
 def pending_ids(root: str | os.PathLike[str], run_key: str) -> set[str]:
@@ -176,6 +221,17 @@ def pending_ids(root: str | os.PathLike[str], run_key: str) -> set[str]:
     return ids
 
 
+def _check_run(run: Any) -> str | None:
+    if not isinstance(run, dict):
+        return "not a JSON object"
+    if (seed := run.get("seed")) is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        return f"runs.seed is {type(seed).__name__} {seed!r:.40}, expected int"
+    for name in ("method", "benchmark", "split", "sender", "receiver", "status", "git_sha", "device"):
+        if run.get(name) is not None and not isinstance(run[name], str):
+            return f"runs.{name} is {type(run[name]).__name__}, expected str"
+    return None
+
+
 def resume_ids(store: Store, root: str | os.PathLike[str], run_key: str) -> set[str]:
     """Sample ids to skip on resume: pending in shards or finished in the database.
 
@@ -186,7 +242,7 @@ def resume_ids(store: Store, root: str | os.PathLike[str], run_key: str) -> set[
     return pending | store.finished_ids(run_key)
 
 
-def ingest(store: Store, root: str | os.PathLike[str]) -> dict[str, int]:
+def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, int]:
     """Load all run.json files and shards under ``root`` into ``store``; delete loaded shards.
 
     One writer connection, one transaction; shard files are deleted only after the commit,
@@ -194,8 +250,10 @@ def ingest(store: Store, root: str | os.PathLike[str]) -> dict[str, int]:
     (primary keys + insert-or-replace). For a sample seen several times the last finished
     row wins, else the last errored one; an errored row never replaces a finished row
     already in the database. The timings of a sample come from the shard whose sample row
-    was kept (stale stages of a replaced attempt are dropped). Unreadable shards are
-    skipped and left in place (counted in ``bad_files``, as is an unreadable run.json).
+    was kept (stale stages of a replaced attempt are dropped). A malformed shard or run.json
+    (bad JSON, an unknown column, a wrong type, a row without its key) is moved to
+    ``root/.quarantine/`` and named in one line through ``warn``; the valid files beside it
+    are loaded (``bad_files`` counts the quarantined ones).
 
     Returns counts: runs, shards, samples, timings, skipped (errored rows not applied
     because the sample is already finished), bad_files. The database is not opened when
@@ -206,6 +264,15 @@ def ingest(store: Store, root: str | os.PathLike[str]) -> dict[str, int]:
     if not root.is_dir():
         return counts
 
+    def set_aside(path: Path, problem: str) -> None:
+        counts["bad_files"] += 1
+        try:
+            moved = quarantine(root, path)
+        except OSError:  # vanished meanwhile (another ingest): nothing to set aside
+            return
+        if warn:
+            warn(f"malformed results file set aside: {problem} -> {moved}")
+
     run_rows: list[dict[str, Any]] = []
     run_texts: list[tuple[Path, str]] = []
     loaded: list[Path] = []
@@ -213,7 +280,7 @@ def ingest(store: Store, root: str | os.PathLike[str]) -> dict[str, int]:
     best: dict[tuple[str, str], tuple[bool, int, dict[str, Any]]] = {}
     timings: list[tuple[int, dict[str, Any]]] = []
     order = 0
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != QUARANTINE):
         run_key = folder.name
         try:
             run_text = (folder / RUN_FILE).read_text(encoding="utf-8")
@@ -224,17 +291,20 @@ def ingest(store: Store, root: str | os.PathLike[str]) -> dict[str, int]:
                 run = json.loads(run_text)
             except ValueError:
                 run = None
-            if isinstance(run, dict):
+            problem = _check_run(run)
+            if problem is None:
                 run["run_key"] = run_key
                 run_rows.append({k: v for k, v in run.items() if k in RUN_COLUMNS})
                 run_texts.append((folder, run_text))
             else:
-                counts["bad_files"] += 1
+                set_aside(folder / RUN_FILE, f"{folder / RUN_FILE}: {problem}")
         for path in shard_files(folder):
             try:
                 rows = read_shard(path)
-            except (OSError, ValueError):
-                counts["bad_files"] += 1
+            except FileNotFoundError:  # ingested by another process meanwhile
+                continue
+            except (OSError, ValueError) as exc:
+                set_aside(path, str(exc))
                 continue
             order += 1
             loaded.append(path)

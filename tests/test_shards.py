@@ -236,14 +236,42 @@ def test_errored_sample_is_retried_and_the_finished_attempt_wins(tmp_path):
         assert con.execute("SELECT ms FROM timings").fetchall() == [(5.0,)]
 
 
-def test_unreadable_shard_is_skipped_and_kept(tmp_path):
+BAD_LINES = {
+    "not json": ("this is not json", "not JSON"),
+    "wrong type": ('{"table": "samples", "sample_id": "s9", "success": "yes"}', "samples.success is str"),
+    "no sample_id": ('{"table": "samples", "success": true}', "samples row without sample_id"),
+    "extra column": ('{"table": "samples", "sample_id": "s9", "colour": "red"}', "unknown samples column(s) colour"),
+    "timing ms text": ('{"table": "timings", "sample_id": "s9", "stage": "wall", "ms": "fast"}', "timings.ms is str"),
+    "bool steps": ('{"table": "samples", "sample_id": "s9", "steps": true}', "samples.steps is bool"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_LINES)
+def test_a_malformed_shard_is_set_aside_and_the_rest_ingested(tmp_path, kind):
     root, store = tmp_path / "shards", Store(tmp_path / "results.duckdb")
     ShardWriter(root, "k1").append([sample(1)])
+    ShardWriter(root, "k2").append([sample(2)])
+    line, problem = BAD_LINES[kind]
     bad = root / "k1" / "1-1-0.jsonl"
-    bad.write_text("this is not json\n")
-    result = ingest(store, root)
+    bad.write_text(json.dumps(sample(3) | {"table": "samples"}) + "\n" + line + "\n")
+    said = []
+    result = ingest(store, root, warn=said.append)
+    assert result["bad_files"] == 1 and result["samples"] == 2  # both valid shards, nothing of the bad one
+    assert counts(store)[1] == 2
+    assert not bad.exists() and (root / ".quarantine" / "k1" / bad.name).exists()
+    assert len(said) == 1 and str(bad) in said[0] and ":2: " in said[0] and problem in said[0]
+    assert ingest(store, root, warn=said.append)["bad_files"] == 0  # set aside once, never again
+
+
+def test_a_malformed_run_file_is_set_aside(tmp_path):
+    root, store = tmp_path / "shards", Store(tmp_path / "results.duckdb")
+    w = ShardWriter(root, "k1")
+    w.append([sample(1)])
+    (root / "k1" / "run.json").write_text('{"run_key": "k1", "seed": "zero"}')
+    said = []
+    result = ingest(store, root, warn=said.append)
     assert result["bad_files"] == 1 and result["samples"] == 1
-    assert bad.exists()
+    assert "runs.seed is str" in said[0] and (root / ".quarantine" / "k1" / "run.json").exists()
 
 
 def test_ingest_lock_conflict_keeps_shards(tmp_path):
