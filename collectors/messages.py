@@ -38,6 +38,7 @@ Run as a module (e.g. ``torchrun --nproc_per_node 2 -m interlat_bench.collectors
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -211,9 +212,38 @@ def _write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=1, ensure_ascii=False))
 
 
+@contextlib.contextmanager
+def _writing(folder: Path):
+    """Hold a shared lock on the collection while this process writes parts, so that a
+    concurrent run sharing the cache never deletes ``parts/`` under it; the last writer out
+    (an exclusive lock, taken without waiting) removes the parts of a finished collection."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".writers.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # another writer is still at work: it cleans up when it leaves
+            try:
+                if is_done(folder):
+                    shutil.rmtree(folder / PARTS_DIR, ignore_errors=True)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _merge(folder: Path, cfg: CollectConfig, tasks: Sequence[tuple[str, str]]) -> None:
-    """Parts -> one dataset in task order, written to a temp folder renamed into place."""
+    """Parts -> one dataset in task order, written to a temp folder renamed into place.
+    The parts stay until the last writer leaves (``_writing``)."""
     import pyarrow as pa
+
+    if is_done(folder):  # a concurrent run merged first; the content is the same
+        return
 
     parts = _parts(folder)
     table = pa.concat_tables([_read_table(p) for p in parts]) if parts else None
@@ -230,7 +260,6 @@ def _merge(folder: Path, cfg: CollectConfig, tasks: Sequence[tuple[str, str]]) -
         _write_json(tmp / "meta.json", {"count": len(tasks), "key": folder.name,
                                         "columns": list(COLUMNS),
                                         "generation": cfg.generation_settings()})
-    shutil.rmtree(folder / PARTS_DIR, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- distributed
@@ -293,7 +322,8 @@ def collect_messages(cfg: CollectConfig, tasks: Sequence[tuple[str, str]],
         return folder
     rank, world, owned = _init_distributed()
     try:
-        _collect(cfg, tasks, folder, rank, world, progress, loaded)
+        with _writing(folder):
+            _collect(cfg, tasks, folder, rank, world, progress, loaded)
     finally:
         if owned:
             import torch.distributed as dist
@@ -327,6 +357,8 @@ def _collect(cfg, tasks, folder: Path, rank: int, world: int, progress, loaded) 
         stop = eos_ids(tok)
         prefix = _shared_prefix(loaded.model, encoded) if SHARE_PREFILL else None
         for batch in mine:
+            if world == 1 and is_done(folder):  # another run sharing the cache finished it
+                break
             records = _generate_batch(loaded, cfg, [todo[k] for k in batch],
                                       [encoded[k] for k in batch], stop, settings, prefix)
             name = hashlib.sha256("\0".join(records["task_id"]).encode()).hexdigest()[:16]

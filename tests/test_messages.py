@@ -284,3 +284,26 @@ def test_torchrun_two_processes_match_one(tiny, tmp_path):
         assert one[tid].token_ids == two[tid].token_ids
         torch.testing.assert_close(one[tid].latents, two[tid].latents, rtol=2e-3, atol=1e-4)
     shutil.rmtree(tmp_path / "two", ignore_errors=True)
+
+
+def test_a_concurrent_writer_keeps_its_parts_until_it_leaves(tiny, tmp_path):
+    """Two runs sharing a cache: the one that merges first must not delete parts/ while the
+    other is still writing there (it used to crash with FileNotFoundError on parts/.tmp-...)."""
+    import fcntl
+
+    cfg = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, batch_size=2)
+    folder = mc.collection_path(cfg, [(str(i), str(t)) for i, t in TASKS[:3]], tmp_path)
+    folder.mkdir(parents=True)
+    with open(folder / ".writers.lock", "a+") as other:  # a second run, mid-collection
+        fcntl.flock(other, fcntl.LOCK_SH)
+        path = mc.collect_messages(cfg, TASKS[:3], out_root=tmp_path, loaded=tiny)
+        assert mc.is_done(path) and (path / mc.PARTS_DIR).is_dir()  # left for the other writer
+        with mc._writing(path):  # the other run writes its last part now, after the merge
+            mc._write_table(mc._read_table(path / mc.DATASET_DIR / mc.DATA_FILE), path / mc.PARTS_DIR / "part-x.parquet")
+            mc._merge(path, cfg, [(str(i), str(t)) for i, t in TASKS[:3]])  # finished already: no-op
+        fcntl.flock(other, fcntl.LOCK_UN)
+    assert (path / mc.PARTS_DIR).is_dir()  # the other run's own lock was still held at that exit
+    with mc._writing(path):
+        pass
+    assert not (path / mc.PARTS_DIR).exists()  # the last writer out cleans up
+    assert len(mc.load_messages(path)) == 3
