@@ -99,13 +99,20 @@ def run(
             return
         _run_with_progress(specs, _db(db), workers)
         if leaderboard_after:
-            shown = sorted({s.method for s in specs}), sorted({s.benchmark for s in specs})
-            _print_leaderboard(_db(db), *shown, None, "success", "rich")
-            _print_chance(specs)
-            if "alfworld" in shown[1]:  # SPEC section 7: steps over successes and over all episodes
-                _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "steps_success", "rich")
-                _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "steps", "rich")
-                _print_leaderboard(_db(db), shown[0], ["alfworld"], None, "valid_actions", "rich")
+            try:
+                _leaderboards_after_run(specs, _db(db))
+            except UserError as exc:  # e.g. another run holds the database: the results are safe
+                err.print(f"leaderboard skipped: {exc}")
+
+
+def _leaderboards_after_run(specs, db: Path) -> None:
+    shown = sorted({s.method for s in specs}), sorted({s.benchmark for s in specs})
+    _print_leaderboard(db, *shown, None, "success", "rich")
+    _print_chance(specs)
+    if "alfworld" in shown[1]:  # SPEC section 7: steps over successes and over all episodes
+        _print_leaderboard(db, shown[0], ["alfworld"], None, "steps_success", "rich")
+        _print_leaderboard(db, shown[0], ["alfworld"], None, "steps", "rich")
+        _print_leaderboard(db, shown[0], ["alfworld"], None, "valid_actions", "rich")
 
 
 def _print_plan(specs, db: Path) -> None:

@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from interlat_bench.harness.core.errors import UserError
 from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.registry import benchmarks, methods
 from interlat_bench.harness.core.runspec import RunSpec
@@ -211,9 +212,14 @@ def plan_grid(specs: list[RunSpec], db: Path) -> list[CellPlan]:
     return out
 
 
+# Another process may hold the results database for a moment (a run sharing the folder
+# ingesting its shards, a notebook's query): wait this long before giving up.
+LOCK_WAIT_S = 120.0
+
+
 def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_start=None,
              workers: int = 1) -> list[CellResult]:
-    store = Store(db)
+    store = Store(db, lock_wait=LOCK_WAIT_S, on_wait=log)
     shard_root = db.parent / "shards"
     # Load shards left by an earlier, interrupted invocation before deciding what is done.
     if any(shard_root.glob("*/*")):
@@ -225,5 +231,9 @@ def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_st
                                     workers=workers))
     finally:
         if any(shard_root.glob("*/*")):
-            ingest(store, shard_root, warn=log)
+            try:
+                ingest(store, shard_root, warn=log)
+            except UserError as exc:  # still locked: the rows are safe in their shards
+                log(f"{exc}; this run's results are kept in {shard_root} and load with the next run "
+                    "or `interlat-bench ingest`")
     return results

@@ -181,13 +181,14 @@ def _is_lock_error(exc: Exception) -> bool:
 class Store:
     """A results database file. Connections are short-lived and opened per use.
 
-    ``lock_wait`` (seconds) retries opening while another process holds the lock; the
-    default 0 fails at once with a UserError naming the holder.
+    ``lock_wait`` (seconds) retries opening while another process holds the lock, saying so
+    once through ``on_wait``; the default 0 fails at once with a UserError naming the holder.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, lock_wait: float = 0.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, lock_wait: float = 0.0, on_wait=None) -> None:
         self.path = Path(path)
         self.lock_wait = lock_wait
+        self.on_wait = on_wait
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -197,12 +198,19 @@ class Store:
     def _connect(self, *, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_wait
         delay = 0.05
+        said = False
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only, config=config or {})
             except duckdb.IOException as exc:
                 if _is_lock_error(exc):
                     if time.monotonic() < deadline:
+                        if not said and self.on_wait is not None:
+                            m = _LOCK_RE.search(str(exc))
+                            holder = f"{m['program']} (PID {m['pid']})" if m else "another process"
+                            self.on_wait(f"results database {self.path} is in use by {holder}; "
+                                         f"waiting up to {self.lock_wait:.0f} s")
+                            said = True
                         time.sleep(delay)
                         delay = min(delay * 2, 1.0)
                         continue

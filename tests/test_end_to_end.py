@@ -59,3 +59,44 @@ def test_trained_methods_cross_family_train_once(results_env):
     assert " receiver on 4 conversations" not in out
     assert out.count("reusing trained") == 3
     assert counts(results_env) == {"latent": 3, "text": 3, "no_comm": 3}
+
+
+def test_a_run_that_finds_the_database_locked_waits_then_keeps_its_rows(results_env, monkeypatch):
+    """Two runs sharing a results folder: when the other one holds the database as this one
+    finishes, this one waits (saying so), keeps its rows in shards and exits 0; the next
+    ingest loads them."""
+    import subprocess
+    import sys
+
+    from interlat_bench.harness import runner
+
+    monkeypatch.setattr(runner, "LOCK_WAIT_S", 1.0)
+    holder = []
+
+    def take_the_lock(record):  # the other run starts ingesting while this one plays its last sample
+        if not holder:
+            holder.append(subprocess.Popen(
+                [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(results_env)!r}); "
+                 "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True))
+            assert holder[0].stdout.readline().strip() == "ready"
+
+    invoke("run", "-m", "text_zeroshot", "-t", "math", "--limit", "1", *TINY)  # creates the database
+    lines = []
+    try:
+        from interlat_bench.harness.core.runspec import DecodingSpec
+        from interlat_bench.harness.grid import expand
+
+        specs = expand(methods_csv="no_comm_zeroshot", tasks_csv="math", receiver="tiny-llama",
+                       sender="tiny-llama", limit=2, decoding=DecodingSpec(max_new_tokens=6))
+        runner.run_grid(specs, results_env, log=lines.append, on_sample=take_the_lock)
+    finally:
+        for proc in holder:
+            proc.kill()
+            proc.wait(timeout=30)
+            proc.stdout.close()
+    said = "\n".join(lines)
+    assert "is in use by" in said and "waiting up to 1 s" in said
+    assert "results are kept in" in said and "interlat-bench ingest" in said
+    out = invoke("ingest")
+    assert "'samples': 2" in out
+    assert counts(results_env) == {"text_zeroshot": 1, "no_comm_zeroshot": 2}

@@ -1,0 +1,234 @@
+"""lm-eval model ``interlat``: any lm-eval task as a latent-communication benchmark.
+
+For each request the request's context is the task: the sender plans for it (the method's
+sender settings, the planner prompt of ``task`` or the generic one), and the trained receiver
+answers the context as its user turn with the message in its slot, exactly as a harness cell
+plays a sample (``method.messages`` -> ``message_for``/``transform`` -> ``method.agent``)::
+
+    python -m interlat_bench.harness.lm_eval_model --model interlat \\
+        --model_args method=latent,checkpoint=<folder>,task=math --tasks <task> --include_path <dir>
+
+lm-eval 0.4.13 finds models only in its registry, filled by imports (no entry-point group),
+so its own ``lm_eval`` command cannot see ``interlat``: ``main`` imports this module (which
+registers the model) and hands the arguments to lm-eval's CLI.
+
+Model args: ``method`` (latent | text | no_comm, or any method with a trained receiver),
+``receiver``/``sender`` (model references), ``checkpoint`` (a receiver folder from
+``interlat-bench train``) or ``task`` (a harness benchmark: its receiver is trained or reused
+from the cache as ``interlat-bench train`` would; with ``checkpoint`` it only sets the planner
+prompt and sender defaults), ``max_new_tokens`` (caps every reply), ``dtype``, ``seed``, and
+the method's own settings (``plan_tokens``, ``n_train``, ...). ``batch_size`` is accepted:
+requests run one at a time on the receiver's KV-cached agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import lm_eval.models  # noqa: F401  lm-eval imports its built-ins only into an empty registry
+from lm_eval.api.model import LM
+from lm_eval.api.registry import model_registry
+from tqdm import tqdm
+
+from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.core.message import MessageKind
+from interlat_bench.harness.core.models import SMOLLM2
+
+MODEL_NAME = "interlat"
+log = logging.getLogger(__name__)
+
+
+def sample_for(context: str):
+    """The harness sample of a request: the context is the task; its id is content-addressed,
+    so the same context gets the same (seeded) plan and message cache entry in every run."""
+    from interlat_bench.benchmarks.base import Sample
+
+    return Sample(f"lm_eval/{hashlib.sha256(context.encode()).hexdigest()[:16]}", context)
+
+
+class InterlatLM(LM):
+    def __init__(self, method: str = "latent", receiver: str = SMOLLM2, sender: str = SMOLLM2,
+                 checkpoint: str | None = None, task: str | None = None, max_new_tokens: int | None = None,
+                 dtype: str = "auto", seed: int = 0, batch_size=1, max_batch_size=None, device=None,
+                 **params):
+        super().__init__()
+        from interlat_bench.benchmarks.base import Benchmark
+        from interlat_bench.harness.core.models import resolve_dtype
+        from interlat_bench.harness.core.params import check_params
+        from interlat_bench.harness.core.registry import benchmarks, methods
+        from interlat_bench.harness.core.runspec import RunSpec
+        from interlat_bench.harness.grid import expand
+        from interlat_bench.harness.runner import train_stage
+        from interlat_bench.methods.base import RunContext
+        from interlat_bench.trainers.receiver import load_receiver
+
+        mcls = methods.get(method)
+        if mcls.trained_with is None:
+            raise UserError(f"interlat: method {method!r} has no trained receiver (use latent, text or no_comm)")
+        unknown = sorted(set(params) - set(mcls.defaults))
+        if unknown:
+            raise UserError(f"interlat: unknown model_args {unknown}; method {method!r} takes "
+                            f"{sorted(mcls.defaults)} besides method, receiver, sender, checkpoint, task, "
+                            "max_new_tokens, dtype, seed")
+        if dtype == "auto":  # as the CLI resolves it, so `task` finds the checkpoint `train` wrote
+            import torch
+
+            dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+        resolve_dtype(dtype)
+        if task:  # the spec `interlat-bench train -m <method> -t <task> -p ...` makes
+            spec = expand(methods_csv=method, tasks_csv=task, seeds=[int(seed)], sender=sender, receiver=receiver,
+                          dtype=dtype, method_params=params)[0]
+            bench = benchmarks.get(task)(dict(spec.benchmark_params))
+        else:
+            check_params("model_args", params, mcls.param_checks, f"method {method}")
+            spec = RunSpec.make(method=method, benchmark="lm_eval", split="lm_eval", receiver=receiver,
+                                sender=sender if mcls.needs_sender() else None, seed=int(seed), dtype=dtype,
+                                method_params={**mcls.defaults, **params})
+            bench = Benchmark()  # the generic planner prompt
+        self.ctx = RunContext(spec, bench, log=log.info)
+        self.method = mcls(dict(spec.method_params))
+        if checkpoint:
+            folder = Path(checkpoint)
+            if not (folder / "DONE").exists():
+                raise UserError(f"interlat: checkpoint={folder} is not a finished receiver checkpoint "
+                                "(a folder printed by `interlat-bench train`)")
+        elif task:
+            folder = train_stage(self.ctx, self.method)
+        else:
+            raise UserError("interlat: give checkpoint=<receiver folder> (from `interlat-bench train`) "
+                            "or task=<benchmark> (train or reuse its receiver)")
+        self.receiver = load_receiver(folder, dtype=dtype)
+        if self.method.sends is MessageKind.LATENT and self.receiver.adapter is None:
+            raise UserError(f"interlat: {folder} has no adapter: a {self.receiver.kind} receiver cannot read latents")
+        if self.receiver.kind is not self.method.trained_with:  # an ablation, e.g. a latent receiver, empty slot
+            log.warning("interlat: receiver trained with %s, evaluated with method %s", self.receiver.kind, method)
+        self.agent = self.method.agent(self.ctx, self.receiver)
+        self.max_new_tokens = int(max_new_tokens) if max_new_tokens else None
+        self.info = {"method": method, "sender": spec.sender, "receiver": receiver, "checkpoint": str(folder),
+                     "task": task, "method_params": dict(spec.method_params)}
+        self._messages: dict = {}
+        self._planned: set[str] = set()
+
+    # -- the sender ----------------------------------------------------------------------
+    def plan(self, contexts: list[str]) -> None:
+        """The sender's messages for every new context, in one batched (cached) collection."""
+        new = [s for s in map(sample_for, dict.fromkeys(contexts)) if s.id not in self._planned]
+        if new:
+            self._messages.update(self.method.messages(self.ctx, new, self.receiver))
+            self._planned.update(s.id for s in new)
+
+    def message(self, context: str):
+        """What the receiver reads for ``context``, as ``runner._play`` gives it to a sample."""
+        import torch
+
+        from interlat_bench.harness.core.seeds import item_seed
+
+        self.plan([context])
+        sample = sample_for(context)
+        rng = torch.Generator().manual_seed(item_seed(self.ctx.spec.seed, sample.id, "transform"))
+        return self.method.transform(self.method.message_for(sample, self._messages, self.ctx.spec.seed), rng)
+
+    def _begin(self, context: str) -> None:
+        self.agent.begin(context, self.message(context), sample_for(context))
+
+    # -- lm-eval requests ----------------------------------------------------------------
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        """log P(continuation | context in the user turn, message in the slot), the continuation
+        scored as the opening of the assistant reply (its leading whitespace dropped: trained
+        replies start right after the turn header). One prefill per distinct context."""
+        from interlat_bench.harness.core.generation import extend_logits
+
+        args = [r.args for r in requests]
+        self.plan([c for c, _ in args])
+        by_context: dict[str, list[int]] = defaultdict(list)
+        for i, (context, _) in enumerate(args):
+            by_context[context].append(i)
+        out: list[tuple[float, bool]] = [(0.0, True)] * len(args)
+        for context, rows in tqdm(by_context.items(), disable=disable_tqdm, desc="interlat loglikelihood"):
+            self._begin(context)
+            # The agent's queued prompt: turn, <bop> slot <eop>, generation prompt (ReceiverAgent.begin).
+            cache, logp = extend_logits(self.receiver.lm.model, self.agent.pending, None)
+            for i in rows:
+                out[i] = self._score(cache, logp[-1], args[i][1])
+                self.cache_hook.add_partial("loglikelihood", args[i], out[i])
+        return out
+
+    def _score(self, cache, first_logp, continuation: str) -> tuple[float, bool]:
+        """Summed log-prob and greedy-ness of ``continuation`` on top of ``cache`` (left as it was).
+        One pass per continuation rather than ``score_continuations``' packed one: is_greedy
+        needs the argmax at every position, not just the sum."""
+        import torch
+
+        from interlat_bench.harness.core import conversation as conv
+        from interlat_bench.harness.core.generation import extend_logits
+
+        lm = self.receiver.lm
+        ids = conv.tokenize(lm.tokenizer, continuation.lstrip())
+        if not ids:
+            return 0.0, True
+        logp = first_logp[None]
+        if len(ids) > 1:
+            embed = lm.model.get_input_embeddings()
+            with torch.no_grad():
+                fed = embed(torch.tensor(ids[:-1], device=embed.weight.device))
+            _, more = extend_logits(lm.model, fed, cache)
+            cache.crop(-len(fed))
+            logp = torch.cat([logp, more])
+        target = torch.tensor(ids, device=logp.device)
+        return float(logp.gather(1, target[:, None]).sum()), bool((logp.argmax(-1) == target).all())
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        raise NotImplementedError(
+            "interlat: loglikelihood_rolling (perplexity tasks) is not supported: the receiver answers a "
+            "task the sender planned for, and a rolling window over a document has no such task")
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Greedy reply to the context (sampling settings in gen_kwargs are ignored), to the end of
+        the turn or ``max_gen_toks`` (``max_new_tokens`` when set), cut at the first ``until`` string."""
+        self.plan([r.args[0] for r in requests])
+        out = []
+        for r in tqdm(requests, disable=disable_tqdm, desc="interlat generate_until"):
+            context, kwargs = r.args
+            kwargs = dict(kwargs or {})
+            until = kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            n = self.max_new_tokens or int(kwargs.get("max_gen_toks", 256))
+            self.agent.dec = replace(self.agent.dec, greedy=True, max_new_tokens=n)
+            self._begin(context)
+            reply = self.agent.respond()
+            reply = reply[:min((reply.find(s) for s in until if s and s in reply), default=len(reply))]
+            out.append(reply)
+            self.cache_hook.add_partial("generate_until", r.args, reply)
+        return out
+
+    def get_model_info(self) -> dict:
+        return {"interlat": self.info}
+
+
+# A lazy placeholder rather than the class: registering the same string twice is allowed, so this
+# module may run as `python -m` (as __main__) and be imported by the registry as well.
+model_registry.register(MODEL_NAME, target="interlat_bench.harness.lm_eval_model:InterlatLM")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """lm-eval's command line with ``interlat`` registered, e.g.
+    ``main(["--model", "interlat", "--model_args", "checkpoint=...", "--tasks", "..."])``."""
+    from lm_eval.__main__ import cli_evaluate
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    saved = sys.argv
+    sys.argv = ["lm-eval", *argv]  # lm-eval's parser reads sys.argv itself
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = saved
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
