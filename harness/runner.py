@@ -78,6 +78,16 @@ def _play_in_worker(spec: RunSpec, sample):
     return _play(spec, bench, method, agent, {}, sample)
 
 
+def _die_with_parent() -> None:
+    """Worker initializer: end this worker when the run's process dies, even by SIGKILL
+    (Linux prctl PR_SET_PDEATHSIG); elsewhere workers finish their current episode."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 def _play_in_worker_args(args):
     return _play_in_worker(*args)
 
@@ -117,7 +127,7 @@ def _records(spec, bench, method, agent, messages, todo, workers: int):
         # because every ALFWorld game leaves a few MB behind in its process (multiprocessing.Pool:
         # ProcessPoolExecutor's max_tasks_per_child can hang on CPython 3.11, gh-115634).
         ctx_mp = multiprocessing.get_context("spawn")
-        with ctx_mp.Pool(min(workers, len(todo)), maxtasksperchild=25) as pool:
+        with ctx_mp.Pool(min(workers, len(todo)), initializer=_die_with_parent, maxtasksperchild=25) as pool:
             yield from pool.imap(_play_in_worker_args, [(spec, s) for s in todo])
         return
     for sample in todo:
@@ -136,7 +146,11 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
         on_start(spec, len(samples), len(todo))
     if not todo:
         return CellResult(spec, len(samples), 0, 0)
+    with writer.alive():  # a killed run is then seen as interrupted, not running forever
+        return _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers)
 
+
+def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers) -> CellResult:
     from interlat_bench.harness.core.models import device
     from interlat_bench.trainers.receiver import load_receiver
 

@@ -16,6 +16,7 @@ worker may rewrite it at any time); after loading it, ingest keeps a copy in
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -40,6 +41,7 @@ from interlat_bench.results.store import (
 
 RUN_FILE = "run.json"
 RUN_MARKER = ".run.json.ingested"
+ALIVE_FILE = ".alive"  # a running run holds a lock on it; the kernel drops the lock if the process dies
 SHARD_RE = re.compile(r"^(?P<ns>\d+)-(?P<pid>\d+)-(?P<seq>\d+)\.jsonl$")
 
 
@@ -86,6 +88,20 @@ class ShardWriter:
             data["updated_at"] = now
         write_text(path, _dumps(data) + "\n")
         return path
+
+    @contextlib.contextmanager
+    def alive(self):
+        """Hold this run's liveness lock while it computes: ``ingest`` marks a ``running`` run
+        whose lock nobody holds (killed, even by SIGKILL) as ``interrupted``."""
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ALIVE_FILE, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def append(
         self, record_rows: Sequence[Mapping[str, Any]], timing_rows: Sequence[Mapping[str, Any]] = ()
@@ -221,6 +237,30 @@ def pending_ids(root: str | os.PathLike[str], run_key: str) -> set[str]:
     return ids
 
 
+def _stale_running(store: Store, root: Path) -> set[str]:
+    """Runs the database says are running while no process holds their liveness lock."""
+    if not store.path.exists():
+        return set()
+    with store.reader() as con:
+        running = [r[0] for r in con.execute("SELECT run_key FROM runs WHERE status = 'running'").fetchall()]
+    return {k for k in running if not is_alive(root / k)}
+
+
+def is_alive(folder: Path) -> bool:
+    """Whether a process holds the run's liveness lock (``ShardWriter.alive``)."""
+    import fcntl
+
+    if not (folder / ALIVE_FILE).exists():
+        return False
+    with open(folder / ALIVE_FILE, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
 def _check_run(run: Any) -> str | None:
     if not isinstance(run, dict):
         return "not a JSON object"
@@ -255,12 +295,15 @@ def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, i
     ``root/.quarantine/`` and named in one line through ``warn``; the valid files beside it
     are loaded (``bad_files`` counts the quarantined ones).
 
+    A run whose status is ``running`` while no process holds its liveness lock
+    (``ShardWriter.alive``; a killed run) becomes ``interrupted``.
+
     Returns counts: runs, shards, samples, timings, skipped (errored rows not applied
-    because the sample is already finished), bad_files. The database is not opened when
+    because the sample is already finished), bad_files, interrupted. The database is not opened when
     there is nothing to load.
     """
     root = Path(root)
-    counts = {"runs": 0, "shards": 0, "samples": 0, "timings": 0, "skipped": 0, "bad_files": 0}
+    counts = {"runs": 0, "shards": 0, "samples": 0, "timings": 0, "skipped": 0, "bad_files": 0, "interrupted": 0}
     if not root.is_dir():
         return counts
 
@@ -321,7 +364,8 @@ def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, i
                 else:
                     timings.append((order, row))
 
-    if not run_rows and not loaded:
+    stale = _stale_running(store, root)
+    if not run_rows and not loaded and not stale:
         return counts
 
     with store.writer() as con:
@@ -360,6 +404,12 @@ def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, i
                     con.unregister("_replaced_samples")
             counts["samples"] = store.insert_samples(con, [row for _, _, row in best.values()])
             counts["timings"] = store.insert_timings(con, timing_rows)
+            dead = [k for k in stale | {r["run_key"] for r in run_rows if r.get("status") == "running"}
+                    if not is_alive(root / k)]
+            if dead:
+                con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running' "
+                            "AND list_contains(?, run_key)", [dead])
+            counts["interrupted"] = len(dead)
             con.commit()
         except BaseException:
             con.rollback()

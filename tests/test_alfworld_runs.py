@@ -1,6 +1,11 @@
 """Real ALFWorld episodes through the harness: reference policies, resume, parallel = serial."""
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -92,3 +97,68 @@ def test_rank_mode_acts_only_with_admissible_commands(results_env):
     assert sorted(by_mode) == ["generate", "rank"]
     ranked = json.loads(by_mode["rank"])
     assert ranked["valid_actions"] == 1.0 and ranked["turns"] == 3
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # field 4: the parent's pid
+                found.add(int(entry))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker death signal is Linux-only")
+def test_sigkill_with_workers_ends_them_marks_the_run_interrupted_and_resume_loses_nothing(results_env):
+    cmd = [sys.executable, "-m", "interlat_bench.harness.cli", "run", "-m", "random", "-t", "alfworld",
+           "--splits", "seen", "--limit", "8", "--max-steps", "60", "--workers", "2", "--no-leaderboard"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        workers = set()
+        while time.monotonic() < deadline and len(workers) < 2:
+            workers = {c for c in _children(proc.pid) if "spawn_main" in _cmdline(c)}
+            time.sleep(0.2)
+        assert len(workers) == 2, "no worker processes started"
+        time.sleep(3)  # mid-episode
+        proc.kill()
+        proc.wait(timeout=30)
+        end = time.monotonic() + 3
+        while time.monotonic() < end and not all(_gone(w) for w in workers):
+            time.sleep(0.1)
+        assert all(_gone(w) for w in workers), "workers outlived the killed run"
+    finally:
+        proc.kill()
+        proc.stdout.close()
+    result = runner.invoke(app, ["ingest"])
+    assert result.exit_code == 0 and "'interrupted': 1" in result.output, result.output
+    con = duckdb.connect(str(results_env), read_only=True)
+    assert con.execute("select status from runs").fetchall() == [("interrupted",)]
+    con.close()
+    result = runner.invoke(app, cmd[3:])  # resume: the rest, nothing twice
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(results_env), read_only=True)
+    ids = [r[0] for r in con.execute("select sample_id from samples").fetchall()]
+    status = con.execute("select status from runs").fetchall()
+    con.close()
+    assert len(ids) == len(set(ids)) == 8 and status == [("complete",)]

@@ -132,25 +132,28 @@ def test_ingest_loads_everything_then_deletes_shards(tmp_path):
     tmp = root / "k1" / ".1-1-9.jsonl.1.0.tmp"
     tmp.write_text('{"table": "samples", "sample_id": "99", "success": true}\n{"table": "samples", "sam')
 
-    result = ingest(store, root)
+    with writer.alive():  # the run is still computing
+        result = ingest(store, root)
 
-    assert result == {"runs": 1, "shards": 2, "samples": 4, "timings": 5, "skipped": 0, "bad_files": 0}
-    assert counts(store) == (4, 4, 5)
-    assert shard_files(root / "k1") == []
-    assert tmp.exists()  # ignored, not loaded and not deleted
-    assert (root / "k1" / RUN_FILE).exists()
-    with store.reader() as con:
-        assert con.execute("SELECT method, seed, status FROM runs").fetchall() == [("latent", 1, "running")]
-        assert con.execute("SELECT count(*) FROM samples WHERE sample_id = '99'").fetchone() == (0,)
-    # nothing new: the database is not even opened
-    assert ingest(store, root) == {
-        "runs": 0,
-        "shards": 0,
-        "samples": 0,
-        "timings": 0,
-        "skipped": 0,
-        "bad_files": 0,
-    }
+        assert result == {"runs": 1, "shards": 2, "samples": 4, "timings": 5, "skipped": 0, "bad_files": 0,
+                          "interrupted": 0}
+        assert counts(store) == (4, 4, 5)
+        assert shard_files(root / "k1") == []
+        assert tmp.exists()  # ignored, not loaded and not deleted
+        assert (root / "k1" / RUN_FILE).exists()
+        with store.reader() as con:
+            assert con.execute("SELECT method, seed, status FROM runs").fetchall() == [("latent", 1, "running")]
+            assert con.execute("SELECT count(*) FROM samples WHERE sample_id = '99'").fetchone() == (0,)
+        # nothing new: the database is not even opened
+        assert ingest(store, root) == {
+            "runs": 0,
+            "shards": 0,
+            "samples": 0,
+            "timings": 0,
+            "skipped": 0,
+            "bad_files": 0,
+            "interrupted": 0,
+        }
     # a rewritten run.json is picked up again
     writer.write_run({"method": "latent", "benchmark": "math", "split": "test", "seed": 1, "status": "done"})
     assert ingest(store, root)["runs"] == 1
@@ -211,6 +214,31 @@ def test_resume_skips_ingested_and_pending_samples(tmp_path):
 
     assert counts(store, "k1") == (20, 20, 20)
     assert store.finished_ids("k1") == set(all_ids)
+
+
+def test_a_killed_run_becomes_interrupted_and_a_live_one_stays_running(tmp_path):
+    root, store = tmp_path / "shards", Store(tmp_path / "results.duckdb")
+    live, dead = ShardWriter(root, "live"), ShardWriter(root, "dead")
+    for w in (live, dead):
+        w.write_run({"method": "latent", "benchmark": "math", "split": "test", "seed": 0, "status": "running"})
+        w.append([sample(1)])
+    script = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_SH); "
+              "print('ready', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(root / "live" / ".alive")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert ingest(store, root)["interrupted"] == 1
+        with store.reader() as con:
+            assert dict(con.execute("SELECT run_key, status FROM runs").fetchall()) == {
+                "live": "running", "dead": "interrupted"}
+    finally:
+        holder.kill()  # as SIGKILL would: the kernel drops its lock
+        holder.wait(timeout=30)
+        holder.stdout.close()
+    assert ingest(store, root)["interrupted"] == 1  # the database alone says it was running
+    with store.reader() as con:
+        assert con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone() == (0,)
 
 
 def test_errored_sample_is_retried_and_the_finished_attempt_wins(tmp_path):
