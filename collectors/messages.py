@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from interlat_bench.harness.core.atomic import atomic_file, atomic_folder, write_text
+from interlat_bench.harness.core.atomic import atomic_file, atomic_folder, set_aside, write_text
 from interlat_bench.harness.core.generation import (
     Decoding,
     cache_arg,
@@ -200,11 +200,28 @@ def is_done(folder: str | os.PathLike) -> bool:
     return (Path(folder) / DATASET_DIR / DATA_FILE).exists()
 
 
+def _unreadable(folder: Path, count: int) -> str | None:
+    """What is wrong with a finished collection on disk (unreadable Parquet, wrong row
+    count), or None; reads the file's footer and task ids only."""
+    import pyarrow.parquet as pq
+
+    path = folder / DATASET_DIR / DATA_FILE
+    try:
+        rows = pq.read_metadata(path).num_rows
+        pq.read_table(path, columns=["task_id"])
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        return f"{path.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None if rows == count else f"{path.name}: {rows} rows for {count} tasks"
+
+
 def stored_ids(folder: str | os.PathLike) -> set[str]:
     """Task ids whose messages are already on disk (finished collection or resumable parts)."""
     folder = Path(folder)
     if is_done(folder):
-        return set(_read_table(folder / DATASET_DIR / DATA_FILE, ["task_id"]).column("task_id").to_pylist())
+        try:
+            return set(_read_table(folder / DATASET_DIR / DATA_FILE, ["task_id"]).column("task_id").to_pylist())
+        except Exception:  # a damaged file: collect_messages sets it aside and rebuilds it
+            return set()
     return _done_ids(folder) if (folder / PARTS_DIR).is_dir() else set()
 
 
@@ -319,7 +336,10 @@ def collect_messages(cfg: CollectConfig, tasks: Sequence[tuple[str, str]],
         raise ValueError("task ids must be unique")
     folder = collection_path(cfg, tasks, out_root)
     if is_done(folder):
-        return folder
+        problem = _unreadable(folder, len(tasks))
+        if problem is None:
+            return folder
+        set_aside(folder, problem, log=lambda line: print(line, file=sys.stderr))
     rank, world, owned = _init_distributed()
     try:
         with _writing(folder):

@@ -380,6 +380,15 @@ def train(
         console.print(f"receiver checkpoint: {folder}")
 
 
+@app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def lm_eval_cmd(ctx: typer.Context):
+    """lm-eval's own command line with the `interlat` model registered:
+    `interlat-bench lm-eval --model interlat --model_args method=latent,task=math --tasks ...`."""
+    from interlat_bench.harness.lm_eval_model import main as lm_eval_main
+
+    lm_eval_main(ctx.args)
+
+
 @app.command("ls")
 def list_things():
     """List methods, benchmarks and built-in models."""

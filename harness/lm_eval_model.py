@@ -5,8 +5,10 @@ sender settings, the planner prompt of ``task`` or the generic one), and the tra
 answers the context as its user turn with the message in its slot, exactly as a harness cell
 plays a sample (``method.messages`` -> ``message_for``/``transform`` -> ``method.agent``)::
 
-    python -m interlat_bench.harness.lm_eval_model --model interlat \\
+    interlat-bench lm-eval --model interlat \\
         --model_args method=latent,checkpoint=<folder>,task=math --tasks <task> --include_path <dir>
+
+(``python -m interlat_bench.harness.lm_eval_model`` takes the same arguments.)
 
 lm-eval 0.4.13 finds models only in its registry, filled by imports (no entry-point group),
 so its own ``lm_eval`` command cannot see ``interlat``: ``main`` imports this module (which
@@ -40,7 +42,9 @@ from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.models import SMOLLM2
 
 MODEL_NAME = "interlat"
-log = logging.getLogger(__name__)
+# Under lm-eval's logger: its CLI configures that one alone, so our progress (sender plans,
+# "reusing trained receiver") shows next to its own.
+log = logging.getLogger("lm_eval.interlat")
 
 
 def sample_for(context: str):
@@ -69,7 +73,8 @@ class InterlatLM(LM):
 
         mcls = methods.get(method)
         if mcls.trained_with is None:
-            raise UserError(f"interlat: method {method!r} has no trained receiver (use latent, text or no_comm)")
+            raise UserError(f"interlat: method {method!r} has no trained receiver "
+                            "(use latent, text or no_comm)")
         unknown = sorted(set(params) - set(mcls.defaults))
         if unknown:
             raise UserError(f"interlat: unknown model_args {unknown}; method {method!r} takes "
@@ -81,8 +86,8 @@ class InterlatLM(LM):
             dtype = "bfloat16" if torch.cuda.is_available() else "float32"
         resolve_dtype(dtype)
         if task:  # the spec `interlat-bench train -m <method> -t <task> -p ...` makes
-            spec = expand(methods_csv=method, tasks_csv=task, seeds=[int(seed)], sender=sender, receiver=receiver,
-                          dtype=dtype, method_params=params)[0]
+            spec = expand(methods_csv=method, tasks_csv=task, seeds=[int(seed)], sender=sender,
+                          receiver=receiver, dtype=dtype, method_params=params)[0]
             bench = benchmarks.get(task)(dict(spec.benchmark_params))
         else:
             check_params("model_args", params, mcls.param_checks, f"method {method}")
@@ -104,9 +109,11 @@ class InterlatLM(LM):
                             "or task=<benchmark> (train or reuse its receiver)")
         self.receiver = load_receiver(folder, dtype=dtype)
         if self.method.sends is MessageKind.LATENT and self.receiver.adapter is None:
-            raise UserError(f"interlat: {folder} has no adapter: a {self.receiver.kind} receiver cannot read latents")
-        if self.receiver.kind is not self.method.trained_with:  # an ablation, e.g. a latent receiver, empty slot
-            log.warning("interlat: receiver trained with %s, evaluated with method %s", self.receiver.kind, method)
+            raise UserError(f"interlat: {folder} has no adapter: a {self.receiver.kind} receiver "
+                            "cannot read latents")
+        if self.receiver.kind is not self.method.trained_with:  # an ablation: a latent receiver, empty slot
+            log.warning("interlat: receiver trained with %s, evaluated with method %s",
+                        self.receiver.kind, method)
         self.agent = self.method.agent(self.ctx, self.receiver)
         self.max_new_tokens = int(max_new_tokens) if max_new_tokens else None
         self.info = {"method": method, "sender": spec.sender, "receiver": receiver, "checkpoint": str(folder),
@@ -198,7 +205,7 @@ class InterlatLM(LM):
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
             n = self.max_new_tokens or int(kwargs.get("max_gen_toks", 256))
-            self.agent.dec = replace(self.agent.dec, greedy=True, max_new_tokens=n)
+            self.agent.dec = replace(self.agent.dec, greedy=True, max_new_tokens=n)  # read per reply
             self._begin(context)
             reply = self.agent.respond()
             reply = reply[:min((reply.find(s) for s in until if s and s in reply), default=len(reply))]

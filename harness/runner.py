@@ -147,7 +147,14 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
     if not todo:
         return CellResult(spec, len(samples), 0, 0)
     with writer.alive():  # a killed run is then seen as interrupted, not running forever
-        return _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers)
+        try:
+            return _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers)
+        except BaseException as exc:  # the row says how the run ended; the error goes on up
+            from interlat_bench.harness.core.models import device
+
+            writer.write_run(_run_row(spec, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                                      device()))
+            raise
 
 
 def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers) -> CellResult:

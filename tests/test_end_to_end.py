@@ -100,3 +100,25 @@ def test_a_run_that_finds_the_database_locked_waits_then_keeps_its_rows(results_
     out = invoke("ingest")
     assert "'samples': 2" in out
     assert counts(results_env) == {"text_zeroshot": 1, "no_comm_zeroshot": 2}
+
+
+@pytest.mark.slow
+def test_corrupt_cached_messages_and_checkpoints_are_detected_and_rebuilt(results_env):
+    from interlat_bench.harness.core.settings import cache_dir
+
+    args = ["run", "-m", "latent", "-t", "probe", "--limit", "2", "--param", "n_train=4", *TINY]
+    invoke(*args)
+    messages = list((cache_dir() / "messages").glob("*/dataset/messages.parquet"))
+    weights = list((cache_dir() / "receivers").glob("*/receiver/model.safetensors"))
+    assert messages and len(weights) == 1
+    for path in [*messages, weights[0]]:
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # a torn write / bad disk
+    # A new sample forces both to be read again.
+    args[args.index("--limit") + 1] = "3"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = result.output + result.stderr  # the message cache says so on stderr
+    assert out.count("corrupt cache entry") == len(messages) + 1, out
+    assert " receiver on 4 conversations" in out  # retrained, not reused
+    assert counts(results_env) == {"latent": 3}
+    assert len(list((cache_dir() / "receivers").glob("*.corrupt-*"))) == 1  # kept for inspection

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from interlat_bench.harness.core import conversation as conv
-from interlat_bench.harness.core.atomic import atomic_folder
+from interlat_bench.harness.core.atomic import atomic_folder, set_aside
 from interlat_bench.harness.core.message import Message, MessageKind
 from interlat_bench.harness.core.settings import cache_dir
 from interlat_bench.trainers.adapter import CommAdapter
@@ -285,8 +285,11 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
     key = checkpoint_key(receiver_ref, kind, cfg, [s.id for s in samples], messages_key, dtype, sender_dim, layout)
     target = (out_root or cache_dir() / "receivers") / key
     if (target / "DONE").exists():
-        log(f"reusing trained {label} receiver {target}")
-        return target
+        problem = checkpoint_problem(target)
+        if problem is None:
+            log(f"reusing trained {label} receiver {target}")
+            return target
+        set_aside(target, problem, log=log)
     # Master weights stay in fp32 whatever the run's dtype: AdamW steps of ~1e-5 applied to
     # bf16 weights mostly round away. `dtype` sets the compute precision (autocast) only.
     lm = models.load(receiver_ref, dtype="float32", seed=cfg.seed)
@@ -311,6 +314,26 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
     _save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine, layout)
     log(f"trained {label} receiver on {len(examples)} conversations -> {target}")
     return target
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """What is wrong with a saved receiver (an unreadable weights or config file), or None.
+    Reads the safetensors headers and the JSON files, not the weights."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(folder).rglob("*")):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as f:
+                    if not list(f.keys()):
+                        return f"{path.name}: no tensors"
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+        except Exception as exc:  # safetensors and json raise their own types
+            return f"{path.relative_to(folder)}: {type(exc).__name__}: {str(exc)[:80]}"
+    if not list(Path(folder).rglob("*.safetensors")):
+        return "no weights"
+    return None
 
 
 def warm_up_adapter(adapter: CommAdapter, embed: nn.Embedding, examples: list[Example], cfg: TrainConfig,

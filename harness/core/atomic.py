@@ -76,3 +76,16 @@ def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     fsync_dir(target.parent)
+
+
+def set_aside(path: str | os.PathLike, why: str, log=None) -> Path:
+    """Rename a corrupt cache entry out of the way (``<name>.corrupt-<time>``, kept for
+    inspection) so that it is rebuilt; says so in one line through ``log``."""
+    import time
+
+    path = Path(path)
+    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(path, target)
+    if log is not None:
+        log(f"corrupt cache entry {path} ({why}): moved to {target.name} and rebuilt")
+    return target

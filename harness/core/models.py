@@ -208,6 +208,51 @@ def build_tiny(name: str, seed: int = 0):
     return model, tok
 
 
+def check_ref(ref: str, flag: str = "model") -> None:
+    """Fail early, in one line, on a model reference that cannot load here."""
+    if ref in TINY_MODELS or ref == SMOLLM2:
+        return
+    try:
+        if ref != GEMMA3:
+            model_path(ref)
+        elif importlib.util.find_spec(_GEMMA3_PACKAGE) is None and not (models_dir() / "gemma3-270m-v1").exists():
+            gemma3_folder()  # says how to install the extra
+    except UserError as exc:
+        raise type(exc)(f"{flag}: {exc}") from None
+
+
+def model_path(ref: str) -> str:
+    """A local folder or hub id, checked before anything loads: a folder must hold a model,
+    and a hub id must be in the Hugging Face cache or the hub reachable (else loading would
+    sit in network retries)."""
+    if os.path.isdir(ref):
+        if not os.path.exists(os.path.join(ref, "config.json")):
+            raise UserError(f"model folder {ref}: no config.json in it (expected a Hugging Face model folder)")
+        return ref
+    if "/" not in ref or ref.startswith((".", "/")) or ref.count("/") > 1:
+        raise UnknownName(f"unknown model {ref!r}: use {', '.join(BUILTIN_MODELS)}, a local folder or a hub id")
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(ref, "config.json"), str):
+        return ref
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or not _hub_reachable():
+        raise UserError(f"model {ref!r}: not a local folder, not in the Hugging Face cache, and the hub "
+                        "cannot be reached (offline): use a local folder or one of " + ", ".join(BUILTIN_MODELS))
+    return ref
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def load(ref: str, dtype: str = "auto", seed: int = 0) -> LoadedModel:
     """Load a model by reference onto the default device, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -225,14 +270,8 @@ def load(ref: str, dtype: str = "auto", seed: int = 0) -> LoadedModel:
             path: str | Path = smollm2_folder()
         elif ref == GEMMA3:
             path = gemma3_folder()
-        elif os.path.isdir(ref):
-            path = ref
-        elif "/" in ref and not ref.startswith((".", "/")):
-            path = ref  # hub id: needs network (or a warm HF cache)
         else:
-            raise UnknownName(
-                f"unknown model {ref!r}: use {', '.join(BUILTIN_MODELS)}, a local folder or a hub id"
-            )
+            path = model_path(ref)
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     if tok.pad_token is None:
@@ -249,7 +288,7 @@ def tokenizer(ref: str):
 
     if ref in TINY_MODELS:
         return own_tokenizer() if TINY_MODELS[ref][0] == "gemma3_text" else tokenizer_for_tiny()
-    path = {SMOLLM2: smollm2_folder, GEMMA3: gemma3_folder}.get(ref, lambda: ref)()
+    path = {SMOLLM2: smollm2_folder, GEMMA3: gemma3_folder}.get(ref, lambda: model_path(ref))()
     return AutoTokenizer.from_pretrained(path)
 
 

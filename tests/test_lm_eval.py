@@ -1,0 +1,198 @@
+"""lm-eval model ``interlat``: local lm-eval tasks answered by a tiny sender and a tiny trained
+receiver, through ``lm_eval.simple_evaluate`` (offline: the tasks read jsonl files in tmp).
+
+The receiver is trained (seconds) to answer every task with REPLY (it learns ANSWER + "."), so
+the metrics have a known value: a broken prompt, slot or scoring path shows as a wrong number,
+not just as a crash.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("lm_eval")  # the `math` extra
+
+from lm_eval import simple_evaluate  # noqa: E402
+from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval.api.registry import get_model  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
+
+from interlat_bench.harness.core import conversation as conv  # noqa: E402
+from interlat_bench.harness.core.errors import UserError  # noqa: E402
+from interlat_bench.harness.core.message import MessageKind  # noqa: E402
+from interlat_bench.harness.lm_eval_model import InterlatLM  # noqa: E402
+
+REPLY = "The code is 4170. Done."
+ANSWER = "The code is 4170"
+DOCS = [{"question": f"Task {i}: what is the code?", "answer": ANSWER, "label": i % 3,
+         "choices": [ANSWER if k == i % 3 else f"The code is {k}{i}9{k}" for k in range(3)]}
+        for i in (101, 102, 103)]
+CHOICES = 3
+TASKS = {
+    "interlat_test_gen": {"output_type": "generate_until", "doc_to_target": "answer",
+                          "generation_kwargs": {"until": ["."], "max_gen_toks": 12},
+                          "metric_list": [{"metric": "exact_match"}]},
+    "interlat_test_mc": {"output_type": "multiple_choice", "doc_to_choice": "choices",
+                         "doc_to_target": "label", "metric_list": [{"metric": "acc"}]},
+}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """As conftest's ``results_env`` (private cache and results, the shared converted models),
+    for the whole module, so the receiver is trained once; plus the lm-eval task folder."""
+    from interlat_bench.harness.core.settings import models_dir
+
+    tmp = tmp_path_factory.mktemp("lm_eval")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INTERLAT_MODELS", str(models_dir()))
+        mp.setenv("INTERLAT_CACHE", str(tmp / "cache"))
+        mp.setenv("INTERLAT_RESULTS", str(tmp / "results"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_DATASETS_OFFLINE", "1")
+        data = tmp / "docs.jsonl"
+        data.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+        (tmp / "tasks").mkdir()
+        for name, cfg in TASKS.items():  # YAML is a superset of JSON
+            (tmp / "tasks" / f"{name}.yaml").write_text(json.dumps({
+                "task": name, "dataset_path": "json", "test_split": "test", "doc_to_text": "question",
+                "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(tmp / "hf")}, **cfg}))
+        yield {"tasks": tmp / "tasks", "checkpoint": train_tiny_receiver()}
+
+
+def train_tiny_receiver():
+    """A latent tiny-llama receiver trained on the tiny-llama sender's plans, as the runner's train
+    stage does (collect_plans -> train_receiver), at a learning rate that makes it learn REPLY's
+    start (about 10 s on 2 cores; the separation loss, off here, would triple it)."""
+    from interlat_bench.benchmarks.base import Benchmark, Sample
+    from interlat_bench.harness.core.runspec import RunSpec
+    from interlat_bench.methods.base import RunContext
+    from interlat_bench.methods.sending import collect_plans
+    from interlat_bench.trainers.receiver import TrainConfig, train_receiver
+
+    tasks = [f"Task {i}: what is the code?" for i in range(8)]
+    samples = [Sample(f"t{i}", task, {"conversation": [{"role": "user", "content": task},
+                                                      {"role": "assistant", "content": REPLY}]})
+               for i, task in enumerate(tasks)]
+    spec = RunSpec.make(method="latent", benchmark="lm_eval", split="lm_eval", receiver="tiny-llama",
+                        sender="tiny-llama")
+    plans = collect_plans(RunContext(spec, Benchmark(), log=lambda *_: None), samples, {"plan_tokens": 6})
+    cfg = TrainConfig(n_train=8, epochs=12, batch_size=8, lr=3e-3, adapter_lr=1e-3, max_len=48,
+                      neg_weight=0.0)
+    return train_receiver("tiny-llama", "latent", samples, plans, cfg, messages_key=plans.key,
+                          log=lambda *_: None)
+
+
+def evaluate(env, method: str, tasks: list[str], extra: str = ""):
+    """simple_evaluate by model name and argument string (as the CLI does); returns the results
+    and what the model received and answered: [(request type, model, request args, outputs)]."""
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("loglikelihood", "generate_until"):
+            def spy(self, requests, *a, _name=name, _orig=getattr(InterlatLM, name), **kw):
+                out = _orig(self, requests, *a, **kw)
+                calls.append((_name, self, [r.args for r in requests], out))
+                return out
+
+            mp.setattr(InterlatLM, name, spy)
+        results = simple_evaluate(
+            model="interlat", tasks=tasks, batch_size=1, log_samples=True,
+            model_args=f"method={method},receiver=tiny-llama,sender=tiny-llama,"
+                       f"checkpoint={env['checkpoint']}{extra}",
+            task_manager=TaskManager(include_path=str(env["tasks"]), include_defaults=False))
+    return results, calls
+
+
+@pytest.fixture(scope="module")
+def latent(env):
+    return evaluate(env, "latent", list(TASKS), ",plan_tokens=6")
+
+
+def reference_loglikelihood(lm: InterlatLM, context: str, continuation: str) -> float:
+    """log P(continuation | context) by one plain forward over the whole sequence, built here
+    from the conversation pieces (no KV cache, no ReceiverAgent)."""
+    rec = lm.receiver
+    tok, model = rec.lm.tokenizer, rec.lm.model
+    msg = lm.message(context)
+    turns = conv.opening(context, conv.Layout.SLOT, message_kind=msg.kind)
+    enc = conv.encode(tok, turns, add_generation_prompt=True)
+    cont = conv.tokenize(tok, continuation.lstrip())
+    bop, eop = tok.convert_tokens_to_ids([conv.BOP, conv.EOP])
+    embed = model.get_input_embeddings()
+    with torch.no_grad():
+        rows = rec.slot(msg)  # None: an empty slot
+        x = torch.cat([embed(torch.tensor(enc.before + [bop])), *([] if rows is None else [rows]),
+                       embed(torch.tensor([eop] + enc.after + cont))])
+        logits = model(inputs_embeds=x[None]).logits[0, -len(cont) - 1:-1].float()
+    return float(torch.log_softmax(logits, -1).gather(1, torch.tensor(cont)[:, None]).sum())
+
+
+def test_registered_and_checks_its_arguments():
+    assert get_model("interlat") is InterlatLM
+    with pytest.raises(UserError, match="unknown model_args"):
+        InterlatLM(receiver="tiny-llama", sender="tiny-llama", plan_token=6)
+    with pytest.raises(UserError, match="checkpoint="):
+        InterlatLM(receiver="tiny-llama", sender="tiny-llama")
+
+
+def test_generate_until_answers_and_cuts_at_the_stop_string(latent):
+    results, calls = latent
+    assert results["results"]["interlat_test_gen"]["exact_match,none"] == 1.0
+    [(_, lm, args, outputs)] = [c for c in calls if c[0] == "generate_until"]
+    assert sorted(c for c, _ in args) == sorted(d["question"] for d in DOCS)
+    assert all(kw["until"] == ["."] for _, kw in args)
+    # The same requests without a stop string: the whole reply, which the stop string cut.
+    full = lm.generate_until([Instance("generate_until", {}, (c, {"until": [], "max_gen_toks": 12}), 0)
+                              for c, _ in args], disable_tqdm=True)
+    for whole, cut in zip(full, outputs):
+        assert whole.startswith(ANSWER + ".") and cut == whole[:whole.index(".")] == ANSWER
+
+
+def test_multiple_choice_scores_every_choice_with_the_message(latent):
+    results, calls = latent
+    assert results["results"]["interlat_test_mc"]["acc,none"] == 1.0
+    [(_, lm, args, outputs)] = [c for c in calls if c[0] == "loglikelihood"]
+    assert len(args) == len(outputs) == len(DOCS) * CHOICES
+    assert all(math.isfinite(lp) and lp < 0 for lp, _ in outputs)
+    assert lm.message(args[0][0]).kind is MessageKind.LATENT and lm.message(args[0][0]).rows > 0
+    for i in (0, len(args) - 1):
+        assert outputs[i][0] == pytest.approx(reference_loglikelihood(lm, *args[i]), abs=1e-4)
+    # is_greedy: the learned answer is the greedy reply; the others are not.
+    greedy = {True: [], False: []}
+    for (_, is_greedy), (_, cont) in zip(outputs, args):
+        greedy[cont.strip() == ANSWER].append(is_greedy)
+    assert greedy[True] == [True] * len(DOCS) and not any(greedy[False])
+    with pytest.raises(NotImplementedError, match="rolling"):
+        lm.loglikelihood_rolling([])
+
+
+def test_the_message_changes_the_scores(env, latent):
+    """The same receiver with an empty slot (no_comm): same requests, other log-likelihoods."""
+    _, calls = evaluate(env, "no_comm", ["interlat_test_mc"])
+    [(_, lm, args, outputs)] = [c for c in calls if c[0] == "loglikelihood"]
+    [(_, _, latent_args, latent_outputs)] = [c for c in latent[1] if c[0] == "loglikelihood"]
+    assert lm.message(args[0][0]).kind is MessageKind.NONE
+    assert args == latent_args
+    # The receiver learned to answer REPLY whatever the slot holds, so the scores move little
+    # (1e-4 to 1e-1); an ignored slot moves them by float noise alone (~1e-6).
+    diffs = [abs(a - b) for (a, _), (b, _) in zip(outputs, latent_outputs)]
+    assert max(diffs) > 1e-3 and sum(d > 1e-5 for d in diffs) >= len(diffs) - 1
+    assert outputs[0][0] == pytest.approx(reference_loglikelihood(lm, *args[0]), abs=1e-4)
+
+
+def test_command_line_entry(env, tmp_path, capsys):
+    """``main`` hands its arguments to lm-eval's own CLI with ``interlat`` registered (lm-eval
+    indexes its built-in tasks first: about 10 s)."""
+    from interlat_bench.harness.lm_eval_model import main
+
+    main(["--model", "interlat",
+          "--model_args", "method=no_comm,receiver=tiny-llama,sender=tiny-llama,"
+                          f"checkpoint={env['checkpoint']}",
+          "--tasks", "interlat_test_mc", "--include_path", str(env["tasks"]), "--output_path", str(tmp_path)])
+    [saved] = tmp_path.rglob("results_*.json")
+    result = json.loads(saved.read_text())
+    assert result["results"]["interlat_test_mc"]["acc,none"] == 1.0
+    assert result["config"]["model"] == "interlat" and result["config"]["interlat"]["method"] == "no_comm"
+    assert "interlat_test_mc" in capsys.readouterr().out  # the metric table
