@@ -1,0 +1,100 @@
+"""A corpus of bad inputs, as a user types them: each must end in a non-zero exit, a line that
+names what was wrong, and an unchanged results database."""
+
+import hashlib
+
+import pytest
+from typer.testing import CliRunner
+
+from interlat_bench.harness.cli import app
+
+TINY = ["--receiver", "tiny-llama", "--sender", "tiny-llama", "--no-leaderboard"]
+
+# (command line, extra environment, what the message must name)
+CORPUS = [
+    (["run", "-m", "nosuch", "-t", "math", *TINY], {}, "unknown method 'nosuch'"),
+    (["run", "-m", "latnet", "-t", "math", *TINY], {}, "latent"),  # did-you-mean lists it
+    (["run", "-m", "latent", "-t", "nosuch", *TINY], {}, "unknown benchmark 'nosuch'"),
+    (["run", "-m", "", "-t", "math", *TINY], {}, "--methods"),
+    (["run", "-m", "latent", "-t", "math", "--limit", "-5", *TINY], {}, "--limit -5"),
+    (["run", "-m", "latent", "-t", "math", "--limit", "0", *TINY], {}, "--limit"),
+    (["run", "-m", "latent", "-t", "math", "--limit", "abc", *TINY], {}, "--limit"),
+    (["run", "-m", "latent", "-t", "math", "--seeds", "x", *TINY], {}, "--seeds 'x'"),
+    (["run", "-m", "latent", "-t", "math", "--splits", "nosplit", *TINY], {}, "split 'nosplit'"),
+    (["run", "-m", "latent", "-t", "math", "--param", "plan_tokens=0", *TINY], {}, "plan_tokens=0"),
+    (["run", "-m", "latent", "-t", "math", "--param", "n_train=abc", *TINY], {}, "n_train='abc'"),
+    (["run", "-m", "latent", "-t", "math", "--param", "nosuch=1", *TINY], {}, "--param nosuch"),
+    (["run", "-m", "latent", "-t", "math", "--param", "preset=quik", *TINY], {}, "preset='quik'"),
+    (["run", "-m", "latent", "-t", "math", "--param", "curriculum=bogus", *TINY], {}, "curriculum='bogus'"),
+    (["run", "-m", "latent", "-t", "math", "--param", "plan_tokens", *TINY], {}, "plan_tokens"),
+    (["run", "-m", "latent", "-t", "math", "--setting", "max_steps=3", *TINY], {}, "--setting max_steps"),
+    (["run", "-m", "latent", "-t", "alfworld", "--setting", "max_steps=0", *TINY], {}, "max_steps=0"),
+    (["run", "-m", "latent", "-t", "alfworld", "--setting", "action=jump", *TINY], {}, "action='jump'"),
+    (["run", "-m", "latent", "-t", "probe", "--setting", "n_options=1", *TINY], {}, "n_options=1"),
+    (["run", "-m", "latent", "-t", "math", "--dtype", "float8", *TINY], {}, "--dtype 'float8'"),
+    (["run", "-m", "latent", "-t", "math", "--max-new-tokens", "0", *TINY], {}, "--max-new-tokens"),
+    (["run", "-m", "text_zeroshot", "-t", "math", "--receiver", "no-such-model", "--no-leaderboard"], {},
+     "unknown model 'no-such-model'"),
+    (["run", "-m", "text_zeroshot", "-t", "math", "--receiver", "someorg/not-cached-xyz", "--sender", "tiny-llama",
+      "--no-leaderboard"], {"HF_HUB_OFFLINE": "1"}, "someorg/not-cached-xyz"),
+    (["run", "-m", "text_zeroshot", "-t", "math", "--receiver", "{empty}", "--sender", "tiny-llama",
+      "--no-leaderboard"], {}, "no config.json"),
+    (["run", "-m", "text_zeroshot", "-t", "math", "--limit", "1", *TINY], {"MATH_DATA": "/nonexistent"},
+     "MATH_DATA=/nonexistent"),
+    (["run", "-m", "oracle", "-t", "alfworld", "--limit", "1", "--no-leaderboard"],
+     {"ALFWORLD_DATA": "/nonexistent"}, "ALFWORLD_DATA=/nonexistent"),
+    (["leaderboard", "--metric", "drop table"], {}, "unknown metric 'drop table'"),
+    (["leaderboard", "--format", "xml"], {}, "--format 'xml'"),
+    (["leaderboard", "--by", "level; drop"], {}, "--by"),
+    (["leaderboard", "--db", "{garbage}"], {}, "not a valid DuckDB database"),
+    (["report", "--db", "{missing}"], {}, "no results database"),
+    (["sql", "drop table runs"], {}, "DROP"),
+    (["sql", "select * from nosuch"], {}, "nosuch"),
+    (["sql", "call enable_logging('x')"], {}, "sql"),
+    (["collect", "--task", "math", "--split", "nosplit", "--sender", "tiny-llama"], {}, "split 'nosplit'"),
+    (["collect", "--task", "math", "--split", "test", "--limit", "0", "--sender", "tiny-llama"], {}, "--limit"),
+]
+
+
+def _snapshot(db) -> str:
+    return hashlib.sha256(db.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A results database with one finished run, shared by the corpus."""
+    import os
+
+    root = tmp_path_factory.mktemp("bad")
+    env = {"INTERLAT_RESULTS": str(root / "results"), "INTERLAT_CACHE": str(root / "cache")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        out = CliRunner().invoke(app, ["run", "-m", "text_zeroshot", "-t", "math", "--limit", "1",
+                                       "--max-new-tokens", "4", *TINY])
+        assert out.exit_code == 0, out.output
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    (root / "empty_model").mkdir()
+    (root / "garbage.duckdb").write_text("not a database\n")
+    return root, env
+
+
+@pytest.mark.parametrize("args,env,names", CORPUS, ids=[" ".join(c[0][:4]) + f" #{i}" for i, c in enumerate(CORPUS)])
+def test_bad_input_fails_in_one_line_and_changes_nothing(recorded, monkeypatch, args, env, names):
+    root, base_env = recorded
+    for k, v in {**base_env, **env}.items():
+        monkeypatch.setenv(k, v)
+    db = root / "results" / "interlat.duckdb"
+    before = _snapshot(db)
+    fill = {"{empty}": str(root / "empty_model"), "{garbage}": str(root / "garbage.duckdb"),
+            "{missing}": str(root / "missing.duckdb")}
+    result = CliRunner().invoke(app, [fill.get(a, a) for a in args])
+    said = result.output + result.stderr
+    assert result.exit_code not in (0, None), said
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), \
+        f"traceback instead of a message: {result.exception!r}"
+    assert names in said, said
+    assert _snapshot(db) == before  # nothing half-written
+    assert not list((root / "results" / "shards").glob("*/*.jsonl"))
