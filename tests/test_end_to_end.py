@@ -122,3 +122,20 @@ def test_corrupt_cached_messages_and_checkpoints_are_detected_and_rebuilt(result
     assert " receiver on 4 conversations" in out  # retrained, not reused
     assert counts(results_env) == {"latent": 3}
     assert len(list((cache_dir() / "receivers").glob("*.corrupt-*"))) == 1  # kept for inspection
+
+
+def test_training_reports_progress_and_library_notices_stay_off_stdout(tmp_path):
+    """stdout carries the run's own lines only (scripts parse it); training says how far it is."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "INTERLAT_RESULTS": str(tmp_path / "results"), "INTERLAT_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "interlat_bench.harness.cli", "run", "-m", "no_comm", "-t", "probe",
+                           "--limit", "1", "--param", "n_train=8", "--receiver", "tiny-llama", "--no-leaderboard"],
+                          env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "train step 1/1  loss " in proc.stdout
+    for noise in ("[WARNING]", "real_accelerator", "{'loss'", "{'train_runtime'"):
+        assert noise not in proc.stdout, proc.stdout

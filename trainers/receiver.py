@@ -381,10 +381,35 @@ def mixed_precision(dtype: str) -> dict[str, bool]:
             "use_cpu": not torch.cuda.is_available()}
 
 
+def _ProgressLines(log):
+    """A trainer callback that reports step, loss and rate about ten times per training."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class ProgressLines(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            total = max(state.max_steps, 1)
+            if not logs or "loss" not in logs or (state.global_step % max(1, total // 10) and state.global_step != total):
+                return
+            rate = state.global_step / max(time.monotonic() - self.start, 1e-9)
+            left = (total - state.global_step) / rate if rate else 0.0
+            log(f"train step {state.global_step}/{total}  loss {float(logs['loss']):.4f}  "
+                f"{rate:.2f} steps/s  ~{left:.0f} s left")
+
+    return ProgressLines()
+
+
 def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, deepspeed, log,
          dtype: str = "float32") -> list[dict]:
-    from transformers import Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
 
+    from interlat_bench.harness.core import models
+
+    models.import_deepspeed_on_stderr()
     history: list[dict] = []
     curriculum = Curriculum(cfg.curriculum, seed=cfg.seed)
 
@@ -425,6 +450,9 @@ def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, dee
             disable_tqdm=True,
         )
         trainer = InterlatTrainer(model=module, args=args, train_dataset=examples, data_collator=_collate)
+        # Our own progress lines (about ten per training) instead of transformers' dict per step.
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(_ProgressLines(log))
         trainer.train()
         engine = trainer.model_wrapped
         stage = engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else None

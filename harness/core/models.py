@@ -55,6 +55,19 @@ BUILTIN_MODELS = {
 }
 
 
+def import_deepspeed_on_stderr() -> None:
+    """DeepSpeed's logger writes to whatever stdout is when it is first imported (its
+    accelerator notice on every CPU run), and transformers imports it on the way to loading or
+    training a model: import it first with stdout pointed at stderr, so library notices never
+    mix with results on stdout."""
+    import contextlib
+    import sys
+
+    if "deepspeed" not in sys.modules and importlib.util.find_spec("deepspeed") is not None:
+        with contextlib.redirect_stdout(sys.stderr):
+            import deepspeed  # noqa: F401
+
+
 def device() -> str:
     import torch
 
@@ -122,6 +135,7 @@ def gemma3_folder() -> Path:
 
 def _convert_gguf(gguf: Path, target: Path, chat_template: str | None = None) -> None:
     """Dequantise a GGUF file into a plain safetensors folder (model and tokenizer)."""
+    import_deepspeed_on_stderr()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -255,6 +269,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def load(ref: str, dtype: str = "auto", seed: int = 0) -> LoadedModel:
     """Load a model by reference onto the default device, in eval mode."""
+    import_deepspeed_on_stderr()
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
