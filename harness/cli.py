@@ -267,6 +267,82 @@ def leaderboard(
 
 
 @app.command()
+def runs(
+    keys: list[str] = typer.Argument(None, help="Run keys (or unique prefixes) to show or prune."),
+    status: str | None = typer.Option(None, help="Only runs with this status: running, complete, partial, "
+                                      "interrupted, failed."),
+    prune: bool = typer.Option(False, "--prune", help="Delete the chosen runs (keys, or --status) with their "
+                               "samples, timings and pending shards."),
+    format: str = typer.Option("rich", "--format", "-f", help="rich, md or csv."),
+    db: Path | None = DbOpt,
+):
+    """List runs: key, configuration, benchmark/split, status, samples (errors), started, git sha."""
+    with user_errors():
+        import shutil
+
+        from interlat_bench.results.leaderboard import run_rows
+        from interlat_bench.results.shards import ingest as do_ingest
+        from interlat_bench.results.store import Store
+        from interlat_bench.results.store import prune as prune_runs
+
+        if format not in ("rich", "md", "csv"):
+            raise UserError(f"--format {format!r}: expected rich, md or csv")
+        if not _db(db).exists():
+            raise UserError(f"no results database at {_db(db)}: run `interlat-bench run ...` first")
+        store = Store(_db(db))
+        do_ingest(store, _db(db).parent / "shards", warn=err.print)  # statuses as of now
+        with store.reader() as con:
+            rows = con.execute("""
+                SELECT r.run_key, r.method, r.benchmark || '/' || r.split, r.status,
+                       count(s.sample_id), count(s.error), strftime(r.created_at, '%Y-%m-%d %H:%M'),
+                       coalesce(left(r.git_sha, 8), '-'), r.seed
+                FROM runs AS r LEFT JOIN samples AS s USING (run_key)
+                GROUP BY ALL ORDER BY 7, 1""").fetchall()
+        labels = dict(run_rows(_db(db), marks=_diagnostic_marks()).itertuples(index=False, name=None))
+        if keys:
+            chosen = []
+            for k in keys:
+                hits = [r for r in rows if r[0].startswith(k)]
+                if len(hits) != 1:
+                    raise UserError(f"run key {k!r}: {'no run' if not hits else f'{len(hits)} runs'} "
+                                    "match; see `interlat-bench runs`")
+                chosen += hits
+            rows = chosen
+        if status:
+            rows = [r for r in rows if r[3] == status]
+        if prune:
+            if not keys and not status:
+                raise UserError("--prune: name the runs (keys) or a --status, e.g. --status interrupted")
+            gone = prune_runs(store, [r[0] for r in rows])
+            for r in rows:
+                shutil.rmtree(_db(db).parent / "shards" / r[0], ignore_errors=True)
+            console.print(f"pruned {gone} runs")
+            return
+        header = ["run key", "configuration", "benchmark/split", "seed", "status", "samples", "errors", "started",
+                  "git"]
+        table = [[r[0], labels.get(r[0], r[1]), r[2], str(r[8]), r[3], str(r[4]), str(r[5]), r[6] or "-", r[7]]
+                 for r in rows]
+        if format == "csv":
+            import csv
+            import io
+
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows([header, *table])
+            typer.echo(buf.getvalue(), nl=False)
+        elif format == "md":
+            typer.echo("\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                                   *["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in table]]))
+        else:
+            from rich.markup import escape
+            from rich.table import Table
+
+            out = Table(*header, title=f"{len(table)} runs in {_db(db)}")
+            for r in table:
+                out.add_row(*[escape(c) for c in r])
+            console.print(out)
+
+
+@app.command()
 def report(
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder to write into (default: report/ beside "
                                     "the database)."),

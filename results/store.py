@@ -354,6 +354,25 @@ class Store:
         return _bulk(con, table, "INSERT OR REPLACE INTO timings BY NAME SELECT * FROM {src}")
 
 
+def prune(store: Store, run_keys: Iterable[str]) -> int:
+    """Delete these runs with their samples and timings, in one transaction; returns how many
+    runs were deleted."""
+    keys = sorted(set(run_keys))
+    if not keys:
+        return 0
+    with store.writer() as con:
+        con.begin()
+        try:
+            found = con.execute("SELECT count(*) FROM runs WHERE list_contains(?, run_key)", [keys]).fetchone()[0]
+            for table in ("timings", "samples", "runs"):
+                con.execute(f"DELETE FROM {table} WHERE list_contains(?, run_key)", [keys])
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+    return int(found)
+
+
 def _bulk(con: duckdb.DuckDBPyConnection, table: pa.Table, sql: str) -> int:
     name = f"_incoming_{os.getpid()}_{time.monotonic_ns()}"
     con.register(name, table)

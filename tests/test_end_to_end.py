@@ -139,3 +139,30 @@ def test_training_reports_progress_and_library_notices_stay_off_stdout(tmp_path)
     assert "train step 1/1  loss " in proc.stdout
     for noise in ("[WARNING]", "real_accelerator", "{'loss'", "{'train_runtime'"):
         assert noise not in proc.stdout, proc.stdout
+
+
+def test_runs_lists_marks_killed_runs_interrupted_and_prunes(results_env):
+    import csv
+    import io
+
+    from interlat_bench.results.shards import ShardWriter
+
+    invoke("run", "-m", "text_zeroshot,no_comm_zeroshot", "-t", "math", "--limit", "2", *TINY)
+    # A run killed before it finished: its row says running, nobody holds its liveness lock.
+    ShardWriter(results_env.parent / "shards", "deadbeef00000000").write_run(
+        {"method": "latent", "benchmark": "math", "split": "math500", "seed": 0, "status": "running"})
+
+    def listed(*extra):
+        rows = list(csv.DictReader(io.StringIO(invoke("runs", "-f", "csv", *extra))))
+        return {r["run key"]: r for r in rows}
+
+    rows = listed()
+    assert len(rows) == 3 and rows["deadbeef00000000"]["status"] == "interrupted"
+    done = [r for k, r in rows.items() if k != "deadbeef00000000"]
+    assert {r["configuration"] for r in done} == {"text_zeroshot", "no_comm_zeroshot"}
+    assert all(r["status"] == "complete" and r["samples"] == "2" and r["errors"] == "0" for r in done)
+    assert list(listed("deadbeef")) == ["deadbeef00000000"]  # a key prefix
+    assert "pruned 1 runs" in invoke("runs", "--prune", "--status", "interrupted")
+    assert len(listed()) == 2 and not (results_env.parent / "shards" / "deadbeef00000000").exists()
+    bad = runner.invoke(app, ["runs", "--prune"])
+    assert bad.exit_code != 0 and "--prune: name the runs" in bad.output + bad.stderr
