@@ -61,18 +61,22 @@ def main() -> None:
         spec = json.loads(spec)
         params = spec["method_params"]
         label = method + "".join(f"[{p}={params[p]}]" for p in ABLATION_PARAMS if p in params)
-        if spec.get("receiver") != "smollm2-135m":  # another pair: name it (sender -> receiver)
-            label += f" {spec.get('sender') or '-'}->{spec['receiver']}"
+        if spec.get("receiver") != "smollm2-135m":  # another receiver: name it (and the sender, if any)
+            label += f" {spec['sender'] + '->' if spec.get('sender') else 'receiver '}{spec['receiver']}"
         lo, hi = wilson(k, n)
         intervals[label] = (lo, hi)
         plan = "-" if in_plan is None else f"{100 * in_plan:.0f}%"
         print(f"{label:<40} {100 * k / n:>8.1f}% [{100 * lo:5.1f}, {100 * hi:5.1f}] {n:>5} {errors:>7} "
               f"{100 * chance:>6.1f}% {'yes' if lo <= chance <= hi else 'no':>13} {plan:>19} {msg_rows or 0:>5.1f}")
-    for pair in sorted({label.partition(" ")[2] for label in intervals}):
-        latent, no_comm = (intervals.get(f"{m} {pair}".strip()) for m in ("latent", "no_comm"))
-        if latent and no_comm:
-            print(f"latent above no_comm with intervals apart{' (' + pair + ')' if pair else ''}: "
-                  f"{'yes' if latent[0] > no_comm[1] else 'no'}")
+    # Per receiver: no_comm has no sender, so rows meet on the receiver's name.
+    by_receiver: dict[str, dict[str, tuple]] = {}
+    for label, ci in intervals.items():
+        method, _, who = label.partition(" ")
+        by_receiver.setdefault(who.rpartition("->")[2].removeprefix("receiver "), {})[method] = ci
+    for receiver, rows in sorted(by_receiver.items()):
+        if "latent" in rows and "no_comm" in rows:
+            print(f"latent above no_comm with intervals apart{' (receiver ' + receiver + ')' if receiver else ''}: "
+                  f"{'yes' if rows['latent'][0] > rows['no_comm'][1] else 'no'}")
 
 
 # Method parameters that tell the rows of one ablation apart (truncate's rho, covnoise's a, ...).
