@@ -446,7 +446,8 @@ def train(
         from interlat_bench.harness.runner import train_stage
         from interlat_bench.methods.base import RunContext
 
-        spec = _one_spec(method, task, None, sender, receiver, dtype, param)
+        # Training reads the benchmark's train split whatever split is evaluated: any one names the cell.
+        spec = _one_spec(method, task, benchmarks.get(task).default_splits[0], sender, receiver, dtype, param)
         impl = methods.get(method)(dict(spec.method_params))
         if impl.trained_with is None:
             raise UserError(f"method {method!r} has no trained receiver")

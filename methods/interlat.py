@@ -17,7 +17,7 @@ from interlat_bench.methods.sending import SENDER_CHECKS, SENDER_DEFAULTS
 TRAIN_DEFAULTS = {"preset": "quick", "n_train": None, "curriculum": "schedule"}
 # Names as in trainers.receiver.PRESETS and trainers.curriculum.MODES (a test keeps them equal;
 # importing those modules here would load torch for `--help`).
-TRAIN_CHECKS = {"preset": one_of("quick", "paper"), "n_train": OPTIONAL_POSITIVE_INT,
+TRAIN_CHECKS = {"preset": one_of("quick", "cpu", "paper"), "n_train": OPTIONAL_POSITIVE_INT,
                 "curriculum": one_of("schedule", "reference", "pure")}
 
 

@@ -162,3 +162,12 @@ def test_sigkill_with_workers_ends_them_marks_the_run_interrupted_and_resume_los
     status = con.execute("select status from runs").fetchall()
     con.close()
     assert len(ids) == len(set(ids)) == 8 and status == [("complete",)]
+
+
+def test_train_command_trains_an_alfworld_receiver(results_env):
+    """`train` needs no split: training reads the train split whichever split is evaluated."""
+    result = runner.invoke(app, ["train", "-m", "no_comm", "-t", "alfworld", "--receiver", "tiny-llama",
+                                 "--param", "n_train=1"])
+    assert result.exit_code == 0, result.output
+    assert "trained no_comm (empty slot) receiver on 1 conversations" in result.output
+    assert "receiver checkpoint:" in result.output

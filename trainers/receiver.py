@@ -71,6 +71,9 @@ class TrainConfig:
 PRESETS = {
     # Sized for a 2-core CPU: tens of examples, one epoch, short sequences.
     "quick": TrainConfig(),
+    # Longer CPU training for ALFWorld receivers that act (a candidate, being measured): more
+    # expert games, whole conversations up to 768 tokens, a higher learning rate.
+    "cpu": TrainConfig(n_train=128, epochs=1.0, lr=1e-4, max_len=768),
     # The paper's regime, for GPUs (bf16 there): all data, longer sequences, full slots.
     "paper": TrainConfig(n_train=None, epochs=3.0, batch_size=4, grad_accum=4, lr=1e-5, adapter_lr=1e-4,
                          warmup_ratio=0.03, max_len=2048, max_slot_rows=1024),
