@@ -343,6 +343,52 @@ def runs(
 
 
 @app.command()
+def show(
+    run_key: str = typer.Argument(..., help="A run key or a unique prefix (see `interlat-bench runs`)."),
+    sample_id: str = typer.Argument(..., help="A sample id, or a unique part of one."),
+    db: Path | None = DbOpt,
+):
+    """Print one episode: the sender's plan, every turn the receiver saw and wrote, the outcome."""
+    with user_errors():
+        import json
+
+        from rich.text import Text
+
+        from interlat_bench.results.store import Store
+
+        if not _db(db).exists():
+            raise UserError(f"no results database at {_db(db)}: run `interlat-bench run ...` first")
+        with Store(_db(db)).reader() as con:
+            hits = con.execute("""
+                SELECT r.run_key, r.method, r.benchmark, r.split, r.sender, r.receiver, s.sample_id, s.success,
+                       s.score, s.steps, s.error, CAST(s.metrics AS VARCHAR)
+                FROM samples AS s JOIN runs AS r USING (run_key)
+                WHERE starts_with(r.run_key, ?) AND contains(s.sample_id, ?)
+                ORDER BY s.sample_id = ? DESC, r.run_key, s.sample_id LIMIT 6""",
+                               [run_key, sample_id, sample_id]).fetchall()
+        exact = [h for h in hits if h[6] == sample_id]
+        hits = exact[:1] if len(exact) == 1 else hits
+        if len(hits) != 1:
+            found = ", ".join(f"{h[0][:8]}/{h[6]}" for h in hits[:5]) or "none"
+            raise UserError(f"show {run_key} {sample_id}: expected one sample, found {found} "
+                            "(see `interlat-bench runs` and `interlat-bench sql`)")
+        key, method, bench, split, sender, receiver, sid, success, score, steps, error, metrics = hits[0]
+        metrics = json.loads(metrics or "{}")
+        outcome = f"error: {error}" if error else f"success {bool(success)}, score {score}, steps {steps}"
+        console.print(Text(f"{method} | {bench}/{split} | {sender or '-'} -> {receiver or '-'} | run {key}\n"
+                           f"sample {sid}: {outcome}", style="bold"))
+        turns = metrics.get("transcript")
+        if not turns:
+            console.print("no transcript stored for this sample (a reference policy, or a run recorded before "
+                          "transcripts); its actions: " + json.dumps(metrics.get("actions", [])))
+            return
+        styles = {"plan": "magenta", "user": "cyan", "assistant": "green", "note": "dim"}
+        for turn in turns:
+            console.print(Text(f"[{turn['role']}]", style=f"bold {styles.get(turn['role'], '')}"))
+            console.print(Text(turn["content"]))
+
+
+@app.command()
 def report(
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder to write into (default: report/ beside "
                                     "the database)."),

@@ -104,6 +104,8 @@ def _play(spec: RunSpec, bench, method, agent, messages, sample):
         message = method.transform(method.message_for(sample, messages, spec.seed), rng)
         record = bench.play(sample, agent, message)
         record.metrics.update(message.stats())
+        if hasattr(agent, "transcript"):  # what `interlat-bench show` prints
+            record.metrics["transcript"] = agent.transcript(message)
         # A message read back from the cache cost no sender time now: record none rather
         # than replay the time of the run that generated it.
         if message.kind is not MessageKind.NONE and not message.from_cache:

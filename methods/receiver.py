@@ -24,6 +24,10 @@ from interlat_bench.harness.core.seeds import item_seed
 from interlat_bench.harness.core.timing import clock_ms
 from interlat_bench.methods.base import Message
 
+# Stored transcripts stay bounded (about 100 KB per episode at most).
+TRANSCRIPT_TURNS = 100
+TRANSCRIPT_TURN_CHARS = 4000
+
 # message -> slot rows (n, H_receiver) placed between <bop> and <eop>
 SlotEncoder = Callable[[Message], torch.Tensor | None]
 
@@ -137,6 +141,19 @@ class ReceiverAgent:
 
     def timings_ms(self) -> dict[str, float]:
         return dict(self._times)
+
+    def transcript(self, message: Message) -> list[dict[str, str]]:
+        """The episode as the receiver saw it: the sender's plan (what the message was made
+        from), then every turn, the slot shown as what filled it; each turn cut at
+        TRANSCRIPT_TURN_CHARS characters and the episode at TRANSCRIPT_TURNS turns."""
+        slot = f"[slot: {message.rows} {message.kind} rows]" if self.special else ""
+        turns = [{"role": "plan", "content": message.text}] if message.text else []
+        turns += [{"role": m["role"], "content": m["content"].replace(conv.PLACEHOLDER, slot)} for m in self.messages]
+        if len(turns) > TRANSCRIPT_TURNS:
+            turns = turns[:TRANSCRIPT_TURNS - 1] + [{"role": "note", "content": f"{len(turns) - TRANSCRIPT_TURNS + 1} "
+                                                     "more turns not stored"}]
+        return [{"role": t["role"], "content": t["content"] if len(t["content"]) <= TRANSCRIPT_TURN_CHARS
+                 else t["content"][:TRANSCRIPT_TURN_CHARS] + " [...]"} for t in turns]
 
     def episode_metrics(self) -> dict[str, int]:
         """Replies this episode and how many the token cap cut (``truncated``: any was cut)."""

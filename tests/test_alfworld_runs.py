@@ -171,3 +171,26 @@ def test_train_command_trains_an_alfworld_receiver(results_env):
     assert result.exit_code == 0, result.output
     assert "trained no_comm (empty slot) receiver on 1 conversations" in result.output
     assert "receiver checkpoint:" in result.output
+
+
+def test_show_prints_the_stored_transcript_of_an_episode(results_env):
+    args = ["run", "-m", "latent", "-t", "alfworld", "--splits", "seen", "--limit", "1", "--max-steps", "3",
+            "--receiver", "tiny-llama", "--sender", "tiny-llama", "--param", "n_train=1", "--param", "plan_tokens=6",
+            "--max-new-tokens", "6", "--no-leaderboard"]
+    assert runner.invoke(app, args).exit_code == 0
+    con = duckdb.connect(str(results_env), read_only=True)
+    key, sid, steps, transcript = con.execute(
+        "select run_key, sample_id, steps, metrics->'transcript' from samples").fetchone()
+    con.close()
+    turns = json.loads(transcript)
+    assert [t["role"] for t in turns[:2]] == ["plan", "user"]
+    assert "[slot: 6 latent rows]" in turns[1]["content"]
+    assert sum(t["role"] == "assistant" for t in turns) == steps == 3
+    assert sum(t["role"] == "user" for t in turns) == 3  # the task, then an observation after each reply
+    result = runner.invoke(app, ["show", key[:6], sid.split("/")[-1]])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"sample {sid}: success False" in out and "[plan]" in out and out.count("[assistant]") == 3
+    assert turns[2]["content"].strip()[:30] in out or turns[3]["content"][:30] in out
+    missing = runner.invoke(app, ["show", key[:6], "no-such-sample"])
+    assert missing.exit_code != 0 and "expected one sample, found none" in missing.output + missing.stderr
