@@ -51,14 +51,55 @@ def _params(values: list[str], flag: str = "--param") -> dict:
     return out
 
 
+GRID_KEYS = {"methods", "tasks", "splits", "seeds", "sender", "receiver", "limit", "max_steps", "max_new_tokens",
+             "dtype", "params", "settings"}
+
+
+def _read_grid(path: Path) -> dict:
+    """A grid file as the run options it stands for: lists become comma-separated strings,
+    params and settings stay mappings (a list value sweeps, as `--param 'k=[a,b]'` does)."""
+    import tomllib
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except OSError as exc:
+        raise UserError(f"--grid {path}: cannot read it ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"--grid {path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'} "
+                        f"({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--grid {path}: expected a mapping of run options ({', '.join(sorted(GRID_KEYS))})")
+    unknown = sorted(set(data) - GRID_KEYS)
+    if unknown:
+        raise UserError(f"--grid {path}: unknown key {unknown[0]!r} (expected {', '.join(sorted(GRID_KEYS))})")
+    out = {}
+    for key, value in data.items():
+        if key in ("params", "settings"):
+            if not isinstance(value, dict):
+                raise UserError(f"--grid {path}: {key} must be a mapping of name: value")
+            out[key] = value
+        elif isinstance(value, list):
+            out[key] = ",".join(str(v) for v in value)
+        elif key in ("limit", "max_steps", "max_new_tokens") and not isinstance(value, int):
+            raise UserError(f"--grid {path}: {key} must be an integer, got {value!r}")
+        else:
+            out[key] = str(value) if key not in ("limit", "max_steps", "max_new_tokens") else value
+    return out
+
+
 @app.command()
 def run(
-    methods: str = typer.Option(..., "--methods", "-m", help="Comma-separated method names."),
-    tasks: str = typer.Option(..., "--tasks", "-t", help="Comma-separated benchmarks (math, alfworld)."),
+    methods: str | None = typer.Option(None, "--methods", "-m", help="Comma-separated method names."),
+    tasks: str | None = typer.Option(None, "--tasks", "-t", help="Comma-separated benchmarks (math, alfworld)."),
+    grid: Path | None = typer.Option(None, "--grid", "-g", help="A grid file (YAML or TOML): methods, tasks, "
+                                     "splits, seeds, sender, receiver, limit, params, settings, ...; options "
+                                     "given on the command line override it."),
     splits: str | None = typer.Option(None, help="Comma-separated splits (default: each task's default)."),
-    sender: str = typer.Option("smollm2-135m", help="Sender model reference."),
-    receiver: str = typer.Option("smollm2-135m", help="Receiver model reference."),
-    seeds: str = typer.Option("0", help="Comma-separated seeds."),
+    sender: str | None = typer.Option(None, help="Sender model reference (default smollm2-135m)."),
+    receiver: str | None = typer.Option(None, help="Receiver model reference (default smollm2-135m)."),
+    seeds: str | None = typer.Option(None, help="Comma-separated seeds (default 0)."),
     limit: int | None = typer.Option(
         None, help="First N samples of each split (-1: all). Default: all on a GPU; on a CPU each task's quick size."),
     max_steps: int | None = typer.Option(
@@ -82,6 +123,17 @@ def run(
         from interlat_bench.harness.core.runspec import DecodingSpec
         from interlat_bench.harness.grid import expand, split_csv
 
+        given = dict(methods=methods, tasks=tasks, splits=splits, sender=sender, receiver=receiver, seeds=seeds,
+                     limit=limit, max_steps=max_steps, max_new_tokens=max_new_tokens,
+                     dtype=None if dtype == "auto" else dtype)
+        file = _read_grid(grid) if grid else {}
+        chosen = {k: v if v is not None else file.get(k) for k, v in given.items()}
+        methods, tasks, splits = chosen["methods"], chosen["tasks"], chosen["splits"]
+        if not methods or not tasks:
+            raise UserError("give --methods and --tasks (or a --grid file with methods and tasks)")
+        sender, receiver = chosen["sender"] or "smollm2-135m", chosen["receiver"] or "smollm2-135m"
+        seeds, limit, max_steps = chosen["seeds"] or "0", chosen["limit"], chosen["max_steps"]
+        max_new_tokens, dtype = chosen["max_new_tokens"], chosen["dtype"] or "auto"
         try:
             seed_list = [int(s) for s in split_csv(seeds)]
         except ValueError:
@@ -91,8 +143,9 @@ def run(
             receiver=receiver, dtype=_concrete_dtype(dtype), limit=limit,
             decoding=DecodingSpec(greedy=not sample, temperature=temperature, max_new_tokens=max_new_tokens or 0,
                                   lookup_tokens=lookup_tokens),
-            method_params=_params(param),
-            settings={**_params(setting, "--setting"), **({"max_steps": max_steps} if max_steps is not None else {})},
+            method_params={**file.get("params", {}), **_params(param)},
+            settings={**file.get("settings", {}), **_params(setting, "--setting"),
+                      **({"max_steps": max_steps} if max_steps is not None else {})},
         )
         if dry_run:
             _print_plan(specs, _db(db))

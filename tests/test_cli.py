@@ -69,3 +69,40 @@ def test_dry_run_lists_cells_and_writes_nothing(results_env):
     assert all(r.split("│")[7].strip() == "3" for r in rows)  # samples to compute
     assert "12 samples to compute in 4 cells" in out.output
     assert not results_env.exists() and not (results_env.parent / "shards").exists()
+
+
+GRID = """\
+# three methods on two tasks
+methods: [latent, text, no_comm]
+tasks: [probe, math]
+seeds: [0]
+receiver: tiny-llama
+sender: tiny-llama
+limit: 2
+params:
+  plan_tokens: 4
+  n_train: 4
+"""
+
+
+def test_grid_file_dry_run_and_command_line_overrides(tmp_path, results_env):
+    import re
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(GRID)
+    out = CliRunner().invoke(app, ["run", "--grid", str(grid), "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert "12 samples to compute in 6 cells" in out.output
+    assert not results_env.exists()  # a dry run writes nothing
+    out = CliRunner().invoke(app, ["run", "--grid", str(grid), "--dry-run", "--limit", "1", "-m", "latent"])
+    assert "2 samples to compute in 2 cells" in out.output  # the command line wins over the file
+    toml = tmp_path / "grid.toml"
+    toml.write_text('methods = ["no_comm"]\ntasks = ["probe"]\nreceiver = "tiny-llama"\nlimit = 3\n'
+                    '[settings]\nn_options = 8\n')
+    out = CliRunner().invoke(app, ["run", "--grid", str(toml), "--dry-run"])
+    assert out.exit_code == 0 and re.search(r"3 samples to compute in 1 cells", out.output), out.output
+    for text, says in (("methods: [latent]\ntasks: [probe]\ncolour: red\n", "unknown key 'colour'"),
+                       ("methods: [latent\n", "not valid YAML"), ("limit: many\nmethods: x\ntasks: y\n", "limit")):
+        grid.write_text(text)
+        bad = CliRunner().invoke(app, ["run", "--grid", str(grid), "--dry-run"])
+        assert bad.exit_code != 0 and says in bad.output + bad.stderr and str(grid) in bad.output + bad.stderr
