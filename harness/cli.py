@@ -13,7 +13,8 @@ from rich.console import Console
 from interlat_bench.harness.core.errors import UserError
 
 app = typer.Typer(help="Benchmark and ablation harness for agents that communicate in latent space.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -565,10 +566,28 @@ def lm_eval_cmd(ctx: typer.Context):
     lm_eval_main(ctx.args)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"interlat-bench {version('interlat-bench')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                              help="Print the version and exit.")):
+    """Benchmark and ablation harness for agents that communicate in latent space."""
+
+
 @app.command("ls")
-def list_things():
-    """List methods, benchmarks and built-in models."""
+def list_things(name: str | None = typer.Argument(None, help="A method or benchmark: its parameters.")):
+    """List methods, benchmarks and built-in models; `ls NAME` shows one method's or benchmark's
+    parameters with their defaults and accepted values (all of them enter the run key)."""
     with user_errors():
+        if name:
+            _describe(name)
+            return
         from rich.table import Table
 
         from interlat_bench.harness.core.models import BUILTIN_MODELS
@@ -587,6 +606,36 @@ def list_things():
         for name, what in BUILTIN_MODELS.items():
             t.add_row(name, what)
         console.print(t)
+
+
+def _describe(name: str) -> None:
+    import json
+
+    from rich.table import Table
+
+    from interlat_bench.harness.core.registry import benchmarks, methods
+
+    if name in methods.names():
+        cls, what, kind = methods.get(name), "--param", "method"
+        values = cls.defaults
+    elif name in benchmarks.names():
+        cls, what, kind = benchmarks.get(name), "--setting", "benchmark"
+        values = cls.defaults
+    else:
+        methods.get(name)  # unknown: the registry's did-you-mean error
+        return
+    about = getattr(cls, "description", "") or next(iter((cls.__doc__ or "").strip().splitlines()), "")
+    console.print(f"{kind} {name}" + (f": {about}" if about else ""))
+    if kind == "benchmark":
+        console.print(f"splits: {', '.join(cls.splits)} (default {', '.join(cls.default_splits)})")
+    t = Table(what, "default", "accepted", title=f"{name}: every value below is part of the run key")
+    sweep = getattr(cls, "sweep", {}) or {}
+    for key, default in sorted(values.items()):
+        check = cls.param_checks.get(key)
+        # Left unset, a swept parameter runs one configuration per value.
+        shown = f"sweep {json.dumps(list(sweep[key]))}" if key in sweep else json.dumps(default)
+        t.add_row(key, shown, check.expected if check else "-")
+    console.print(t)
 
 
 def main() -> None:

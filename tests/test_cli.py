@@ -106,3 +106,18 @@ def test_grid_file_dry_run_and_command_line_overrides(tmp_path, results_env):
         grid.write_text(text)
         bad = CliRunner().invoke(app, ["run", "--grid", str(grid), "--dry-run"])
         assert bad.exit_code != 0 and says in bad.output + bad.stderr and str(grid) in bad.output + bad.stderr
+
+
+def test_ls_name_shows_parameters_with_defaults_and_sweeps_version_and_short_help():
+    out = CliRunner().invoke(app, ["ls", "truncate"])
+    assert out.exit_code == 0, out.output
+    assert "part of the run key" in out.output
+    rows = {line.split("│")[1].strip(): line for line in out.output.splitlines() if line.count("│") >= 3}
+    assert "sweep [0.9, 0.5, 0.0]" in rows["rho"] and "a number from 0 to 1" in rows["rho"]
+    assert "128" in rows["plan_tokens"] and "one of quick, cpu, paper" in rows["preset"]
+    out = CliRunner().invoke(app, ["ls", "probe"])
+    assert "splits: test" in out.output and "n_options" in out.output
+    bad = CliRunner().invoke(app, ["ls", "latnet"])
+    assert bad.exit_code != 0 and "did you mean 'latent'" in bad.output + bad.stderr
+    assert CliRunner().invoke(app, ["--version"]).output.startswith("interlat-bench ")
+    assert "Usage" in CliRunner().invoke(app, ["run", "-h"]).output
