@@ -31,6 +31,19 @@ def user_errors():
         raise typer.Exit(e.exit_code) from None
 
 
+def _existing_db(db: Path | None) -> Path:
+    """The results database to read, which must exist."""
+    if not _db(db).exists():
+        raise UserError(f"no results database at {_db(db)}: run `interlat-bench run ...` first")
+    return _db(db)
+
+
+def _table_format(format: str) -> str:
+    if format not in ("rich", "md", "csv"):
+        raise UserError(f"--format {format!r}: expected rich, md or csv")
+    return format
+
+
 def _db(db: Path | None) -> Path:
     from interlat_bench.harness.core.settings import default_db
 
@@ -312,10 +325,8 @@ def leaderboard(
     with user_errors():
         from interlat_bench.harness.grid import split_csv
 
-        if format not in ("rich", "md", "csv"):
-            raise UserError(f"--format {format!r}: expected rich, md or csv")
-        if not _db(db).exists():
-            raise UserError(f"no results database at {_db(db)}: run `interlat-bench run ...` first")
+        _table_format(format)
+        _existing_db(db)
         _print_leaderboard(_db(db), split_csv(methods) or None, split_csv(tasks) or None,
                            split_csv(splits) or None, metric, format, by)
 
@@ -339,10 +350,8 @@ def runs(
         from interlat_bench.results.store import Store
         from interlat_bench.results.store import prune as prune_runs
 
-        if format not in ("rich", "md", "csv"):
-            raise UserError(f"--format {format!r}: expected rich, md or csv")
-        if not _db(db).exists():
-            raise UserError(f"no results database at {_db(db)}: run `interlat-bench run ...` first")
+        _table_format(format)
+        _existing_db(db)
         store = Store(_db(db))
         do_ingest(store, _db(db).parent / "shards", warn=err.print)  # statuses as of now
         with store.reader() as con:
@@ -410,8 +419,7 @@ def show(
 
         from interlat_bench.results.store import Store
 
-        if not _db(db).exists():
-            raise UserError(f"no results database at {_db(db)}: run `interlat-bench run ...` first")
+        _existing_db(db)
         with Store(_db(db)).reader() as con:
             hits = con.execute("""
                 SELECT r.run_key, r.method, r.benchmark, r.split, r.sender, r.receiver, s.sample_id, s.success,
@@ -455,8 +463,7 @@ def report(
     with user_errors():
         from interlat_bench.results import report as rp
 
-        if not _db(db).exists():
-            raise UserError(f"no results database at {_db(db)}: run `interlat-bench run ...` first")
+        _existing_db(db)
         folder = out or _db(db).parent / "report"
         written = rp.write(_db(db), folder, baseline=baseline, marks=_diagnostic_marks(), html=html)
         tables = sorted(n.removesuffix(".csv") for n in written if n.endswith(".csv"))
