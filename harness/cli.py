@@ -38,10 +38,25 @@ def _existing_db(db: Path | None) -> Path:
     return _db(db)
 
 
-def _table_format(format: str) -> str:
-    if format not in ("rich", "md", "csv"):
-        raise UserError(f"--format {format!r}: expected rich, md or csv")
+def _table_format(format: str, allowed: tuple[str, ...] = ("rich", "md", "csv")) -> str:
+    if format not in allowed:
+        raise UserError(f"--format {format!r}: expected {', '.join(allowed[:-1])} or {allowed[-1]}")
     return format
+
+
+def _known_in_db(db: Path, column: str, wanted: list[str], flag: str) -> None:
+    """Names the results do not hold are a typo, not an empty table: say so with a suggestion."""
+    import difflib
+
+    from interlat_bench.results.store import Store
+
+    with Store(db).reader() as con:
+        present = sorted({r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM runs").fetchall() if r[0]})
+    for name in wanted:
+        if name not in present:
+            close = difflib.get_close_matches(name, present, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"{flag} {name!r}: no such {column} in {db}{hint} (present: {', '.join(present)})")
 
 
 def _db(db: Path | None) -> Path:
@@ -293,17 +308,20 @@ def _diagnostic_marks() -> dict:
     return {k: v for _, cls in benchmarks.items() for k, v in cls.diagnostics.items()}
 
 
-def _print_leaderboard(db, methods, benchmarks, splits, metric, fmt, by: str | None = None) -> None:
+def _print_leaderboard(db, methods, benchmarks, splits, metric, fmt, by: str | None = None,
+                       senders=None, receivers=None) -> None:
     from interlat_bench.results import leaderboard as lb
 
     table = lb.leaderboard(db, methods=methods, benchmarks=benchmarks, splits=splits, metric=metric,
-                           marks=_diagnostic_marks(), by=by)
+                           marks=_diagnostic_marks(), by=by, senders=senders, receivers=receivers)
     if not table.rows and fmt == "rich":  # say why rather than print an empty frame
         why = "no successful episode yet" if metric == "steps_success" else "no recorded values"
         console.print(f"{metric}: {why}")
         return
     if fmt == "md":
         typer.echo(lb.render_markdown(table))
+    elif fmt == "json":
+        typer.echo(lb.render_json(table))
     elif fmt == "csv":
         typer.echo(lb.render_csv(table), nl=False)
     else:
@@ -316,19 +334,26 @@ def leaderboard(
     tasks: str | None = typer.Option(None, "--tasks", "-t"),
     splits: str | None = typer.Option(None),
     metric: str = typer.Option("success", help="success, score, steps, steps_success or a metrics JSON key."),
-    format: str = typer.Option("rich", "--format", "-f", help="rich, md or csv."),
+    format: str = typer.Option("rich", "--format", "-f", help="rich, md, csv or json."),
     by: str | None = typer.Option(None, "--by", help="Split each column by a metrics key: level, subject, "
                                   "task_type, ..."),
+    sender: str | None = typer.Option(None, help="Only runs with these senders (comma-separated)."),
+    receiver: str | None = typer.Option(None, help="Only runs with these receivers (comma-separated)."),
     db: Path | None = DbOpt,
 ):
     """Method x (task, split) table; every cell has n and a 95% interval."""
     with user_errors():
         from interlat_bench.harness.grid import split_csv
 
-        _table_format(format)
-        _existing_db(db)
-        _print_leaderboard(_db(db), split_csv(methods) or None, split_csv(tasks) or None,
-                           split_csv(splits) or None, metric, format, by)
+        _table_format(format, ("rich", "md", "csv", "json"))
+        path = _existing_db(db)
+        for column, value, flag in (("method", methods, "--methods"), ("benchmark", tasks, "--tasks"),
+                                    ("split", splits, "--splits"), ("sender", sender, "--sender"),
+                                    ("receiver", receiver, "--receiver")):
+            _known_in_db(path, column, split_csv(value), flag)
+        _print_leaderboard(path, split_csv(methods) or None, split_csv(tasks) or None,
+                           split_csv(splits) or None, metric, format, by, split_csv(sender) or None,
+                           split_csv(receiver) or None)
 
 
 @app.command()
@@ -473,20 +498,42 @@ def report(
 
 
 @app.command()
-def sql(query: str = typer.Argument(..., help="A read-only SQL statement."), db: Path | None = DbOpt):
+def sql(
+    query: str = typer.Argument(..., help="A read-only SQL statement."),
+    format: str = typer.Option("rich", "--format", "-f", help="rich, csv or json."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file (atomically) instead."),
+    db: Path | None = DbOpt,
+):
     """Run a query on a read-only connection to the results database."""
     with user_errors():
+        import csv
+        import io
+        import json
+
         from rich.table import Table
 
+        from interlat_bench.harness.core.atomic import write_text
         from interlat_bench.results.store import query_readonly
 
-        if not _db(db).exists():
-            raise UserError(f"no results database at {_db(db)}")
-        columns, rows = query_readonly(_db(db), query)
-        table = Table(*columns)
-        for row in rows:
-            table.add_row(*("NULL" if v is None else str(v) for v in row))
-        console.print(table)
+        _table_format(format, ("rich", "csv", "json"))
+        columns, rows = query_readonly(_existing_db(db), query)
+        if format == "rich" and output is None:
+            table = Table(*columns)
+            for row in rows:
+                table.add_row(*("NULL" if v is None else str(v) for v in row))
+            console.print(table)
+            return
+        if format == "json":
+            text = json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=1, default=str) + "\n"
+        else:
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows([columns, *rows])
+            text = buf.getvalue()
+        if output is None:
+            typer.echo(text, nl=False)
+        else:
+            write_text(output, text)
+            console.print(f"{len(rows)} rows -> {output}")
 
 
 @app.command()

@@ -98,6 +98,7 @@ class Table:
     columns: list[str]
     rows: list[list[Cell | str]] = field(default_factory=list)
     percent: bool = False
+    metric: str = "success"
 
 
 def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float]:
@@ -410,11 +411,13 @@ def _row_order(rows: list[_Row], varying: list[str], methods: Sequence[str] | No
 
 
 @contextlib.contextmanager
-def _configuration_view(store_path, value_sql: str, value_params: list, methods, benchmarks, splits, marks):
+def _configuration_view(store_path, value_sql: str, value_params: list, methods, benchmarks, splits, marks,
+                        senders=None, receivers=None):
     """A reader connection with a view ``_leaderboard_rows`` (run_key -> configuration row),
     the runs, their labelled configurations and the model columns that vary among them."""
     where, params = [], []
-    for column, wanted in (("method", methods), ("benchmark", benchmarks), ("split", splits)):
+    for column, wanted in (("method", methods), ("benchmark", benchmarks), ("split", splits), ("sender", senders),
+                           ("receiver", receivers)):
         if wanted:
             where.append(f"list_contains(?, r.{column})")
             params.append(list(wanted))
@@ -491,6 +494,8 @@ def leaderboard(
     metric: str = "success",
     marks: dict[str, Any] | None = None,
     by: str | None = None,
+    senders: Sequence[str] | None = None,
+    receivers: Sequence[str] | None = None,
 ) -> Table:
     """Mean ``metric`` per configuration (row) and benchmark/split (column).
 
@@ -526,8 +531,8 @@ def leaderboard(
     """
     value_sql, value_params = _value_sql(metric)
     group_sql, group_params = _group_sql(by)
-    with _configuration_view(store_path, value_sql, value_params, methods, benchmarks, splits, marks) as (
-            con, runs, rows, varying, view):
+    with _configuration_view(store_path, value_sql, value_params, methods, benchmarks, splits, marks, senders,
+                             receivers) as (con, runs, rows, varying, view):
         records = con.execute(_aggregate_sql(value_sql, view, group_sql), group_params + value_params).fetchall()
     row_header = " / ".join(["method", *varying])
     percent = metric == "success"
@@ -572,7 +577,8 @@ def leaderboard(
         title = f"success rate %: mean [95% {ci} CI] n samples; {'; '.join(notes)}"
     else:
         title = f"{metric}: mean [95% CI] n samples; {'; '.join(notes)}"
-    return Table(title=title, row_header=row_header, columns=columns, rows=table_rows, percent=percent)
+    return Table(title=title, row_header=row_header, columns=columns, rows=table_rows, percent=percent,
+                 metric=metric)
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -652,28 +658,31 @@ def render_markdown(table: Table) -> str:
 
 
 def render_csv(table: Table) -> str:
-    """Tidy CSV: one line per non-missing cell (row label, column, value, n, lo, hi, errors).
+    """Tidy CSV: one line per non-missing cell (row label, column, metric, value, n, lo, hi,
+    errors).
 
-    Values are raw (success as a fraction in [0, 1], not a percentage); lo/hi are empty
-    when there is no interval; ``errors`` counts errored episodes (0 when none).
+    Values are raw (success as a fraction in [0, 1], not a percentage) with 6 significant
+    digits; lo/hi are empty when there is no interval; ``errors`` counts errored episodes.
     """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([table.row_header, "column", "value", "n", "lo", "hi", "errors"])
-    for row in table.rows:
-        label, *cells = row
-        for column, cell in zip(table.columns, cells, strict=True):
-            if not isinstance(cell, Cell):
-                continue
-            writer.writerow(
-                [
-                    label,
-                    column,
-                    repr(cell.value),
-                    cell.n,
-                    "" if cell.lo is None else repr(cell.lo),
-                    "" if cell.hi is None else repr(cell.hi),
-                    cell.errors,
-                ]
-            )
+    writer.writerow([table.row_header, "column", "metric", "value", "n", "lo", "hi", "errors"])
+    for record in _records(table):
+        writer.writerow([record[table.row_header], record["column"], record["metric"], *(
+            "" if record[k] is None else f"{record[k]:.6g}" for k in ("value", "n", "lo", "hi")), record["errors"]])
     return buf.getvalue()
+
+
+def _records(table: Table) -> list[dict[str, Any]]:
+    """One dict per non-missing cell: row label, column, metric, value, n, lo, hi, errors
+    (values raw: success as a fraction)."""
+    return [{table.row_header: label, "column": column, "metric": table.metric, "value": cell.value, "n": cell.n,
+             "lo": cell.lo, "hi": cell.hi, "errors": cell.errors}
+            for label, *cells in table.rows for column, cell in zip(table.columns, cells, strict=True)
+            if isinstance(cell, Cell)]
+
+
+def render_json(table: Table) -> str:
+    """The table for tools: title, metric, row header, columns and one record per cell."""
+    return json.dumps({"title": table.title, "metric": table.metric, "row_header": table.row_header,
+                       "columns": table.columns, "cells": _records(table)}, indent=1)

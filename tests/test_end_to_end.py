@@ -166,3 +166,24 @@ def test_runs_lists_marks_killed_runs_interrupted_and_prunes(results_env):
     assert len(listed()) == 2 and not (results_env.parent / "shards" / "deadbeef00000000").exists()
     bad = runner.invoke(app, ["runs", "--prune"])
     assert bad.exit_code != 0 and "--prune: name the runs" in bad.output + bad.stderr
+
+
+def test_leaderboard_json_filters_and_names_and_sql_exports(results_env, tmp_path):
+    import json
+
+    invoke("run", "-m", "text_zeroshot,no_comm_zeroshot", "-t", "math", "--limit", "2", *TINY)
+    data = json.loads(invoke("leaderboard", "-f", "json", "-m", "text_zeroshot"))
+    assert data["metric"] == "success" and [c["method"] for c in data["cells"]] == ["text_zeroshot"]
+    assert data["cells"][0]["n"] == 2 and data["cells"][0]["column"] == "math/math500"
+    csv_text = invoke("leaderboard", "-f", "csv", "--receiver", "tiny-llama")
+    assert csv_text.splitlines()[0] == "method,column,metric,value,n,lo,hi,errors" and len(csv_text.splitlines()) == 3
+    for args, says in ((["-m", "text_zeroshto"], "did you mean 'text_zeroshot'"),
+                       (["--receiver", "smollm2"], "no such receiver")):
+        bad = runner.invoke(app, ["leaderboard", *args])
+        assert bad.exit_code != 0 and says in bad.output + bad.stderr
+    rows = json.loads(invoke("sql", "select method, count(*) as n from samples join runs using (run_key) "
+                                    "group by 1 order by 1", "-f", "json"))
+    assert rows == [{"method": "no_comm_zeroshot", "n": 2}, {"method": "text_zeroshot", "n": 2}]
+    out = tmp_path / "q.csv"
+    assert "2 rows" in invoke("sql", "select method from runs order by 1", "-f", "csv", "-o", str(out))
+    assert out.read_text() == "method\nno_comm_zeroshot\ntext_zeroshot\n"

@@ -438,6 +438,7 @@ def test_render_csv_is_tidy(small_table):
     assert rows[0] == {
         "method": "latent",
         "column": "math/test",
+        "metric": "success",
         "value": "0.6",
         "n": "10",
         "lo": "0.3127",
@@ -445,7 +446,7 @@ def test_render_csv_is_tidy(small_table):
         "errors": "0",
     }
     assert rows[1]["errors"] == "2"
-    assert rows[2]["column"] == "alfworld/valid_seen" and rows[2]["value"] == "1.0"
+    assert rows[2]["column"] == "alfworld/valid_seen" and rows[2]["value"] == "1"
 
 
 def test_render_rich(small_table):
