@@ -84,6 +84,16 @@ GRID_KEYS = {"methods", "tasks", "splits", "seeds", "sender", "receiver", "limit
              "dtype", "params", "settings"}
 
 
+def _check_models(specs) -> None:
+    """Every model the grid uses can load here: checked before any model loads or any run row
+    is written."""
+    from interlat_bench.harness.core.models import check_ref
+
+    for flag, refs in (("--receiver", {s.receiver for s in specs}), ("--sender", {s.sender for s in specs})):
+        for ref in sorted(r for r in refs if r is not None):
+            check_ref(ref, flag)
+
+
 def _read_grid(path: Path) -> dict:
     """A grid file as the run options it stands for: lists become comma-separated strings,
     params and settings stay mappings (a list value sweeps, as `--param 'k=[a,b]'` does)."""
@@ -176,6 +186,7 @@ def run(
             settings={**file.get("settings", {}), **_params(setting, "--setting"),
                       **({"max_steps": max_steps} if max_steps is not None else {})},
         )
+        _check_models(specs)
         if dry_run:
             _print_plan(specs, _db(db))
             return
@@ -602,6 +613,7 @@ def train(
 
         # Training reads the benchmark's train split whatever split is evaluated: any one names the cell.
         spec = _one_spec(method, task, benchmarks.get(task).default_splits[0], sender, receiver, dtype, param)
+        _check_models([spec])
         impl = methods.get(method)(dict(spec.method_params))
         if impl.trained_with is None:
             raise UserError(f"method {method!r} has no trained receiver")

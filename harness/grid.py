@@ -8,7 +8,6 @@ from dataclasses import replace
 from typing import Any
 
 from interlat_bench.harness.core.errors import UserError
-from interlat_bench.harness.core.models import check_ref
 from interlat_bench.harness.core.params import check_params
 from interlat_bench.harness.core.registry import benchmarks, methods
 from interlat_bench.harness.core.runspec import DecodingSpec, RunSpec
@@ -84,10 +83,6 @@ def expand(
         raise UserError("--tasks: expected a comma-separated list of benchmarks (see `interlat-bench ls`)")
     method_classes = {m: methods.get(m) for m in method_names}  # unknown names fail here
     bench_classes = {t: benchmarks.get(t) for t in task_names}
-    uses = [c for c in method_classes.values() if c.uses_model]
-    for flag, ref in (("--receiver", receiver), ("--sender", sender)):
-        if uses and (flag == "--receiver" or any(c.needs_sender() for c in uses)):
-            check_ref(ref, flag)  # before any model loads or any run row is written
     given = dict(method_params or {})
     unknown = [k for k in given if not any(k in c.defaults for c in method_classes.values())]
     if unknown:
