@@ -64,6 +64,7 @@ _T975 = (
 )
 
 COLUMN_METRICS = ("success", "score", "steps")
+NON_NEGATIVE = ("steps", "steps_success")  # their intervals are clipped at 0
 _METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 MISSING = ""
 
@@ -553,6 +554,8 @@ def leaderboard(
         else:
             single = True
             lo, hi = wilson(float(total), n) if percent else mean_interval(mean, sd, n)
+        if metric in NON_NEGATIVE and lo is not None:  # a step count below 0 cannot be
+            lo = max(0.0, lo)
         cells[(int(row_id), _column(benchmark, split, grp))] = Cell(mean, n, lo, hi, int(errors),
                                                                     max(1, len(seeds)))
 

@@ -487,3 +487,11 @@ def test_diagnostic_settings_are_named_in_every_label_that_has_them(tmp_path):
     assert _labels(leaderboard(path)) == ["latent", "no_comm", "text"]  # nothing differs within a method
     marked = _labels(leaderboard(path, marks={"action": "rank"}))
     assert marked == ["latent[action=rank]", "no_comm", "text[action=rank]"]
+
+
+def test_step_intervals_never_go_below_zero(tmp_path):
+    store = Store(tmp_path / "r.duckdb")
+    with store.writer() as con:
+        _add_run(con, store, "k1", "oracle", "alfworld", "seen", 0, [1, 1], steps=[1, 19])
+    cell = leaderboard(tmp_path / "r.duckdb", metric="steps_success").rows[0][1]
+    assert cell.value == 10 and cell.lo == 0.0 and cell.hi > 19  # t-interval n=2: 10 -/+ 114
