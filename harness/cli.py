@@ -603,7 +603,7 @@ def train(
     receiver: str = typer.Option("smollm2-135m"),
     dtype: str = typer.Option("auto"),
     deepspeed: Path | None = typer.Option(None, help="DeepSpeed JSON (e.g. trainers/zero2.json)."),
-    param: list[str] = typer.Option([], "--param", "-p", help="preset=quick|paper, n_train=N, curriculum=..."),
+    param: list[str] = typer.Option([], "--param", "-p", help="preset=quick|cpu|paper, n_train=N, curriculum=..."),
 ):
     """Train (or reuse) a receiver; prints its checkpoint folder with losses.csv and losses.png."""
     with user_errors():
