@@ -68,15 +68,15 @@ def measure_cells(db, *, measure: str, metric: str, benchmarks=None, methods=Non
     bases = list(dict.fromkeys(line["row"] for line in lines if line["row"].split(" / ")[0].split("[")[0] == baseline))
     if bases:
         obs = lb.observations(db, methods=methods, benchmarks=benchmarks, metric=metric, marks=marks, by=by)
+        episodes = {key: group for key, group in obs.groupby(["row", "column"], sort=False)}
         for line in lines:
             if line["row"] in bases:  # the baseline's own configurations are not its ablations
                 continue
             vs = _baseline_for(line["row"], bases)
-            if vs is None:
+            mine, theirs = episodes.get((line["row"], line["column"])), episodes.get((vs, line["column"]))
+            if mine is None or theirs is None:
                 continue
-            pair = obs[(obs["row"] == line["row"]) & (obs["column"] == line["column"])].merge(
-                obs[(obs["row"] == vs) & (obs["column"] == line["column"])], on=["sample_id", "seed"],
-                suffixes=("", "_base"))
+            pair = mine.merge(theirs, on=["sample_id", "seed"], suffixes=("", "_base"))
             if pair.empty:
                 continue
             result = stats.paired_test(pair["value"].to_numpy(), pair["value_base"].to_numpy(), metric == "success")
@@ -94,10 +94,6 @@ def adjust(frame: pd.DataFrame) -> pd.DataFrame:
     frame["p_holm"] = [next(adjusted) if t else math.nan for t in tested]
     frame["significant"] = [bool(p < stats.ALPHA) for p in frame["p_holm"]]  # NaN: untested, False
     return frame
-
-
-def _num(value: float, percent: bool) -> str:
-    return lb._num(value, percent)
 
 
 def cell_text(line: pd.Series, percent: bool) -> str:
@@ -329,8 +325,7 @@ def latency_table(db, marks) -> tuple[ReportTable | None, pd.DataFrame]:
              "messages, so no sender ran), adapter, receiver, env (ALFWorld engine or MATH grading), "
              "wall (the whole sample); comm = sender + adapter; message bytes as shipped (float16 latents, "
              "UTF-8 text); one device per line", *comm_ratio(eff)]
-    cells = frame.rename(columns={"row": "row"})
-    return ReportTable("latency", "Latency per method and benchmark", notes, cells, wide), eff
+    return ReportTable("latency", "Latency per method and benchmark", notes, frame, wide), eff
 
 
 # -- the whole report ------------------------------------------------------------------------
@@ -376,8 +371,7 @@ def efficiency_plot(eff: pd.DataFrame, path: Path) -> Path | None:
 
     groups = list(eff.groupby(["benchmark", "device"], dropna=False))
     fig, axes = plt.subplots(len(groups), 2, figsize=(9, 3.4 * len(groups)), squeeze=False)
-    for (bench, dev), g in groups:
-        ax_t, ax_s = axes[groups.index(((bench, dev), g))]
+    for (ax_t, ax_s), ((bench, dev), g) in zip(axes, groups, strict=True):
         for method, marker in (("untrained_k", "o"), ("compressed_k", "s"), ("latent", "*")):
             m = g[g["method"] == method].sort_values("K")
             if m.empty:
@@ -417,16 +411,18 @@ def to_markdown(t: ReportTable) -> str:
     return "\n".join(lines) + "\n"
 
 
+LATEX_SPECIALS = {ch: "\\" + ch for ch in "%&#_$"}
+
+
 def to_latex(t: ReportTable) -> str:
     """A booktabs LaTeX table (``\\toprule``, ``\\midrule``, ``\\bottomrule``; needs
     ``\\usepackage{booktabs}``), the notes as comments above it."""
     if t.wide.empty:
         return ""
-    from pandas.io.formats.style_render import _escape_latex
-
     styler = t.wide.style.format(escape="latex").format_index(escape="latex", axis=0) \
         .format_index(escape="latex", axis=1)
-    body = styler.to_latex(hrules=True, caption=_escape_latex(t.title))
+    caption = "".join(LATEX_SPECIALS.get(ch, ch) for ch in t.title)
+    body = styler.to_latex(hrules=True, caption=caption)
     return "".join(f"% {n}\n" for n in t.notes) + body
 
 

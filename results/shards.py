@@ -299,8 +299,8 @@ def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, i
     (``ShardWriter.alive``; a killed run) becomes ``interrupted``.
 
     Returns counts: runs, shards, samples, timings, skipped (errored rows not applied
-    because the sample is already finished), bad_files, interrupted. The database is not opened when
-    there is nothing to load.
+    because the sample is already finished), bad_files, interrupted. The database is opened for writing only
+    when there is something to load or a run to mark (the check for stale runs reads it).
     """
     root = Path(root)
     counts = {"runs": 0, "shards": 0, "samples": 0, "timings": 0, "skipped": 0, "bad_files": 0, "interrupted": 0}
