@@ -16,7 +16,7 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -365,12 +365,12 @@ def _aggregate_sql(value_sql: str, rows_view: str, group_sql: str) -> str:
         WITH obs AS ({_observations_sql(value_sql, rows_view, group_sql)}
         ),
         per_sample AS (  -- seeds replay the same samples: one mean per sample
-            SELECT row_id, benchmark, split, grp, sample_id, avg(v) AS v, count(v) AS k
+            SELECT row_id, benchmark, split, grp, sample_id, avg(v) AS v, count(v) AS k, max(v) - min(v) AS spread
             FROM obs GROUP BY row_id, benchmark, split, grp, sample_id HAVING count(v) > 0
         ),
-        cells AS (
+        cells AS (  -- same: every seed gave every sample the same value (greedy, nothing drawn)
             SELECT row_id, benchmark, split, grp, count(*) AS n, avg(v) AS mean, sum(v) AS total,
-                   stddev_samp(v) AS sd, max(k) AS k
+                   stddev_samp(v) AS sd, max(k) AS k, max(spread) = 0 AS same
             FROM per_sample GROUP BY row_id, benchmark, split, grp
         ),
         extra AS (
@@ -378,7 +378,7 @@ def _aggregate_sql(value_sql: str, rows_view: str, group_sql: str) -> str:
                    list(DISTINCT seed) FILTER (WHERE v IS NOT NULL AND seed IS NOT NULL) AS seeds
             FROM obs GROUP BY row_id, benchmark, split, grp
         )
-        SELECT c.row_id, c.benchmark, c.split, c.grp, c.n, c.mean, c.total, c.sd, c.k, e.errors, e.seeds
+        SELECT c.row_id, c.benchmark, c.split, c.grp, c.n, c.mean, c.total, c.sd, c.k, c.same, e.errors, e.seeds
         FROM cells AS c JOIN extra AS e USING (row_id, benchmark, split, grp)
     """
 
@@ -411,25 +411,72 @@ def _row_order(rows: list[_Row], varying: list[str], methods: Sequence[str] | No
                                  rows[i].sort, rows[i].label))
 
 
+# Runs that have not finished: left out of tables (their samples are a biased subset: the
+# first ones, or those that happened to finish) until the same command completes them.
+UNFINISHED = ("running", "interrupted", "failed")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which runs a table reads. Lists match any of their values; ``run_keys`` are prefixes;
+    ``params`` match method parameters or benchmark settings of the run spec by value;
+    ``unfinished`` also reads runs whose status is in UNFINISHED."""
+
+    methods: Sequence[str] | None = None
+    benchmarks: Sequence[str] | None = None
+    splits: Sequence[str] | None = None
+    senders: Sequence[str] | None = None
+    receivers: Sequence[str] | None = None
+    tags: Sequence[str] | None = None
+    run_keys: Sequence[str] | None = None
+    params: dict[str, Any] | None = None
+    unfinished: bool = False
+
+    def where(self) -> tuple[list[str], list[Any]]:
+        where, args = [], []
+        for column, wanted in (("method", self.methods), ("benchmark", self.benchmarks), ("split", self.splits),
+                               ("sender", self.senders), ("receiver", self.receivers)):
+            if wanted:
+                where.append(f"list_contains(?, r.{column})")
+                args.append(list(wanted))
+        if self.tags:
+            where.append("list_has_any(coalesce(r.tags, []), ?::VARCHAR[])")
+            args.append(list(self.tags))
+        if self.run_keys:
+            where.append("list_bool_or(list_transform(?::VARCHAR[], lambda k: starts_with(r.run_key, k)))")
+            args.append(list(self.run_keys))
+        return where, args
+
+    def keeps_spec(self, spec_text: str | None) -> bool:
+        if not self.params:
+            return True
+        spec = json.loads(spec_text or "{}")
+        given = {**spec.get("benchmark_params", {}), **spec.get("method_params", {})}
+        return all(k in given and _canon(given[k]) == _canon(v) for k, v in self.params.items())
+
+
+def _merged(filters: Filters | None, **given) -> Filters:
+    """``filters`` with the keyword filters that were given (not None) set."""
+    return replace(filters or Filters(), **{k: v for k, v in given.items() if v is not None})
+
+
 @contextlib.contextmanager
-def _configuration_view(store_path, value_sql: str, value_params: list, methods, benchmarks, splits, marks,
-                        senders=None, receivers=None):
+def _configuration_view(store_path, value_sql: str, value_params: list, marks, filters: Filters):
     """A reader connection with a view ``_leaderboard_rows`` (run_key -> configuration row),
-    the runs, their labelled configurations and the model columns that vary among them."""
-    where, params = [], []
-    for column, wanted in (("method", methods), ("benchmark", benchmarks), ("split", splits), ("sender", senders),
-                           ("receiver", receivers)):
-        if wanted:
-            where.append(f"list_contains(?, r.{column})")
-            params.append(list(wanted))
+    the runs, their labelled configurations, the model columns that vary among them, and the
+    runs left out because they are unfinished."""
+    where, params = filters.where()
     where.append(f"EXISTS (SELECT 1 FROM samples AS s WHERE s.run_key = r.run_key AND ({value_sql}) IS NOT NULL)")
     params += value_params
     runs_sql = f"""
-        SELECT r.run_key, r.method, r.benchmark, r.split, r.sender, r.receiver, CAST(r.spec AS VARCHAR)
+        SELECT r.run_key, r.method, r.benchmark, r.split, r.sender, r.receiver, CAST(r.spec AS VARCHAR),
+               coalesce(list_contains(?, r.status), false) AS unfinished
         FROM runs AS r WHERE {" AND ".join(where)} ORDER BY r.run_key
     """
     with Store(store_path).reader() as con:
-        runs = con.execute(runs_sql, params).fetchall()
+        found = [r for r in con.execute(runs_sql, [list(UNFINISHED), *params]).fetchall() if filters.keeps_spec(r[6])]
+        runs = [r[:7] for r in found if filters.unfinished or not r[7]]
+        left_out = len(found) - len(runs)
         rows, feeds = _configurations(runs)
         # A column varies when runs use different models; runs without one (None) do not count.
         varying = [name for name in ("receiver", "sender")
@@ -439,7 +486,7 @@ def _configuration_view(store_path, value_sql: str, value_params: list, methods,
         con.register(view, pa.table({"run_key": pa.array([f[0] for f in feeds], pa.string()),
                                      "row_id": pa.array([f[1] for f in feeds], pa.int64())}))
         try:
-            yield con, runs, rows, varying, view
+            yield con, runs, rows, varying, view, left_out
         finally:
             con.unregister(view)
 
@@ -453,6 +500,7 @@ def observations(
     metric: str = "success",
     marks: dict[str, Any] | None = None,
     by: str | None = None,
+    filters: Filters | None = None,
 ):
     """The episodes behind ``leaderboard``'s cells, one per line (a pandas DataFrame): ``row``
     (the configuration, labelled as in the leaderboard), ``column``, ``sample_id``, ``seed``,
@@ -462,8 +510,9 @@ def observations(
 
     value_sql, value_params = _value_sql(metric)
     group_sql, group_params = _group_sql(by)
-    with _configuration_view(store_path, value_sql, value_params, methods, benchmarks, splits, marks) as (
-            con, _runs, rows, varying, view):
+    filters = _merged(filters, methods=methods, benchmarks=benchmarks, splits=splits)
+    with _configuration_view(store_path, value_sql, value_params, marks, filters) as (
+            con, _runs, rows, varying, view, _left_out):
         records = con.execute(_observations_sql(value_sql, view, group_sql) + " ORDER BY 1, 2, 3, 4, 5, 6",
                               group_params + value_params).fetchall()
     ordered = _row_order(rows, varying, methods, {int(r[0]) for r in records})
@@ -481,7 +530,8 @@ def run_rows(store_path: str | os.PathLike[str], marks: dict[str, Any] | None = 
     leaderboard (a pandas DataFrame: run_key, row)."""
     import pandas as pd
 
-    with _configuration_view(store_path, "1.0", [], None, None, None, marks) as (con, _runs, rows, varying, view):
+    with _configuration_view(store_path, "1.0", [], marks, Filters(unfinished=True)) as (
+            con, _runs, rows, varying, view, _left_out):
         pairs = con.execute(f"SELECT run_key, row_id FROM {view}").fetchall()
     return pd.DataFrame([(k, row_name(rows[int(i)], varying)) for k, i in pairs], columns=["run_key", "row"])
 
@@ -497,6 +547,7 @@ def leaderboard(
     by: str | None = None,
     senders: Sequence[str] | None = None,
     receivers: Sequence[str] | None = None,
+    filters: Filters | None = None,
 ) -> Table:
     """Mean ``metric`` per configuration (row) and benchmark/split (column).
 
@@ -532,8 +583,10 @@ def leaderboard(
     """
     value_sql, value_params = _value_sql(metric)
     group_sql, group_params = _group_sql(by)
-    with _configuration_view(store_path, value_sql, value_params, methods, benchmarks, splits, marks, senders,
-                             receivers) as (con, runs, rows, varying, view):
+    filters = _merged(filters, methods=methods, benchmarks=benchmarks, splits=splits, senders=senders,
+                      receivers=receivers)
+    with _configuration_view(store_path, value_sql, value_params, marks, filters) as (
+            con, runs, rows, varying, view, left_out):
         records = con.execute(_aggregate_sql(value_sql, view, group_sql), group_params + value_params).fetchall()
     row_header = " / ".join(["method", *varying])
     percent = metric == "success"
@@ -542,10 +595,14 @@ def leaderboard(
     seeds_seen: set[int] = set()
     averaged = single = False
     any_errors = False
-    for row_id, benchmark, split, grp, n, mean, total, sd, k, errors, seeds in records:
+    replays: set[int] = set()
+    for row_id, benchmark, split, grp, n, mean, total, sd, k, same, errors, seeds in records:
         n, mean, seeds = int(n), float(mean), sorted(seeds or [])
         seeds_seen.update(seeds)
         any_errors |= bool(errors)
+        if int(k) > 1 and same:  # seeds replayed identical episodes: they are one observation each
+            replays.update(seeds)
+            k = 1
         if int(k) > 1:  # samples replayed: t-interval over per-sample means
             averaged = True
             lo, hi = mean_interval(mean, sd, n)
@@ -570,11 +627,16 @@ def leaderboard(
         [row_name(rows[i], varying), *(cells.get((i, c), MISSING) for c in columns)] for i in ordered
     ]
 
-    notes = [_seed_note(seeds_seen, averaged)]
+    notes = [] if replays and not averaged else [_seed_note(seeds_seen, averaged)]
+    if replays:
+        notes.append(f"seeds {','.join(map(str, sorted(replays)))} gave identical outcomes on every sample of some "
+                     "cells (as greedy decoding does where nothing is drawn at random): each sample counted once")
     if any_errors:
         notes.append(_ERROR_NOTE.get(metric, "errored episodes left out"))
     if by:
         notes.append(f"columns split by {by}")
+    if left_out:
+        notes.append(f"{left_out} unfinished run{'s' if left_out > 1 else ''} left out")
     if percent:
         ci = "Wilson" if not averaged else "Student-t" if not single else "Wilson (1 seed) / Student-t"
         title = f"success rate %: mean [95% {ci} CI] n samples; {'; '.join(notes)}"

@@ -269,6 +269,9 @@ def _check_run(run: Any) -> str | None:
     for name in ("method", "benchmark", "split", "sender", "receiver", "status", "git_sha", "device"):
         if run.get(name) is not None and not isinstance(run[name], str):
             return f"runs.{name} is {type(run[name]).__name__}, expected str"
+    tags = run.get("tags")
+    if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
+        return f"runs.tags is {tags!r:.40}, expected a list of strings"
     return None
 
 

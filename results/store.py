@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from interlat_bench.harness.core.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Numbered migrations; each runs once, in its own transaction, recorded in schema_migrations.
 # Never edit a released migration: append a new number and bump SCHEMA_VERSION.
@@ -73,6 +73,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )
         """,
     ),
+    # Tags a user gives runs (`run --tag`): not part of the run key, merged over attempts.
+    2: ("ALTER TABLE runs ADD COLUMN tags VARCHAR[]",),
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
@@ -91,6 +93,7 @@ RUN_COLUMNS = (
     "git_sha",
     "versions",
     "device",
+    "tags",
 )
 SAMPLE_COLUMNS = ("run_key", "sample_id", "success", "score", "steps", "metrics", "error", "created_at")
 TIMING_COLUMNS = ("run_key", "sample_id", "stage", "ms")
@@ -248,11 +251,10 @@ class Store:
                     f"results database {self.path} has schema v{version}, newer than this "
                     f"interlat-bench (v{SCHEMA_VERSION}); upgrade interlat-bench"
                 )
-            if version < SCHEMA_VERSION:
-                raise UserError(
-                    f"results database {self.path} has schema v{version} (current v{SCHEMA_VERSION}); "
-                    "run `interlat-bench ingest` to migrate it"
-                )
+            if version < SCHEMA_VERSION:  # an older database: migrate it once (additive), then read
+                con.close()
+                self.migrate()
+                con = self._connect(read_only=True)
             yield con
         finally:
             con.close()
@@ -278,9 +280,9 @@ class Store:
     def upsert_run(con: duckdb.DuckDBPyConnection, row: Mapping[str, Any]) -> None:
         """Insert or update one ``runs`` row.
 
-        An existing row keeps its ``created_at``; every other column takes the new value
-        (the latest attempt's status, git sha, versions and device). ``updated_at``
-        defaults to now.
+        An existing row keeps its ``created_at`` and adds the new ``tags`` to its own; every
+        other column takes the new value (the latest attempt's status, git sha, versions and
+        device). ``updated_at`` defaults to now.
         """
         unknown = set(row) - set(RUN_COLUMNS)
         if unknown:
@@ -294,9 +296,12 @@ class Store:
         values["created_at"] = to_timestamp(values["created_at"]) or now
         values["updated_at"] = to_timestamp(values["updated_at"]) or now
         values["seed"] = None if values["seed"] is None else int(values["seed"])
+        values["tags"] = sorted(set(values["tags"] or [])) or None
         cols = ", ".join(RUN_COLUMNS)
         marks = ", ".join("?" for _ in RUN_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in ("run_key", "created_at"))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS if c not in ("run_key", "created_at", "tags"))
+        updates += (", tags = nullif(list_sort(list_distinct(list_concat(coalesce(runs.tags, []), "
+                    "coalesce(excluded.tags, [])))), [])")
         con.execute(
             f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT (run_key) DO UPDATE SET {updates}",
             [values[c] for c in RUN_COLUMNS],
@@ -352,6 +357,17 @@ class Store:
             return 0
         table = pa.Table.from_pylist(list(batch.values()), schema=TIMING_SCHEMA)
         return _bulk(con, table, "INSERT OR REPLACE INTO timings BY NAME SELECT * FROM {src}")
+
+
+def add_tags(store: Store, run_keys: Iterable[str], tags: Iterable[str]) -> int:
+    """Add ``tags`` to these runs (those stored); returns how many runs were tagged."""
+    keys, tags = sorted(set(run_keys)), sorted(set(tags))
+    if not keys or not tags:
+        return 0
+    with store.writer() as con:
+        return len(con.execute(
+            "UPDATE runs SET tags = list_sort(list_distinct(list_concat(coalesce(tags, []), ?::VARCHAR[]))) "
+            "WHERE list_contains(?, run_key) RETURNING 1", [tags, keys]).fetchall())
 
 
 def prune(store: Store, run_keys: Iterable[str]) -> int:

@@ -131,7 +131,8 @@ def db(tmp_path):
     with store.writer() as con:
         # Runs without a spec (older databases): known by method and models only.
         # latent on math/test, seeds replaying samples s0..s5: seed 0 plays s0-s3 (3/4) and errors
-        # on err0-err2; seed 1 plays s0-s5 (3/6). Per sample: s0-s2 1, s3-s5 0, err0-err2 0 (failures).
+        # on err0-err2; seed 1 plays s0-s5 (3/6), solving s3 instead of s2. Per sample: s0, s1 1;
+        # s2, s3 1/2; s4, s5 0; err0-err2 0 (failures).
         _add_run(
             con,
             store,
@@ -145,7 +146,7 @@ def db(tmp_path):
             errors=3,
             metrics=[{"tokens": 10}, {"tokens": 20}, {"tokens": 30}, {"tokens": None}],
         )
-        _add_run(con, store, "a1", "latent", "math", "test", 1, [1, 1, 1, 0, 0, 0], steps=[1, 1, 1, 1, 1, 1])
+        _add_run(con, store, "a1", "latent", "math", "test", 1, [1, 1, 0, 1, 0, 0], steps=[1, 1, 1, 1, 1, 1])
         # text on math/test: 2/8; on alfworld/valid_seen: 5/5
         _add_run(con, store, "b0", "text", "math", "test", 0, [1, 1, 0, 0, 0, 0, 0, 0])
         _add_run(con, store, "b1", "text", "alfworld", "valid_seen", 0, [1] * 5)
@@ -167,11 +168,12 @@ def test_leaderboard_averages_seeds_per_sample_and_pivots(db):
     assert [row[0] for row in table.rows] == ["latent", "text"]
     cells = _cells(table)
     latent = cells[("latent", "math/test")]
-    # 9 distinct samples (not 10 + 3 episodes); per-sample means [1, 1, 1, 0, 0, 0, 0, 0, 0]:
-    # mean 1/3, sd 0.5, t(8) = 2.306 -> 1/3 +- 2.306 * 0.5 / 3, clipped to [0, 1].
+    # 9 distinct samples (not 10 + 3 episodes); per-sample means [1, 1, .5, .5, 0, 0, 0, 0, 0]:
+    # mean 1/3, sd sqrt(1.5 / 8), t(8) = 2.306 -> 1/3 +- 2.306 * sd / 3.
     assert latent.n == 9 and latent.value == pytest.approx(1 / 3)
     assert latent.errors == 3 and latent.seeds == 2
-    assert (latent.lo, latent.hi) == pytest.approx((0.0, 1 / 3 + 2.306 * 0.5 / 3))
+    half = 2.306 * math.sqrt(1.5 / 8) / 3
+    assert (latent.lo, latent.hi) == pytest.approx((1 / 3 - half, 1 / 3 + half), abs=1e-4)
     text = cells[("text", "math/test")]
     assert text.n == 8 and text.value == pytest.approx(0.25)
     assert cells[("text", "alfworld/valid_seen")] == Cell(1.0, 5, *wilson(5, 5))
@@ -461,7 +463,7 @@ def test_render_rich(small_table):
 
 def test_end_to_end_markdown_from_database(db):
     md = render_markdown(leaderboard(db))
-    assert "| latent | – | 33.3 [0.0, 71.8] n=9 err=3 |" in md
+    assert "| latent | – | 33.3 [0.0, 66.6] n=9 err=3 |" in md
 
 
 def test_cli_says_why_a_table_is_empty(db):
@@ -495,3 +497,53 @@ def test_step_intervals_never_go_below_zero(tmp_path):
         _add_run(con, store, "k1", "oracle", "alfworld", "seen", 0, [1, 1], steps=[1, 19])
     cell = leaderboard(tmp_path / "r.duckdb", metric="steps_success").rows[0][1]
     assert cell.value == 10 and cell.lo == 0.0 and cell.hi > 19  # t-interval n=2: 10 -/+ 114
+
+
+def test_seeds_that_replay_identical_episodes_are_counted_once_and_said_so(tmp_path):
+    path = tmp_path / "r.duckdb"
+    store = Store(path)
+    with store.writer() as con:
+        for seed in (0, 1, 2):  # greedy decoding, nothing drawn: every seed plays every sample alike
+            _add(con, store, "no_comm", "math", "test", seed, [1, 1, 0, 0, 0])
+    table = leaderboard(path)
+    cell = _cells(table)[("no_comm", "math/test")]
+    assert cell.n == 5 and cell.value == pytest.approx(0.4)
+    assert (cell.lo, cell.hi) == pytest.approx(wilson(2, 5))  # 5 observations, not 15
+    assert "seeds 0,1,2 gave identical outcomes on every sample" in table.title and "each sample counted once" in table.title
+    assert "averaged" not in table.title
+    with store.writer() as con:  # one seed that differs makes the seeds real replications again
+        _add(con, store, "no_comm", "math", "test", 3, [1, 0, 1, 0, 0])
+    table = leaderboard(path)
+    assert "identical" not in table.title and "seeds 0,1,2,3 averaged per sample" in table.title
+
+
+def test_unfinished_runs_are_left_out_until_completed_and_filters_by_tag_key_and_param(tmp_path):
+    from interlat_bench.results.leaderboard import Filters
+    from interlat_bench.results.store import add_tags
+
+    path = tmp_path / "r.duckdb"
+    store = Store(path)
+    with store.writer() as con:
+        _add(con, store, "latent", "math", "test", 0, [1, 1, 0, 0], method_params={"rho": 0.5})
+        _add(con, store, "latent", "math", "test", 0, [1, 1, 1, 1], method_params={"rho": 0.0})
+        _add(con, store, "text", "math", "test", 0, [1])  # killed after one sample
+    keys = {}
+    with store.reader() as con:
+        for key, spec in con.execute("SELECT run_key, CAST(spec AS VARCHAR) FROM runs").fetchall():
+            keys[json.loads(spec)["method"] + str(json.loads(spec)["method_params"].get("rho", ""))] = key
+    with store.writer() as con:
+        con.execute("UPDATE runs SET status = 'interrupted' WHERE run_key = ?", [keys["text"]])
+    table = leaderboard(path)
+    assert {m for m, _ in _cells(table)} == {"latent[rho=0.0]", "latent[rho=0.5]"}
+    assert "1 unfinished run left out" in table.title
+    shown = leaderboard(path, filters=Filters(unfinished=True))
+    assert ("text", "math/test") in _cells(shown) and "unfinished" not in shown.title
+
+    add_tags(store, [keys["latent0.5"]], ["paper"])
+    tagged = leaderboard(path, filters=Filters(tags=["paper"]))
+    assert list(_cells(tagged)) == [("latent", "math/test")] and _cells(tagged)[("latent", "math/test")].n == 4
+    by_key = leaderboard(path, filters=Filters(run_keys=[keys["latent0.0"][:6]]))
+    assert _cells(by_key)[("latent", "math/test")].value == 1.0
+    by_param = leaderboard(path, filters=Filters(params={"rho": 0.5}))
+    assert _cells(by_param)[("latent", "math/test")].value == 0.5
+    assert not _cells(leaderboard(path, filters=Filters(params={"rho": 0.7})))

@@ -350,3 +350,19 @@ def test_query_readonly_really_opens_read_only(tmp_path):
         assert query_readonly(db, "SELECT count(*) FROM runs")[1] == [(1,)]
         with pytest.raises(duckdb.IOException):
             duckdb.connect(str(db)).close()
+
+
+def test_a_version_1_database_is_migrated_when_first_read_and_keeps_its_rows(tmp_path):
+    from interlat_bench.results.store import MIGRATIONS
+
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))  # what an earlier interlat-bench wrote: schema v1
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
+    for statement in MIGRATIONS[1]:
+        con.execute(statement)
+    con.execute("INSERT INTO schema_migrations VALUES (1, now()::TIMESTAMP)")
+    con.execute("INSERT INTO runs (run_key, method, status) VALUES ('k1', 'latent', 'complete')")
+    con.close()
+    with Store(db).reader() as con:
+        assert con.execute("SELECT run_key, method, tags FROM runs").fetchall() == [("k1", "latent", None)]
+        assert schema_version(con) == SCHEMA_VERSION == 2
