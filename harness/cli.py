@@ -19,6 +19,27 @@ console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 DbOpt = typer.Option(None, "--db", help="Results database (default: $INTERLAT_RESULTS/interlat.duckdb, else ./interlat-results/).")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or notes on stderr; tables and errors still print.")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Also each sample's outcome and library warnings.")
+LogFileOpt = typer.Option(None, "--log-file", help="Append progress, notes and warnings, with times, to this file.")
+
+
+MethodPathOpt = typer.Option([], "--method-path", help="A method class to use without packaging it: "
+                             "package.module:Class or path/to/file.py:Class (repeatable).")
+
+
+def _method_paths(refs: list[str]) -> None:
+    from interlat_bench.harness.core.registry import methods
+
+    for ref in refs:
+        methods.add_path(ref, "--method-path")
+
+
+def _note(message: str) -> None:
+    """A note on stderr (quiet under -q) and in the log file."""
+    from interlat_bench.harness.terminal import log
+
+    log.info(message)
 
 
 @contextlib.contextmanager
@@ -59,6 +80,21 @@ def _known_in_db(db: Path, column: str, wanted: list[str], flag: str) -> None:
             raise UserError(f"{flag} {name!r}: no such {column} in {db}{hint} (present: {', '.join(present)})")
 
 
+def _known_tags(db: Path, tags: list[str]) -> None:
+    import difflib
+
+    from interlat_bench.results.store import Store
+
+    with Store(db).reader() as con:
+        present = sorted({t for (t,) in con.execute("SELECT DISTINCT unnest(tags) FROM runs").fetchall()})
+    for tag in tags:
+        if tag not in present:
+            close = difflib.get_close_matches(tag, present, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"--tag {tag!r}: no run has this tag in {db}{hint} "
+                            f"(tags: {', '.join(present) or 'none yet; `run --tag` sets them'})")
+
+
 def _db(db: Path | None) -> Path:
     from interlat_bench.harness.core.settings import default_db
 
@@ -81,7 +117,18 @@ def _params(values: list[str], flag: str = "--param") -> dict:
 
 
 GRID_KEYS = {"methods", "tasks", "splits", "seeds", "sender", "receiver", "limit", "max_steps", "max_new_tokens",
-             "dtype", "params", "settings"}
+             "dtype", "params", "settings", "tags"}
+TAG = r"[A-Za-z0-9][A-Za-z0-9_.:-]*"
+
+
+def _tags(values: list[str], flag: str = "--tag") -> list[str]:
+    import re
+
+    tags = [t for v in values for t in v.split(",") if t]
+    for tag in tags:
+        if not re.fullmatch(TAG, tag):
+            raise UserError(f"{flag} {tag!r}: expected letters, digits, '_', '.', ':' or '-'")
+    return tags
 
 
 def _check_models(specs) -> None:
@@ -142,7 +189,7 @@ def run(
     limit: int | None = typer.Option(
         None, help="First N samples of each split (-1: all). Default: all on a GPU; on a CPU each task's quick size."),
     max_steps: int | None = typer.Option(
-        None, min=1, help="ALFWorld step cap (default 20, SPEC section 7; oracle 200)."),
+        None, min=1, help="ALFWorld step cap per episode (default 20, as in the paper; the oracle policy gets 200)."),
     max_new_tokens: int | None = typer.Option(None, min=1, help="Receiver tokens per reply (default per task)."),
     sample: bool = typer.Option(False, "--sample", help="Seeded sampling instead of greedy decoding."),
     temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),
@@ -156,9 +203,19 @@ def run(
     db: Path | None = DbOpt,
     leaderboard_after: bool = typer.Option(True, "--leaderboard/--no-leaderboard"),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and samples to compute; run nothing."),
+    tag: list[str] = typer.Option([], "--tag", help="Label the runs (repeatable; not part of the run key): "
+                                  "`leaderboard --tag` and `runs --tag` filter on it."),
+    method_path: list[str] = MethodPathOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
+    log_file: Path | None = LogFileOpt,
 ):
     """Expand the grid and run every cell; finished samples are skipped (resume)."""
     with user_errors():
+        from interlat_bench.harness import terminal
+
+        terminal.setup(err, quiet=quiet, verbose=verbose, log_file=log_file)
+        _method_paths(method_path)
         from interlat_bench.harness.core.runspec import DecodingSpec
         from interlat_bench.harness.grid import expand, split_csv
 
@@ -187,10 +244,11 @@ def run(
                       **({"max_steps": max_steps} if max_steps is not None else {})},
         )
         _check_models(specs)
+        tags = _tags([*tag, *split_csv(file.get("tags"))])
         if dry_run:
             _print_plan(specs, _db(db))
             return
-        _run_with_progress(specs, _db(db), workers)
+        _run_with_progress(specs, _db(db), workers, tags)
         if leaderboard_after:
             try:
                 _leaderboards_after_run(specs, _db(db))
@@ -241,29 +299,18 @@ def _concrete_dtype(dtype: str) -> str:
     return "bfloat16" if torch.cuda.is_available() else "float32"
 
 
-def _run_with_progress(specs, db: Path, workers: int = 1) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+def _run_with_progress(specs, db: Path, workers: int = 1, tags: list[str] = ()) -> None:
     from interlat_bench.harness.runner import run_grid
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, disable=not console.is_terminal)
-    current = {}
+    from interlat_bench.harness.terminal import log
 
     def on_start(spec, total, todo):
-        console.print(f"[bold]{spec.label()}[/bold]  key {spec.run_key}: "
-                      f"{total - todo} done, {todo} to compute", highlight=False)
-        current["task"] = progress.add_task(spec.method + "/" + spec.split, total=todo)
+        log.info(f"{spec.label()}  key {spec.run_key}: {total - todo} done, {todo} to compute")
 
     def on_sample(record):
-        progress.advance(current["task"])
-        if not console.is_terminal:
-            mark = "error" if record.error else ("ok" if record.success else "x")
-            console.print(f"  {record.sample_id}: {mark}", highlight=False)
+        log.debug(f"  {record.sample_id}: " + ("error" if record.error else ("ok" if record.success else "x")))
 
-    with progress:
-        results = run_grid(specs, db, log=console.print, on_sample=on_sample, on_start=on_start,
-                           workers=workers)
+    results = run_grid(specs, db, log=log.info, on_sample=on_sample, on_start=on_start, workers=workers,
+                       tags=tuple(tags))
     computed = sum(r.computed for r in results)
     errors = sum(r.errors for r in results)
     console.print(f"{len(results)} runs, {computed} samples computed, {errors} errors; results in {db}")
@@ -320,11 +367,11 @@ def _diagnostic_marks() -> dict:
 
 
 def _print_leaderboard(db, methods, benchmarks, splits, metric, fmt, by: str | None = None,
-                       senders=None, receivers=None) -> None:
+                       senders=None, receivers=None, filters=None) -> None:
     from interlat_bench.results import leaderboard as lb
 
     table = lb.leaderboard(db, methods=methods, benchmarks=benchmarks, splits=splits, metric=metric,
-                           marks=_diagnostic_marks(), by=by, senders=senders, receivers=receivers)
+                           marks=_diagnostic_marks(), by=by, senders=senders, receivers=receivers, filters=filters)
     if not table.rows and fmt == "rich":  # say why rather than print an empty frame
         why = "no successful episode yet" if metric == "steps_success" else "no recorded values"
         console.print(f"{metric}: {why}")
@@ -350,11 +397,18 @@ def leaderboard(
                                   "task_type, ..."),
     sender: str | None = typer.Option(None, help="Only runs with these senders (comma-separated)."),
     receiver: str | None = typer.Option(None, help="Only runs with these receivers (comma-separated)."),
+    tag: list[str] = typer.Option([], "--tag", help="Only runs with one of these tags (repeatable)."),
+    run_key: list[str] = typer.Option([], "--run-key", "-k", help="Only these runs: keys or prefixes (repeatable)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Only runs whose method parameter or benchmark "
+                                    "setting has this value, key=value (repeatable)."),
+    unfinished: bool = typer.Option(False, "--unfinished", help="Also read running, interrupted and failed runs "
+                                    "(left out by default: their samples are a partial, biased subset)."),
     db: Path | None = DbOpt,
 ):
     """Method x (task, split) table; every cell has n and a 95% interval."""
     with user_errors():
         from interlat_bench.harness.grid import split_csv
+        from interlat_bench.results.leaderboard import Filters
 
         _table_format(format, ("rich", "md", "csv", "json"))
         path = _existing_db(db)
@@ -362,9 +416,13 @@ def leaderboard(
                                     ("split", splits, "--splits"), ("sender", sender, "--sender"),
                                     ("receiver", receiver, "--receiver")):
             _known_in_db(path, column, split_csv(value), flag)
+        tags = _tags(tag)
+        _known_tags(path, tags)
+        filters = Filters(tags=tags or None, run_keys=run_key or None, params=_params(param) or None,
+                          unfinished=unfinished)
         _print_leaderboard(path, split_csv(methods) or None, split_csv(tasks) or None,
                            split_csv(splits) or None, metric, format, by, split_csv(sender) or None,
-                           split_csv(receiver) or None)
+                           split_csv(receiver) or None, filters)
 
 
 @app.command()
@@ -374,10 +432,11 @@ def runs(
                                       "interrupted, failed."),
     prune: bool = typer.Option(False, "--prune", help="Delete the chosen runs (keys, or --status) with their "
                                "samples, timings and pending shards."),
+    tag: list[str] = typer.Option([], "--tag", help="Only runs with one of these tags (repeatable)."),
     format: str = typer.Option("rich", "--format", "-f", help="rich, md or csv."),
     db: Path | None = DbOpt,
 ):
-    """List runs: key, configuration, benchmark/split, status, samples (errors), started, git sha."""
+    """List runs: key, configuration, benchmark/split, status, samples (errors), started, git sha, tags."""
     with user_errors():
         import shutil
 
@@ -394,7 +453,7 @@ def runs(
             rows = con.execute("""
                 SELECT r.run_key, r.method, r.benchmark || '/' || r.split, r.status,
                        count(s.sample_id), count(s.error), strftime(r.created_at, '%Y-%m-%d %H:%M'),
-                       coalesce(left(r.git_sha, 8), '-'), r.seed
+                       coalesce(left(r.git_sha, 8), '-'), r.seed, coalesce(r.tags, [])
                 FROM runs AS r LEFT JOIN samples AS s USING (run_key)
                 GROUP BY ALL ORDER BY 7, 1""").fetchall()
         labels = dict(run_rows(_db(db), marks=_diagnostic_marks()).itertuples(index=False, name=None))
@@ -409,18 +468,21 @@ def runs(
             rows = chosen
         if status:
             rows = [r for r in rows if r[3] == status]
+        if tag:
+            wanted = set(_tags(tag))
+            rows = [r for r in rows if wanted & set(r[9])]
         if prune:
-            if not keys and not status:
-                raise UserError("--prune: name the runs (keys) or a --status, e.g. --status interrupted")
+            if not keys and not status and not tag:
+                raise UserError("--prune: name the runs (keys), a --status or a --tag, e.g. --status interrupted")
             gone = prune_runs(store, [r[0] for r in rows])
             for r in rows:
                 shutil.rmtree(_db(db).parent / "shards" / r[0], ignore_errors=True)
             console.print(f"pruned {gone} runs")
             return
         header = ["run key", "configuration", "benchmark/split", "seed", "status", "samples", "errors", "started",
-                  "git"]
-        table = [[r[0], labels.get(r[0], r[1]), r[2], str(r[8]), r[3], str(r[4]), str(r[5]), r[6] or "-", r[7]]
-                 for r in rows]
+                  "git", "tags"]
+        table = [[r[0], labels.get(r[0], r[1]), r[2], str(r[8]), r[3], str(r[4]), str(r[5]), r[6] or "-", r[7],
+                  ",".join(r[9])] for r in rows]
         if format == "csv":
             import csv
             import io
@@ -578,9 +640,15 @@ def collect(
     keep_rows: int | None = typer.Option(None, min=1, help="Compressed front end: keep the first K rows."),
     dtype: str = typer.Option("auto"),
     param: list[str] = typer.Option([], "--param", "-p", help="Sender setting key=value (plan_tokens, ...)."),
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
+    log_file: Path | None = LogFileOpt,
 ):
     """Collect the sender's plans and latent messages (cached, resumable)."""
     with user_errors():
+        from interlat_bench.harness import terminal
+
+        terminal.setup(err, quiet=quiet, verbose=verbose, log_file=log_file)
         from interlat_bench.harness.core.registry import benchmarks
         from interlat_bench.methods.base import RunContext
         from interlat_bench.methods.sending import collect_plans
@@ -588,7 +656,7 @@ def collect(
         spec = _one_spec("latent", task, None, sender, sender, dtype, param)
         bench = benchmarks.get(task)(dict(spec.benchmark_params))
         samples = bench.train_samples(limit) if split == "train" else bench.samples(split, limit)
-        messages = collect_plans(RunContext(spec, bench, log=console.print), samples, dict(spec.method_params),
+        messages = collect_plans(RunContext(spec, bench, log=_note), samples, dict(spec.method_params),
                                  keep_rows=keep_rows)
         rows = [m.rows for m in messages.values()]
         console.print(f"{len(messages)} messages ({sum(rows) / max(len(rows), 1):.1f} rows on average) "
@@ -604,9 +672,17 @@ def train(
     dtype: str = typer.Option("auto"),
     deepspeed: Path | None = typer.Option(None, help="DeepSpeed JSON (e.g. trainers/zero2.json)."),
     param: list[str] = typer.Option([], "--param", "-p", help="preset=quick|cpu|paper, n_train=N, curriculum=..."),
+    method_path: list[str] = MethodPathOpt,
+    quiet: bool = QuietOpt,
+    verbose: bool = VerboseOpt,
+    log_file: Path | None = LogFileOpt,
 ):
     """Train (or reuse) a receiver; prints its checkpoint folder with losses.csv and losses.png."""
     with user_errors():
+        from interlat_bench.harness import terminal
+
+        terminal.setup(err, quiet=quiet, verbose=verbose, log_file=log_file)
+        _method_paths(method_path)
         from interlat_bench.harness.core.registry import benchmarks, methods
         from interlat_bench.harness.runner import train_stage
         from interlat_bench.methods.base import RunContext
@@ -618,7 +694,7 @@ def train(
         if impl.trained_with is None:
             raise UserError(f"method {method!r} has no trained receiver")
         bench = benchmarks.get(task)(dict(spec.benchmark_params))
-        folder = train_stage(RunContext(spec, bench, log=console.print), impl,
+        folder = train_stage(RunContext(spec, bench, log=_note), impl,
                              deepspeed=str(deepspeed) if deepspeed else None)
         console.print(f"receiver checkpoint: {folder}")
 
@@ -647,10 +723,12 @@ def main_options(version: bool = typer.Option(False, "--version", callback=_vers
 
 
 @app.command("ls")
-def list_things(name: str | None = typer.Argument(None, help="A method or benchmark: its parameters.")):
+def list_things(name: str | None = typer.Argument(None, help="A method or benchmark: its parameters."),
+                method_path: list[str] = MethodPathOpt):
     """List methods, benchmarks and built-in models; `ls NAME` shows one method's or benchmark's
     parameters with their defaults and accepted values (all of them enter the run key)."""
     with user_errors():
+        _method_paths(method_path)
         if name:
             _describe(name)
             return

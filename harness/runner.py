@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from interlat_bench.harness.core import progress
 from interlat_bench.harness.core.errors import UserError
 from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.registry import benchmarks, methods
@@ -24,7 +25,7 @@ from interlat_bench.harness.core.seeds import item_seed
 from interlat_bench.harness.core.timing import clock_ms
 from interlat_bench.methods.base import RunContext
 from interlat_bench.results.shards import ShardWriter, ingest, resume_ids
-from interlat_bench.results.store import Store
+from interlat_bench.results.store import Store, add_tags
 
 
 @dataclass
@@ -54,12 +55,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _run_row(spec: RunSpec, status: str, device: str | None) -> dict:
+def _run_row(spec: RunSpec, status: str, device: str | None, tags: tuple[str, ...] = ()) -> dict:
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     return {"run_key": spec.run_key, "method": spec.method, "benchmark": spec.benchmark,
             "split": spec.split, "sender": spec.sender, "receiver": spec.receiver, "seed": spec.seed,
             "spec": spec.to_json(), "status": status, "created_at": now, "updated_at": now,
-            "git_sha": _git_sha(), "versions": _versions(), "device": device}
+            "git_sha": _git_sha(), "versions": _versions(), "device": device, "tags": list(tags) or None}
 
 
 # Per worker process: (benchmark, method, agent) of the run being played.
@@ -137,7 +138,7 @@ def _records(spec, bench, method, agent, messages, todo, workers: int):
 
 
 def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sample=None,
-             on_start=None, workers: int = 1) -> CellResult:
+             on_start=None, workers: int = 1, tags: tuple[str, ...] = ()) -> CellResult:
     bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
     method = methods.get(spec.method)(dict(spec.method_params))
     samples = bench.samples(spec.split, spec.limit)
@@ -150,20 +151,20 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
         return CellResult(spec, len(samples), 0, 0)
     with writer.alive():  # a killed run is then seen as interrupted, not running forever
         try:
-            return _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers)
+            return _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers, tags)
         except BaseException as exc:  # the row says how the run ended; the error goes on up
             from interlat_bench.harness.core.models import device
 
             writer.write_run(_run_row(spec, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                                      device()))
+                                      device(), tags))
             raise
 
 
-def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers) -> CellResult:
+def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers, tags) -> CellResult:
     from interlat_bench.harness.core.models import device
     from interlat_bench.trainers.receiver import load_receiver
 
-    writer.write_run(_run_row(spec, "running", device()))
+    writer.write_run(_run_row(spec, "running", device(), tags))
     ctx = RunContext(spec=spec, benchmark=bench, log=log)
     folder = train_stage(ctx, method)
     receiver = load_receiver(folder, dtype=spec.dtype) if folder is not None else None
@@ -174,21 +175,24 @@ def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, wo
     messages = method.messages(ctx, samples, receiver)
     parallel = workers > 1 and method.parallel_episodes and len(todo) > 1
     agent = None if parallel else method.agent(ctx, receiver)
-    errors = 0
-    for record in _records(spec, bench, method, agent, messages, todo, workers):
-        if record.error:
-            errors += 1
-            log(f"[red]sample {record.sample_id} failed:[/red] {record.error}")
-        writer.append(
-            [{"run_key": spec.run_key, "sample_id": record.sample_id, "success": record.success,
-              "score": record.score, "steps": record.steps, "metrics": record.metrics,
-              "error": record.error}],
-            [{"run_key": spec.run_key, "sample_id": record.sample_id, "stage": stage, "ms": ms}
-             for stage, ms in record.timings_ms.items()],
-        )
-        if on_sample:
-            on_sample(record)
-    writer.write_run(_run_row(spec, "complete" if not errors else "partial", device()))
+    errors = successes = 0
+    with progress.track(f"evaluate {spec.label()}", len(todo)) as stage:
+        for record in _records(spec, bench, method, agent, messages, todo, workers):
+            if record.error:
+                errors += 1
+                log(f"sample {record.sample_id} failed: {record.error}")
+            successes += bool(record.success)
+            writer.append(
+                [{"run_key": spec.run_key, "sample_id": record.sample_id, "success": record.success,
+                  "score": record.score, "steps": record.steps, "metrics": record.metrics,
+                  "error": record.error}],
+                [{"run_key": spec.run_key, "sample_id": record.sample_id, "stage": name, "ms": ms}
+                 for name, ms in record.timings_ms.items()],
+            )
+            stage.advance(info=f"{successes} solved, {errors} errors")
+            if on_sample:
+                on_sample(record)
+    writer.write_run(_run_row(spec, "complete" if not errors else "partial", device(), tags))
     return CellResult(spec, len(samples), len(todo), errors)
 
 
@@ -241,7 +245,9 @@ LOCK_WAIT_S = 120.0
 
 
 def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_start=None,
-             workers: int = 1) -> list[CellResult]:
+             workers: int = 1, tags: tuple[str, ...] = ()) -> list[CellResult]:
+    """Run every cell in order. ``tags`` label the runs (not part of their keys): given again
+    to a finished grid, they are added to the stored runs without computing anything."""
     store = Store(db, lock_wait=LOCK_WAIT_S, on_wait=log)
     shard_root = db.parent / "shards"
     # Load shards left by an earlier, interrupted invocation before deciding what is done.
@@ -251,12 +257,14 @@ def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_st
     try:
         for spec in specs:
             results.append(run_cell(spec, store, shard_root, log=log, on_sample=on_sample, on_start=on_start,
-                                    workers=workers))
+                                    workers=workers, tags=tags))
     finally:
-        if any(shard_root.glob("*/*")):
-            try:
+        try:
+            if any(shard_root.glob("*/*")):
                 ingest(store, shard_root, warn=log)
-            except UserError as exc:  # still locked: the rows are safe in their shards
-                log(f"{exc}; this run's results are kept in {shard_root} and load with the next run "
-                    "or `interlat-bench ingest`")
+            if tags:  # cells that had nothing left to compute wrote no run row
+                add_tags(store, [r.spec.run_key for r in results], tags)
+        except UserError as exc:  # still locked: the rows are safe in their shards
+            log(f"{exc}; this run's results are kept in {shard_root} and load with the next run "
+                "or `interlat-bench ingest`")
     return results

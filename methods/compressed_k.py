@@ -9,6 +9,7 @@ loop without this training.
 
 from __future__ import annotations
 
+from interlat_bench.harness.core import progress
 from interlat_bench.harness.core.params import POSITIVE_INT, POSITIVE_NUMBER
 from interlat_bench.harness.core.registry import register_method
 from interlat_bench.methods.interlat import Latent
@@ -44,6 +45,6 @@ class CompressedK(Latent):
                                dtype=ctx.spec.dtype, log=ctx.log)
         student = load_student(folder, dtype=ctx.spec.dtype)
         k = int(self.params["k"])
-        return send_latent_steps(student.lm.model, student.lm.tokenizer, [(s.id, s.task) for s in samples], k,
-                                 head=student.head,
-                                 log=lambda done, total: ctx.log(f"student: {done}/{total} x {k} latent steps"))
+        with progress.track(f"send {k} latent steps (trained student)", len(samples)) as stage:
+            return send_latent_steps(student.lm.model, student.lm.tokenizer, [(s.id, s.task) for s in samples], k,
+                                     head=student.head, log=progress.counter(stage))

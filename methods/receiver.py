@@ -146,7 +146,8 @@ class ReceiverAgent:
         """The episode as the receiver saw it: the sender's plan (what the message was made
         from), then every turn, the slot shown as what filled it; each turn cut at
         TRANSCRIPT_TURN_CHARS characters and the episode at TRANSCRIPT_TURNS turns."""
-        slot = f"[slot: {message.rows} {message.kind} rows]" if self.special else ""
+        slot = (f"[slot: {message.rows} {message.kind} rows]" if message.rows else "[slot: empty]") \
+            if self.special else ""
         turns = [{"role": "plan", "content": message.text}] if message.text else []
         turns += [{"role": m["role"], "content": m["content"].replace(conv.PLACEHOLDER, slot)} for m in self.messages]
         if len(turns) > TRANSCRIPT_TURNS:

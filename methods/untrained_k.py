@@ -23,9 +23,9 @@ class UntrainedK(Latent):
 
     def messages(self, ctx, samples, receiver):
         from interlat_bench.collectors.latent_steps import send_latent_steps
+        from interlat_bench.harness.core import progress
 
-        sender = ctx.model(ctx.spec.sender)
-        return send_latent_steps(sender.model, sender.tokenizer, [(s.id, s.task) for s in samples],
-                                 int(self.params["k"]),
-                                 log=lambda done, total: ctx.log(f"sender {ctx.spec.sender}: {done}/{total} "
-                                                                 f"x {self.params['k']} latent steps"))
+        sender, k = ctx.model(ctx.spec.sender), int(self.params["k"])
+        with progress.track(f"send {k} latent steps ({ctx.spec.sender})", len(samples)) as stage:
+            return send_latent_steps(sender.model, sender.tokenizer, [(s.id, s.task) for s in samples], k,
+                                     log=progress.counter(stage))

@@ -25,6 +25,7 @@ from torch import nn
 
 from interlat_bench.collectors.latent_steps import LatentStepHead, latent_steps
 from interlat_bench.collectors.messages import prompt_ids
+from interlat_bench.harness.core import progress
 from interlat_bench.harness.core.atomic import atomic_folder
 from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.prompts import LATENT_STEP_PROMPT
@@ -141,20 +142,20 @@ def train_student(sender_ref: str, receiver: Receiver, receiver_folder: Path, sa
     history = []
     perm = torch.randperm(len(examples), generator=order).tolist()
     at = 0
-    for step in range(steps):
-        if at + cfg.batch_size > len(perm):
-            perm, at = torch.randperm(len(examples), generator=order).tolist(), 0
-        batch = [examples[i] for i in perm[at: at + cfg.batch_size]]
-        at += cfg.batch_size
-        with torch.autocast(device_type=lm.model.device.type, dtype=torch.bfloat16,
-                            enabled=dtype == "bfloat16" and torch.cuda.is_available()):
-            loss = objective(batch, [prompts[ex.task_id] for ex in batch])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append({"step": step, **objective.last_parts})
-        log(f"compression K={cfg.k} step {step + 1}/{steps}: " +
-            ", ".join(f"{k} {v:.3f}" for k, v in objective.last_parts.items()))
+    with progress.track(f"train K={cfg.k} student", steps) as stage:
+        for step in range(steps):
+            if at + cfg.batch_size > len(perm):
+                perm, at = torch.randperm(len(examples), generator=order).tolist(), 0
+            batch = [examples[i] for i in perm[at: at + cfg.batch_size]]
+            at += cfg.batch_size
+            with torch.autocast(device_type=lm.model.device.type, dtype=torch.bfloat16,
+                                enabled=dtype == "bfloat16" and torch.cuda.is_available()):
+                loss = objective(batch, [prompts[ex.task_id] for ex in batch])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append({"step": step, **objective.last_parts})
+            stage.advance(info=", ".join(f"{k} {v:.3f}" for k, v in objective.last_parts.items()))
     student.model.eval()
     with atomic_folder(target, overwrite=True) as tmp:
         student.model.save_pretrained(tmp / "student")

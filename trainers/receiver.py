@@ -312,7 +312,7 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
             warm_up_adapter(adapter, lm.model.get_input_embeddings(), examples, cfg, log)
     module = SlotReceiver(lm.model, adapter, slot_kind, bop, eop, cfg.weights(), seed=cfg.seed)
     module.train()
-    history = _fit(module, examples, cfg, deepspeed=deepspeed, log=log, dtype=dtype)
+    history = _fit(module, examples, cfg, deepspeed=deepspeed, label=label, dtype=dtype)
     module.eval()
     _save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine, layout)
     log(f"trained {label} receiver on {len(examples)} conversations -> {target}")
@@ -384,29 +384,37 @@ def mixed_precision(dtype: str) -> dict[str, bool]:
             "use_cpu": not torch.cuda.is_available()}
 
 
-def _ProgressLines(log):
-    """A trainer callback that reports step, loss and rate about ten times per training."""
-    import time
-
+def _ProgressStage(label: str):
+    """A trainer callback that reports optimizer steps and the latest loss as a progress stage
+    (instead of transformers' dict per step)."""
     from transformers import TrainerCallback
 
-    class ProgressLines(TrainerCallback):
+    from interlat_bench.harness.core import progress
+
+    class ProgressStage(TrainerCallback):
+        # The loss of a step is logged after its step-end event: a step is counted when its
+        # loss arrives (logging_steps=1), so each line shows the loss of the step it counts.
         def on_train_begin(self, args, state, control, **kwargs):
-            self.start = time.monotonic()
+            self.track = progress.track(f"train {label} receiver", state.max_steps)
+            self.stage, self.pending = self.track.__enter__(), 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.pending += 1
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            total = max(state.max_steps, 1)
-            if not logs or "loss" not in logs or (state.global_step % max(1, total // 10) and state.global_step != total):
-                return
-            rate = state.global_step / max(time.monotonic() - self.start, 1e-9)
-            left = (total - state.global_step) / rate if rate else 0.0
-            log(f"train step {state.global_step}/{total}  loss {float(logs['loss']):.4f}  "
-                f"{rate:.2f} steps/s  ~{left:.0f} s left")
+            if logs and "loss" in logs and self.pending:
+                self.stage.advance(self.pending, info=f"loss {float(logs['loss']):.4f}")
+                self.pending = 0
 
-    return ProgressLines()
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.pending:
+                self.stage.advance(self.pending)
+            self.track.__exit__(None, None, None)
+
+    return ProgressStage()
 
 
-def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, deepspeed, log,
+def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, deepspeed, label: str,
          dtype: str = "float32") -> list[dict]:
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
@@ -453,9 +461,8 @@ def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, dee
             disable_tqdm=True,
         )
         trainer = InterlatTrainer(model=module, args=args, train_dataset=examples, data_collator=_collate)
-        # Our own progress lines (about ten per training) instead of transformers' dict per step.
         trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(_ProgressLines(log))
+        trainer.add_callback(_ProgressStage(label))
         trainer.train()
         engine = trainer.model_wrapped
         stage = engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else None
