@@ -4,6 +4,7 @@ commands, so `--help` and `ls` stay fast."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -696,7 +697,8 @@ def train(
         bench = benchmarks.get(task)(dict(spec.benchmark_params))
         folder = train_stage(RunContext(spec, bench, log=_note), impl,
                              deepspeed=str(deepspeed) if deepspeed else None)
-        console.print(f"receiver checkpoint: {folder}")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process answers
+            console.print(f"receiver checkpoint: {folder}")
 
 
 @app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

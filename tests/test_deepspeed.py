@@ -12,6 +12,15 @@ import pytest
 pytest.importorskip("deepspeed")
 REPO = Path(__file__).resolve().parents[1]
 
+
+def free_port() -> str:
+    """A port nobody listens on now (two test runs on one machine must not share one)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
 SCRIPT = """
 import sys
 from pathlib import Path
@@ -30,7 +39,7 @@ def test_two_steps_through_deepspeed_zero2_on_cpu(tmp_path, results_env):
     script.write_text(SCRIPT)
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
-    out = subprocess.run([str(torchrun), "--nproc_per_node", "1", "--master_port", "29533", str(script),
+    out = subprocess.run([str(torchrun), "--nproc_per_node", "1", "--master_port", free_port(), str(script),
                           str(tmp_path / "ckpt"), str(REPO / "trainers" / "zero2.json")],
                          capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -40,3 +49,26 @@ def test_two_steps_through_deepspeed_zero2_on_cpu(tmp_path, results_env):
     saved = json.loads((folder / "train_config.json").read_text())
     assert saved["kind"] == "none"
     assert saved["trained_by"]["engine"] == "DeepSpeedEngine" and saved["trained_by"]["zero_stage"] == 2
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_one_receiver_with_zero2_and_write_it_once(tmp_path, results_env):
+    """torchrun with two CPU processes: one DeepSpeed job of world size 2 (DeepSpeed builds its
+    shared-memory collective op with the C++ compiler on first use), batches split between
+    the ranks, one checkpoint written by the first rank, and one progress line per step."""
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), "-m",
+                          "interlat_bench.harness.cli", "train", "-m", "no_comm", "-t", "math", "--receiver",
+                          "tiny-llama", "-p", "n_train=8", "--deepspeed", str(REPO / "trainers" / "zero2.json")],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    answers = out.stdout.splitlines()  # the answer alone: DeepSpeed's notices go to stderr
+    assert len(answers) == 1 and answers[0].startswith("receiver checkpoint: "), out.stdout
+    folder = Path(answers[0].split(": ", 1)[1])
+    saved = json.loads((folder / "train_config.json").read_text())
+    assert saved["trained_by"] == {"engine": "DeepSpeedEngine", "zero_stage": 2, "world_size": 2}
+    # 8 conversations, batch 2 per process, 2 processes: 2 optimizer steps
+    assert len((folder / "losses.csv").read_text().strip().splitlines()) == 1 + 2
+    assert out.stderr.count("train no_comm (empty slot) receiver: 2/2") == 1, out.stderr[-2000:]
+    assert not list(folder.parent.glob(".*tmp*")) and len(list(folder.parent.iterdir())) == 1

@@ -366,3 +366,43 @@ def test_adapter_warm_up_pulls_rows_to_their_tokens_and_leaves_the_receiver_alon
     final = warm_up_adapter(adapter, embed, examples, cfg, log=quiet)
     assert final is not None and error() < 0.2 * start
     assert all(torch.equal(v, lm.model.state_dict()[k]) for k, v in before_lm.items())
+
+
+def test_grouping_by_length_cuts_padding_keeps_every_example_once_and_leaves_old_keys_alone(math_train):
+    from interlat_bench.trainers.receiver import (
+        PRESETS,
+        LengthBatches,
+        checkpoint_key,
+        padding_share,
+        sequence_length,
+    )
+
+    tok = models.tokenizer("tiny-llama")
+    cfg = TrainConfig(max_len=512)
+    examples = build_examples(tok, math_train[:32], {}, "none", cfg)
+    lengths = [sequence_length(ex) for ex in examples]
+    assert lengths == [len(ex.before) + 2 + len(ex.after) for ex in examples]  # bop, eop, no rows
+    sampler = LengthBatches(lengths, 2, seed=0)
+    order, again = list(sampler), list(sampler)
+    assert sorted(order) == sorted(again) == list(range(len(examples)))  # each epoch sees each example once
+    assert order != again and order == list(LengthBatches(lengths, 2, seed=0))  # drawn per epoch, seeded
+    shuffled = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0)).tolist()
+    assert padding_share(examples, order, 2) < padding_share(examples, shuffled, 2) / 2
+    assert padding_share(examples, sorted(range(len(examples)), key=lengths.__getitem__), 2) < 0.05
+    assert PRESETS["quick"].group_by_length and PRESETS["cpu"].group_by_length
+    assert not PRESETS["paper"].group_by_length  # the paper's order: shuffled
+    # Off, the field is left out of the checkpoint key: receivers cached before it still match.
+    args = ("tiny-llama", "none", ["a", "b"], None, "float32", None)
+    off, on = (checkpoint_key(args[0], args[1], TrainConfig(group_by_length=g), *args[2:]) for g in (False, True))
+    assert off != on
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from interlat_bench.trainers.receiver import TRAIN_VERSION
+
+    legacy = {k: v for k, v in asdict(TrainConfig()).items() if k != "group_by_length"}
+    blob = json.dumps({"v": TRAIN_VERSION, "receiver": "tiny-llama", "kind": "none", "cfg": legacy,
+                       "data": hashlib.sha256(b"a\nb").hexdigest(), "messages": None, "dtype": "float32",
+                       "sender_dim": None}, sort_keys=True)
+    assert off == hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -12,10 +12,13 @@ Checkpoints are content-addressed by everything that changes the weights.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import math
+import os
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -62,6 +65,9 @@ class TrainConfig:
     seed: int = 0
     # Adapter-only steps before training (warm_up_adapter); 0 = none, as in the paper.
     adapter_warmup_steps: int = 0
+    # Batch conversations of similar length (LengthBatches): less padding, the same examples
+    # per epoch, batches in a seeded random order.
+    group_by_length: bool = False
 
     def weights(self) -> LossWeights:
         return LossWeights(plan=self.plan_weight, neg=self.neg_weight, margin=self.margin,
@@ -70,10 +76,10 @@ class TrainConfig:
 
 PRESETS = {
     # Sized for a 2-core CPU: tens of examples, one epoch, short sequences.
-    "quick": TrainConfig(),
+    "quick": TrainConfig(group_by_length=True),
     # Longer CPU training for ALFWorld receivers that act (a candidate, being measured): more
     # expert games, whole conversations up to 768 tokens, a higher learning rate.
-    "cpu": TrainConfig(n_train=128, epochs=1.0, lr=1e-4, max_len=768),
+    "cpu": TrainConfig(n_train=128, epochs=1.0, lr=1e-4, max_len=768, group_by_length=True),
     # The paper's regime, for GPUs (bf16 there): all data, longer sequences, full slots.
     "paper": TrainConfig(n_train=None, epochs=3.0, batch_size=4, grad_accum=4, lr=1e-5, adapter_lr=1e-4,
                          warmup_ratio=0.03, max_len=2048, max_slot_rows=1024),
@@ -258,9 +264,51 @@ def _collate(batch: list[Example]) -> dict[str, Any]:
     return {"examples": batch}
 
 
+def sequence_length(ex: Example) -> int:
+    """Positions of ``ex`` in the receiver's forward pass (slot rows at their full count)."""
+    if not ex.slot:
+        return len(ex.before) + len(ex.after)
+    rows = len(ex.latents) if ex.latents is not None else len(ex.plan_ids or ())
+    return len(ex.before) + len(ex.after) + 2 + min(rows, ex.max_rows)
+
+
+class LengthBatches(torch.utils.data.Sampler):
+    """Indices such that consecutive runs of ``batch_size`` hold conversations of similar
+    length: all sorted by length (ties broken at random), cut into batches, the batches
+    shuffled; seeded, and drawn afresh each epoch. transformers' LengthGroupedSampler sorts
+    only within groups of ``len // (4 * batch_size)`` batches, which for the tens of
+    conversations of a CPU preset leaves most of the padding in place."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        ties = torch.rand(len(self.lengths), generator=rng).tolist()
+        order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], ties[i]))
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=rng).tolist():
+            yield from batches[b]
+
+
+def padding_share(examples: list[Example], order: list[int], batch_size: int) -> float:
+    """Share of the positions of right-padded batches (taken in ``order``) that are padding."""
+    lengths = [sequence_length(examples[i]) for i in order]
+    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+    padded = sum(len(b) * max(b) for b in batches)
+    return 1 - sum(lengths) / padded if padded else 0.0
+
+
 def checkpoint_key(receiver: str, kind: str, cfg: TrainConfig, data_ids: list[str], messages_key: str | None,
                    dtype: str, sender_dim: int | None, layout: conv.Layout = conv.Layout.SLOT) -> str:
-    fields_ = {"v": TRAIN_VERSION, "receiver": receiver, "kind": str(kind), "cfg": asdict(cfg),
+    config = asdict(cfg)
+    if not config["group_by_length"]:  # absent when off, so the keys of earlier receivers still match
+        del config["group_by_length"]
+    fields_ = {"v": TRAIN_VERSION, "receiver": receiver, "kind": str(kind), "cfg": config,
                "data": hashlib.sha256("\n".join(data_ids).encode()).hexdigest(),
                "messages": messages_key, "dtype": dtype, "sender_dim": sender_dim}
     if layout is not conv.Layout.SLOT:  # absent for SLOT, so the keys of slot receivers stay as they were
@@ -314,9 +362,18 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
     module.train()
     history = _fit(module, examples, cfg, deepspeed=deepspeed, label=label, dtype=dtype)
     module.eval()
-    _save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine, layout)
-    log(f"trained {label} receiver on {len(examples)} conversations -> {target}")
+    # Under torchrun every process holds the same trained weights (ZeRO gathers them): the
+    # first one writes the checkpoint, the others wait for it rather than race it.
+    if _rank() == 0:
+        _save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine, layout)
+        log(f"trained {label} receiver on {len(examples)} conversations -> {target}")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
     return target
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 def checkpoint_problem(folder: Path) -> str | None:
@@ -442,6 +499,11 @@ def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, dee
                 self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
             return self.optimizer
 
+        def _get_train_sampler(self, train_dataset=None):
+            if not cfg.group_by_length:
+                return super()._get_train_sampler(train_dataset)
+            return LengthBatches([sequence_length(ex) for ex in examples], cfg.batch_size, cfg.seed)
+
         def create_scheduler(self, num_training_steps, optimizer=None):
             # A ratio of the real step count, as an integer: transformers 4.x reads a float
             # `warmup_steps` as a step count, 5.x as a ratio when below 1.
@@ -463,7 +525,9 @@ def _fit(module: SlotReceiver, examples: list[Example], cfg: TrainConfig, *, dee
         trainer = InterlatTrainer(model=module, args=args, train_dataset=examples, data_collator=_collate)
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(_ProgressStage(label))
-        trainer.train()
+        # DeepSpeed announces the collective op it builds on stdout: keep results' stdout clean.
+        with contextlib.redirect_stdout(sys.stderr) if deepspeed else contextlib.nullcontext():
+            trainer.train()
         engine = trainer.model_wrapped
         stage = engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else None
         module.engine = {"engine": type(engine).__name__, "zero_stage": stage, "world_size": args.world_size}

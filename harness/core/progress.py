@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -77,7 +78,9 @@ def silent(name: str, total: int) -> Stage:
 @contextlib.contextmanager
 def track(name: str, total: int) -> Iterator[Stage]:
     """A stage of ``total`` steps (nothing is shown for an empty one: all of it was cached)."""
-    stage = _display(name, total) if total > 0 else Silent()
+    # Under torchrun the first process speaks for all (each would print the same line).
+    shown = total > 0 and os.environ.get("RANK", "0") == "0"
+    stage = _display(name, total) if shown else Silent()
     try:
         yield stage
     finally:
