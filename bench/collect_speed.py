@@ -11,7 +11,9 @@ Run: ``MATH_DATA=../shared/data/math python bench/collect_speed.py`` (SmolLM2-13
 The three run interleaved, one round of ``--batch-size`` tasks at a time, so that drifting
 machine load affects them alike.
 
-Tokens/s counts generated plan tokens (one message row each). Storage is bytes per message
+Tokens/s counts generated plan tokens (one message row each). The roofline line puts them
+next to this machine's ceiling for the model: the fp32 and bf16 matmul peaks measured in the
+same run (2048^3 products), divided by 2 FLOPs per non-embedding parameter per token. Storage is bytes per message
 row: fp32 lists as JSON text, fp32 lists as Arrow/Parquet list<float32>, and our Parquet file
 (whole file, all columns) and its latents column alone.
 """
@@ -61,6 +63,27 @@ def ours_collect(loaded, tasks, cfg: mc.CollectConfig, root: Path) -> tuple[floa
     elapsed = time.perf_counter() - start
     tokens = sum(m.rows for m in mc.load_messages(path).values())
     return elapsed, tokens, path
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """This machine's matmul rate in FLOP/s (best of ``repeats`` n x n x n products)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+def roofline(model) -> dict[str, float]:
+    """Tokens/s a decoder could reach if each token cost 2 x (non-embedding parameters) FLOPs at
+    this machine's matmul peak, per dtype: a compute-bound ceiling (attention and memory traffic
+    ignored)."""
+    params = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
+    return {str(dtype).removeprefix("torch."): matmul_peak(dtype) / (2 * params)
+            for dtype in (torch.float32, torch.bfloat16)} | {"params": params}
 
 
 def main() -> None:
@@ -124,6 +147,13 @@ def main() -> None:
             print(f"{name:<22}{toks:>8}{secs:>10.1f}{toks / secs:>10.1f}{toks / secs / naive_tps:>9.2f}x")
         print(f"(naive vs ours: {same_len}/{len(tasks)} plans of equal length; max |diff| of "
               f"their rows {worst:.3g}, fp16 storage; load average {os.getloadavg()[0]:.1f})")
+        best = max(toks / secs for secs, toks in totals.values())
+        roof = roofline(loaded.model)
+        flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+        print(f"roofline ({roof['params'] / 1e6:.0f}M non-embedding parameters, 2 FLOPs each per token, at this "
+              f"machine's matmul peak): fp32 {roof['float32']:,.0f} tokens/s, bf16 {roof['bfloat16']:,.0f} tokens/s "
+              f"(CPU bf16 instructions: {'yes' if 'avx512_bf16' in flags or 'amx_bf16' in flags else 'no'}); "
+              f"best collection above: {best / roof['float32']:.1%} of the fp32 roofline")
 
         # Storage, bytes per message row.
         import pyarrow as pa
