@@ -81,6 +81,29 @@ def _known_in_db(db: Path, column: str, wanted: list[str], flag: str) -> None:
             raise UserError(f"{flag} {name!r}: no such {column} in {db}{hint} (present: {', '.join(present)})")
 
 
+BUILTIN_METRICS = ("success", "score", "steps", "steps_success")
+
+
+def _known_metric(db: Path, metric: str, flag: str = "--metric") -> None:
+    """A metric is a built-in one or a key some sample's metrics JSON holds (its first part,
+    for a dotted path): a typo is refused with the closest name, not shown as an empty table."""
+    import difflib
+
+    from interlat_bench.results.store import Store
+
+    if metric in BUILTIN_METRICS:
+        return
+    with Store(db).reader() as con:
+        keys = sorted({k for (k,) in con.execute(
+            "SELECT DISTINCT unnest(json_keys(metrics)) FROM samples WHERE metrics IS NOT NULL").fetchall()}
+            - {"transcript", "traceback", "actions"})
+    if metric.split(".")[0] not in keys:
+        close = difflib.get_close_matches(metric, [*BUILTIN_METRICS, *keys], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"{flag} {metric!r}: no such metric in {db}{hint} "
+                        f"(known: {', '.join([*BUILTIN_METRICS, *keys])})")
+
+
 def _known_tags(db: Path, tags: list[str]) -> None:
     import difflib
 
@@ -417,6 +440,7 @@ def leaderboard(
                                     ("split", splits, "--splits"), ("sender", sender, "--sender"),
                                     ("receiver", receiver, "--receiver")):
             _known_in_db(path, column, split_csv(value), flag)
+        _known_metric(path, metric)
         tags = _tags(tag)
         _known_tags(path, tags)
         filters = Filters(tags=tags or None, run_keys=run_key or None, params=_params(param) or None,
@@ -744,14 +768,23 @@ def list_things(name: str | None = typer.Argument(None, help="A method or benchm
             t.add_row(name, "-" if cls.trained_with is None else cls.trained_with.value,
                       "yes" if cls.needs_sender() else "-", cls.description)
         console.print(t)
-        t = Table("benchmark", "splits", "default", title="benchmarks")
+        t = Table("benchmark", "splits (samples)", "default", title="benchmarks")
         for name, cls in benchmarks.items():
-            t.add_row(name, ", ".join(cls.splits), ", ".join(cls.default_splits))
+            t.add_row(name, _split_sizes(cls), ", ".join(cls.default_splits))
         console.print(t)
         t = Table("model", "what", title="models (also: a local folder or a hub id)")
         for name, what in BUILTIN_MODELS.items():
             t.add_row(name, what)
         console.print(t)
+
+
+def _split_sizes(cls) -> str:
+    """'seen (140), unseen (134)': each split with its number of samples in the data found here."""
+    try:
+        bench = cls({})
+        return ", ".join(f"{sp} ({len(bench.samples(sp, None))})" for sp in cls.splits)
+    except UserError as exc:  # data not found: say so, the rest of `ls` still helps
+        return f"{', '.join(cls.splits)} (data not found: {str(exc).split(': ', 1)[-1][:60]}...)"
 
 
 def _describe(name: str) -> None:
@@ -773,7 +806,7 @@ def _describe(name: str) -> None:
     about = getattr(cls, "description", "") or next(iter((cls.__doc__ or "").strip().splitlines()), "")
     console.print(f"{kind} {name}" + (f": {about}" if about else ""))
     if kind == "benchmark":
-        console.print(f"splits: {', '.join(cls.splits)} (default {', '.join(cls.default_splits)})")
+        console.print(f"splits: {_split_sizes(cls)} (default {', '.join(cls.default_splits)})")
     t = Table(what, "default", "accepted", title=f"{name}: every value below is part of the run key")
     sweep = getattr(cls, "sweep", {}) or {}
     for key, default in sorted(values.items()):

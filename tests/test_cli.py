@@ -116,7 +116,9 @@ def test_ls_name_shows_parameters_with_defaults_and_sweeps_version_and_short_hel
     assert "sweep [0.9, 0.5, 0.0]" in rows["rho"] and "a number from 0 to 1" in rows["rho"]
     assert "128" in rows["plan_tokens"] and "one of quick, cpu, paper" in rows["preset"]
     out = CliRunner().invoke(app, ["ls", "probe"])
-    assert "splits: test" in out.output and "n_options" in out.output
+    assert "splits: test (256)" in out.output and "n_options" in out.output
+    listed = CliRunner().invoke(app, ["ls"], env={"COLUMNS": "200"}).output
+    assert "math500 (500), test (5000)" in listed and "seen (140), unseen (134)" in listed  # shared data sizes
     bad = CliRunner().invoke(app, ["ls", "latnet"])
     assert bad.exit_code != 0 and "did you mean 'latent'" in bad.output + bad.stderr
     assert CliRunner().invoke(app, ["--version"]).output.startswith("interlat-bench ")

@@ -185,7 +185,9 @@ def test_leaderboard_json_filters_and_names_and_sql_exports(results_env, tmp_pat
     csv_text = invoke("leaderboard", "-f", "csv", "--receiver", "tiny-llama")
     assert csv_text.splitlines()[0] == "method,column,metric,value,n,lo,hi,errors" and len(csv_text.splitlines()) == 3
     for args, says in ((["-m", "text_zeroshto"], "did you mean 'text_zeroshot'"),
-                       (["--receiver", "smollm2"], "no such receiver")):
+                       (["--receiver", "smollm2"], "no such receiver"),
+                       (["--metric", "sucess"], "did you mean 'success'"),
+                       (["--metric", "boxd"], "did you mean 'boxed'")):
         bad = runner.invoke(app, ["leaderboard", *args])
         assert bad.exit_code != 0 and says in bad.output + bad.stderr
     rows = json.loads(invoke("sql", "select method, count(*) as n from samples join runs using (run_key) "
