@@ -2,11 +2,17 @@
 
 Run: ``python bench/store_speed.py [--samples 100000] [--runs 100]``.
 
-Synthetic rows in the runner's own layout: ``--runs`` runs (5 methods x 2 benchmarks x seeds),
-one ``run.json`` each, and one shard file per sample as ``run_cell`` writes them (a sample row
-with a metrics JSON of the usual keys and a short transcript, plus its timing rows). The
-files are written with fsync off (writing them is not what is measured). Then, each timed
-once on a cold process-level cache:
+Synthetic rows written as ``run_cell`` writes them: ``--runs`` runs (5 methods x 2 benchmarks x
+seeds), one ``run.json`` each, and each sample (a sample row with a metrics JSON of the usual
+keys and a short transcript, plus its timing rows) added with ``ShardWriter.add``. Two
+layouts, each ingested into its own database:
+
+- a fast stream (reference policies, cached messages): samples come faster than one per
+  second, so ``add`` writes a shard per second of samples (here: per flush interval);
+- slow samples (an LLM episode takes seconds): one shard file per sample.
+
+The files are written with fsync off (writing them is not what is measured). Then, timed
+once each:
 
 - ingest: ``interlat_bench.results.shards.ingest`` of every shard into a new DuckDB file;
 - leaderboard: ``leaderboard(metric="success")`` and ``leaderboard(metric="steps")`` over all runs;
@@ -18,7 +24,6 @@ Targets (issue: 100k rows): ingest under 5 s, a leaderboard under 1 s.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import tempfile
 import time
@@ -34,7 +39,7 @@ METHODS = ("latent", "text", "no_comm", "truncate", "whitenoise")
 BENCHMARKS = (("math", "math500"), ("alfworld", "seen"))
 
 
-def write_shards(root: Path, n_samples: int, n_runs: int) -> None:
+def write_shards(root: Path, n_samples: int, n_runs: int, one_file_per_sample: bool) -> None:
     rng = random.Random(0)
     per_run = n_samples // n_runs
     fsync = atomic.os.fsync
@@ -57,10 +62,15 @@ def write_shards(root: Path, n_samples: int, n_runs: int) -> None:
                            "message_bytes": 115200, "transcript": [
                                {"role": "user", "content": "Observation: you see a drawer 1. " * 8},
                                {"role": "assistant", "content": "Thought: look.\nAction: go to drawer 1"}]}
-                writer.append([{"sample_id": f"s{i:06d}", "success": ok, "score": float(ok), "steps": steps,
-                                "metrics": metrics}],
-                              [{"sample_id": f"s{i:06d}", "stage": stage, "ms": rng.random() * 1000}
-                               for stage in ("receiver", "env", "wall")])
+                rows = ([{"sample_id": f"s{i:06d}", "success": ok, "score": float(ok), "steps": steps,
+                          "metrics": metrics}],
+                        [{"sample_id": f"s{i:06d}", "stage": stage, "ms": rng.random() * 1000}
+                         for stage in ("receiver", "env", "wall")])
+                if one_file_per_sample:
+                    writer.append(*rows)
+                else:
+                    writer.add(*rows)
+            writer.flush()
     finally:
         atomic.os.fsync = fsync
 
@@ -70,25 +80,27 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=100)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="interlat-store-") as tmp:
-        root, db = Path(tmp) / "shards", Path(tmp) / "interlat.duckdb"
-        start = time.perf_counter()
-        write_shards(root, args.samples, args.runs)
-        print(f"wrote {args.samples} sample shards of {args.runs} runs in {time.perf_counter() - start:.1f} s "
-              "(not a target)")
-        start = time.perf_counter()
-        counts = ingest(Store(db), root)
-        ingest_s = time.perf_counter() - start
-        print(f"ingest: {counts['samples']} samples, {counts['timings']} timings, {counts['runs']} runs in "
-              f"{ingest_s:.2f} s ({counts['samples'] / ingest_s:,.0f} samples/s; target < 5 s)")
-        for label in ("leaderboard success", "leaderboard steps", "leaderboard success again"):
+    for per_sample in (False, True):
+        layout = "one shard file per sample" if per_sample else "a fast stream (ShardWriter.add)"
+        with tempfile.TemporaryDirectory(prefix="interlat-store-") as tmp:
+            root, db = Path(tmp) / "shards", Path(tmp) / "interlat.duckdb"
             start = time.perf_counter()
-            table = leaderboard(db, metric="steps" if "steps" in label else "success")
-            took = time.perf_counter() - start
-            cells = sum(1 for row in table.rows for c in row[1:] if not isinstance(c, str))
-            print(f"{label}: {len(table.rows)} rows x {len(table.columns)} columns ({cells} cells) in {took:.2f} s "
-                  "(target < 1 s)")
-        print(json.dumps({"samples": counts["samples"], "ingest_s": round(ingest_s, 3)}))
+            write_shards(root, args.samples, args.runs, per_sample)
+            files = sum(1 for _ in root.glob("*/*.jsonl"))
+            print(f"{layout}: {args.samples} samples of {args.runs} runs in {files} shard files, written in "
+                  f"{time.perf_counter() - start:.1f} s (not a target)")
+            start = time.perf_counter()
+            counts = ingest(Store(db), root)
+            ingest_s = time.perf_counter() - start
+            print(f"  ingest: {counts['samples']} samples, {counts['timings']} timings, {counts['runs']} runs in "
+                  f"{ingest_s:.2f} s ({counts['samples'] / ingest_s:,.0f} samples/s; target < 5 s)")
+            for label in ("leaderboard success", "leaderboard steps", "leaderboard success again"):
+                start = time.perf_counter()
+                table = leaderboard(db, metric="steps" if "steps" in label else "success")
+                took = time.perf_counter() - start
+                cells = sum(1 for row in table.rows for c in row[1:] if not isinstance(c, str))
+                print(f"  {label}: {len(table.rows)} rows x {len(table.columns)} columns ({cells} cells) in "
+                      f"{took:.2f} s (target < 1 s)")
 
 
 if __name__ == "__main__":

@@ -176,13 +176,13 @@ def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, wo
     parallel = workers > 1 and method.parallel_episodes and len(todo) > 1
     agent = None if parallel else method.agent(ctx, receiver)
     errors = successes = 0
-    with progress.track(f"evaluate {spec.label()}", len(todo)) as stage:
+    with progress.track(f"evaluate {spec.label()}", len(todo)) as stage, contextlib.closing(writer):
         for record in _records(spec, bench, method, agent, messages, todo, workers):
             if record.error:
                 errors += 1
                 log(f"sample {record.sample_id} failed: {record.error}")
             successes += bool(record.success)
-            writer.append(
+            writer.add(
                 [{"run_key": spec.run_key, "sample_id": record.sample_id, "success": record.success,
                   "score": record.score, "steps": record.steps, "metrics": record.metrics,
                   "error": record.error}],

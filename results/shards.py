@@ -5,6 +5,14 @@ Layout under a shard root (one folder per run)::
     <root>/<run_key>/run.json                        the run's row (rewritten atomically)
     <root>/<run_key>/<time_ns>-<pid>-<seq>.jsonl     one file per flush, never modified
 
+A run adds each finished sample with ``ShardWriter.add``, which writes a shard at most once
+per ``FLUSH_AFTER_S``: a slow sample (an LLM episode) gets a file of its own at once, a
+stream of fast ones (reference policies) shares one file per second, so ingest reads and
+deletes thousands of files fewer. ``flush`` (on every exit path of a run, Ctrl-C included)
+writes the rest, and a timer writes a buffer left waiting behind a slow sample; a SIGKILL
+loses at most the last second of finished samples, which the next run computes again, and
+never a row already written.
+
 Each shard line is a JSON object tagged ``"table": "samples"`` or ``"table": "timings"``.
 Files are written to a temporary name in the same folder, fsynced and renamed into place,
 so a reader sees either a whole shard or none; leftovers of killed workers (``*.tmp``)
@@ -21,6 +29,7 @@ import itertools
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -42,6 +51,7 @@ from interlat_bench.results.store import (
 RUN_FILE = "run.json"
 RUN_MARKER = ".run.json.ingested"
 ALIVE_FILE = ".alive"  # a running run holds a lock on it; the kernel drops the lock if the process dies
+FLUSH_AFTER_S = 1.0
 SHARD_RE = re.compile(r"^(?P<ns>\d+)-(?P<pid>\d+)-(?P<seq>\d+)\.jsonl$")
 
 
@@ -68,6 +78,10 @@ class ShardWriter:
         self.run_key = _check_run_key(run_key)
         self.folder = self.root / run_key
         self._seq = itertools.count()
+        self._pending: list[str] = []
+        self._flushed_at = float("-inf")
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
 
     def write_run(self, row: Mapping[str, Any]) -> Path:
         """Write ``run.json`` atomically; ``created_at`` of an earlier run.json is kept."""
@@ -113,6 +127,36 @@ class ShardWriter:
         """
         if not record_rows and not timing_rows:
             return None
+        return self._write(self._lines(record_rows, timing_rows))
+
+    def add(self, record_rows: Sequence[Mapping[str, Any]], timing_rows: Sequence[Mapping[str, Any]] = (),
+            flush_after_s: float = FLUSH_AFTER_S) -> Path | None:
+        """Buffer these rows (checked now) and write the buffer as one shard when
+        ``flush_after_s`` has passed since the last write (now, or by a timer if no other row
+        comes meanwhile); returns the shard if it wrote one now."""
+        lines = self._lines(record_rows, timing_rows)
+        with self._lock:
+            self._pending += lines
+            due = time.monotonic() - self._flushed_at >= flush_after_s
+            if not due and self._timer is None:
+                self._timer = threading.Timer(flush_after_s, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+        return self.flush() if due else None
+
+    def flush(self) -> Path | None:
+        """Write what ``add`` buffered (nothing buffered: nothing written, None)."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            lines, self._pending = self._pending, []
+            self._flushed_at = time.monotonic()
+            return self._write(lines) if lines else None
+
+    close = flush  # contextlib.closing(writer): whatever ends the loop, the buffer is written
+
+    def _lines(self, record_rows, timing_rows) -> list[str]:
         now = utcnow().isoformat()
         lines = []
         for table, rows, columns in (
@@ -134,6 +178,9 @@ class ShardWriter:
                     rec["created_at"] = now
                 rec["table"] = table
                 lines.append(_dumps(rec))
+        return lines
+
+    def _write(self, lines: list[str]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{time.time_ns()}-{os.getpid()}-{next(self._seq)}.jsonl"
         write_text(path, "\n".join(lines) + "\n")

@@ -312,3 +312,49 @@ def test_ingest_lock_conflict_keeps_shards(tmp_path):
     assert len(shard_files(root / "k1")) == 1
     assert pending_ids(root, "k1") == {"0", "1"}
     assert ingest(store, root)["samples"] == 2
+
+
+def test_add_writes_fast_samples_together_slow_ones_at_once_and_flush_writes_the_rest(tmp_path):
+    import time
+
+    writer = ShardWriter(tmp_path, "k1")
+    first = writer.add([sample(0)], [timing(0)])
+    assert first is not None and len(shard_files(tmp_path / "k1")) == 1  # nothing written lately: now
+    for i in range(1, 50):  # a fast stream: buffered
+        assert writer.add([sample(i)], [timing(i)], flush_after_s=60) is None
+    assert len(shard_files(tmp_path / "k1")) == 1 and pending_ids(tmp_path, "k1") == {"0"}
+    with pytest.raises(ValueError, match="unknown samples columns"):  # a bad row fails at once, not at flush
+        writer.add([{"sample_id": "x", "succes": True}])
+    rest = writer.flush()
+    assert len(read_shard(rest)) == 2 * 49 and writer.flush() is None
+    assert pending_ids(tmp_path, "k1") == {str(i) for i in range(50)}
+    # A row left in the buffer behind a slow sample is written by the timer, unasked.
+    writer.add([sample(50)], flush_after_s=0.3)
+    time.sleep(1.0)
+    assert "50" in pending_ids(tmp_path, "k1")
+    store = Store(tmp_path / "r.duckdb")
+    assert ingest(store, tmp_path)["samples"] == 51
+
+
+def test_a_run_interrupted_by_ctrl_c_keeps_the_samples_it_finished(tmp_path, monkeypatch):
+    """The runner writes through ``add``; whatever ends its loop, the buffer is flushed."""
+    from interlat_bench.harness import runner
+    from interlat_bench.harness.core.runspec import RunSpec
+
+    played = []
+
+    def records(spec, bench, method, agent, messages, todo, workers):
+        from interlat_bench.benchmarks.base import Record
+
+        for s in todo:
+            if len(played) == 5:
+                raise KeyboardInterrupt
+            played.append(s.id)
+            yield Record(sample_id=s.id, success=True, score=1.0, steps=1)
+
+    monkeypatch.setattr(runner, "_records", records)
+    spec = RunSpec.make(method="random", benchmark="probe", split="test", receiver=None, limit=20)
+    store = Store(tmp_path / "results" / "r.duckdb")
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_cell(spec, store, tmp_path / "shards")
+    assert pending_ids(tmp_path / "shards", spec.run_key) == set(played) and len(played) == 5
