@@ -42,9 +42,13 @@ from interlat_bench.harness.core.atomic import fsync_dir, write_text
 from interlat_bench.results.store import (
     RUN_COLUMNS,
     SAMPLE_COLUMNS,
+    SAMPLE_SCHEMA,
     TIMING_COLUMNS,
+    TIMING_SCHEMA,
     Store,
     _json_default,
+    to_json,
+    to_timestamp,
     utcnow,
 )
 
@@ -368,11 +372,7 @@ def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, i
 
     run_rows: list[dict[str, Any]] = []
     run_texts: list[tuple[Path, str]] = []
-    loaded: list[Path] = []
-    # (run_key, sample_id) -> (finished, order, row)
-    best: dict[tuple[str, str], tuple[bool, int, dict[str, Any]]] = {}
-    timings: list[tuple[int, dict[str, Any]]] = []
-    order = 0
+    files: list[tuple[str, Path]] = []  # (run_key, shard), in load order
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != QUARANTINE):
         run_key = folder.name
         try:
@@ -391,28 +391,12 @@ def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, i
                 run_texts.append((folder, run_text))
             else:
                 set_aside(folder / RUN_FILE, f"{folder / RUN_FILE}: {problem}")
-        for path in shard_files(folder):
-            try:
-                rows = read_shard(path)
-            except FileNotFoundError:  # ingested by another process meanwhile
-                continue
-            except (OSError, ValueError) as exc:
-                set_aside(path, str(exc))
-                continue
-            order += 1
-            loaded.append(path)
-            for row in rows:
-                table = row.pop("table")
-                row["run_key"] = run_key
-                row["sample_id"] = str(row["sample_id"])
-                if table == "samples":
-                    key = (run_key, row["sample_id"])
-                    finished = row.get("error") is None
-                    prev = best.get(key)
-                    if prev is None or finished or not prev[0]:
-                        best[key] = (finished, order, row)
-                else:
-                    timings.append((order, row))
+        files += [(run_key, path) for path in shard_files(folder)]
+    # DuckDB parses and checks every line at once; a file it cannot vouch for (bad JSON, an
+    # unknown column, a wrong type, a sample twice in one file) sends all of them through
+    # the line-by-line reader, which names the bad file and sets it aside.
+    parsed = _parse_fast(files) or _parse_slow(files, set_aside)
+    samples, timings, loaded = parsed
 
     stale = _stale_running(store, root)
     if not run_rows and not loaded and not stale:
@@ -421,39 +405,15 @@ def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, i
     with store.writer() as con:
         con.begin()
         try:
-            errored_keys = {k for k, (finished, _, _) in best.items() if not finished}
-            if errored_keys:
-                run_keys = sorted({k[0] for k in errored_keys})
-                done = con.execute(
-                    "SELECT run_key, sample_id FROM samples WHERE error IS NULL AND list_contains(?, run_key)",
-                    [run_keys],
-                ).fetchall()
-                for key in errored_keys & {(r, s) for r, s in done}:
-                    del best[key]
-                    counts["skipped"] += 1
-            kept_order = {key: o for key, (_, o, _) in best.items()}
-            timing_rows = []
-            for o, row in timings:
-                key = (row["run_key"], row["sample_id"])
-                if key in kept_order:
-                    if kept_order[key] == o:
-                        timing_rows.append(row)
-                elif key not in errored_keys:  # timings without a sample row in this batch
-                    timing_rows.append(row)
             for run in run_rows:
                 store.upsert_run(con, run)
-            if best:
-                keys = pa.table({"run_key": [k[0] for k in best], "sample_id": [k[1] for k in best]})
-                con.register("_replaced_samples", keys)
-                try:
-                    con.execute(
-                        "DELETE FROM timings AS t USING _replaced_samples AS k "
-                        "WHERE t.run_key = k.run_key AND t.sample_id = k.sample_id"
-                    )
-                finally:
-                    con.unregister("_replaced_samples")
-            counts["samples"] = store.insert_samples(con, [row for _, _, row in best.values()])
-            counts["timings"] = store.insert_timings(con, timing_rows)
+            con.register("_shard_samples", samples)
+            con.register("_shard_timings", timings)
+            try:
+                counts.update(_merge(con))
+            finally:
+                con.unregister("_shard_samples")
+                con.unregister("_shard_timings")
             dead = [k for k in stale | {r["run_key"] for r in run_rows if r.get("status") == "running"}
                     if not is_alive(root / k)]
             if dead:
@@ -473,3 +433,143 @@ def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, i
     if loaded:
         fsync_dir(root)
     return counts
+
+
+# What a shard's rows become before they are merged: one Arrow table per kind, each row with
+# ``ord`` (the shard's place in load order) and ``line`` (its place in the shard).
+_SAMPLE_ROWS = pa.schema([*SAMPLE_SCHEMA, ("ord", pa.int64()), ("line", pa.int64())])
+_TIMING_ROWS = pa.schema([*TIMING_SCHEMA, ("ord", pa.int64()), ("line", pa.int64())])
+
+
+def _parse_slow(files: list[tuple[str, Path]], set_aside) -> tuple[pa.Table, pa.Table, list[Path]]:
+    """Read shards line by line in Python; a malformed one is set aside and the rest kept."""
+    samples: list[dict[str, Any]] = []
+    timings: list[dict[str, Any]] = []
+    loaded: list[Path] = []
+    for order, (run_key, path) in enumerate(files):
+        try:
+            rows = read_shard(path)
+        except FileNotFoundError:  # ingested by another process meanwhile
+            continue
+        except (OSError, ValueError) as exc:
+            set_aside(path, str(exc))
+            continue
+        loaded.append(path)
+        for line, row in enumerate(rows):
+            table = row.pop("table")
+            row.update(run_key=run_key, sample_id=str(row["sample_id"]), ord=order, line=line)
+            if table == "samples":
+                row["metrics"] = to_json(row.get("metrics"))
+                row["created_at"] = to_timestamp(row.get("created_at"))
+                samples.append(row)
+            else:
+                row["ms"] = float(row["ms"])
+                timings.append(row)
+    return (pa.Table.from_pylist(samples, schema=_SAMPLE_ROWS), pa.Table.from_pylist(timings, schema=_TIMING_ROWS),
+            loaded)
+
+
+def _json_types(field: str, kinds: str) -> str:
+    return f"coalesce(json_type(j, '$.{field}') IN ({kinds}, 'NULL'), true)"
+
+
+_TEXT, _INT = "'VARCHAR'", "'BIGINT', 'UBIGINT'"
+_NUMBER = f"{_INT}, 'DOUBLE'"
+# The checks of ``_check_row`` in SQL: a JSON object of one table's known columns, the right
+# JSON type for each value (None allowed), the keys present; naive ISO timestamps only.
+_VALID_SQL = f"""
+    json_type(j) = 'OBJECT' AND (
+      (j->>'$.table' = 'samples'
+       AND list_has_all({list(('table', *SAMPLE_COLUMNS))}, json_keys(j))
+       AND json_type(j, '$.sample_id') IN ({_TEXT}, {_INT})
+       AND {_json_types('run_key', _TEXT)} AND {_json_types('success', "'BOOLEAN'")}
+       AND {_json_types('score', _NUMBER)} AND {_json_types('steps', _INT)}
+       AND {_json_types('metrics', "'OBJECT'")} AND {_json_types('error', _TEXT)}
+       AND {_json_types('created_at', _TEXT)}
+       AND (j->>'$.created_at' IS NULL OR (try_cast(j->>'$.created_at' AS TIMESTAMP) IS NOT NULL
+            AND NOT regexp_matches(j->>'$.created_at', '(Z|[+-][0-9][0-9]:?[0-9][0-9])$'))))
+      OR
+      (j->>'$.table' = 'timings'
+       AND list_has_all({list(('table', *TIMING_COLUMNS))}, json_keys(j))
+       AND json_type(j, '$.sample_id') IN ({_TEXT}, {_INT})
+       AND json_type(j, '$.stage') = 'VARCHAR' AND json_type(j, '$.ms') IN ({_NUMBER})
+       AND {_json_types('run_key', _TEXT)}))
+"""
+
+
+def _parse_fast(files: list[tuple[str, Path]]) -> tuple[pa.Table, pa.Table, list[Path]] | None:
+    """Every shard parsed and checked by DuckDB in one pass; None when any line fails a check
+    (or a file vanished, or one shard holds a sample twice): the caller then reads line by line."""
+    import duckdb
+
+    if not files:
+        return None
+    con = duckdb.connect()
+    try:
+        con.register("_files", pa.table({"filename": [str(p) for _, p in files],
+                                         "run_key": [k for k, _ in files], "ord": list(range(len(files)))}))
+        try:
+            con.execute("CREATE TEMP TABLE lines AS SELECT f.run_key, f.ord, o.json AS j "
+                        "FROM read_ndjson_objects(?, filename = true) AS o JOIN _files AS f USING (filename)",
+                        [[str(p) for _, p in files]])
+        except duckdb.Error:  # bad JSON, a vanished file: the slow path says which
+            return None
+        if con.execute(f"SELECT count(*) FROM lines WHERE NOT coalesce({_VALID_SQL}, false)").fetchall()[0][0]:
+            return None
+        samples = con.sql("""
+            SELECT run_key, j->>'$.sample_id' AS sample_id, (j->>'$.success')::BOOLEAN AS success,
+                   (j->>'$.score')::DOUBLE AS score, (j->>'$.steps')::INTEGER AS steps,
+                   CAST(j->'$.metrics' AS VARCHAR) AS metrics, j->>'$.error' AS error,
+                   (j->>'$.created_at')::TIMESTAMP AS created_at, ord, 0::BIGINT AS line
+            FROM lines WHERE j->>'$.table' = 'samples'""").to_arrow_table()
+        timings = con.sql("""
+            SELECT run_key, j->>'$.sample_id' AS sample_id, j->>'$.stage' AS stage, (j->>'$.ms')::DOUBLE AS ms,
+                   ord, 0::BIGINT AS line
+            FROM lines WHERE j->>'$.table' = 'timings'""").to_arrow_table()
+        twice = con.execute("""
+            SELECT (SELECT count(*) FROM (SELECT 1 FROM samples GROUP BY run_key, sample_id, ord HAVING count(*) > 1))
+                 + (SELECT count(*) FROM (SELECT 1 FROM timings GROUP BY run_key, sample_id, stage, ord
+                                          HAVING count(*) > 1))""").fetchall()[0][0]
+        if twice:
+            return None  # which of two rows in one shard came last is known line by line only
+    finally:
+        con.close()
+    return samples.cast(_SAMPLE_ROWS), timings.cast(_TIMING_ROWS), [p for _, p in files]
+
+
+def _merge(con) -> dict[str, int]:
+    """Apply ``_shard_samples`` / ``_shard_timings`` (registered on ``con``) to the database.
+
+    For a sample seen several times the last finished row wins, else the last errored one;
+    an errored row never replaces a finished row already stored (``skipped``). A sample's
+    timings come from the shard whose sample row was kept (earlier stages of the sample
+    are deleted); timings without a sample row in this batch are loaded as they are."""
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _best AS
+        SELECT * FROM _shard_samples
+        QUALIFY row_number() OVER (PARTITION BY run_key, sample_id
+                                   ORDER BY error IS NULL DESC, ord DESC, line DESC) = 1""")
+    skipped = con.execute("""
+        DELETE FROM _best AS b WHERE b.error IS NOT NULL AND EXISTS (
+            SELECT 1 FROM samples AS s WHERE s.run_key = b.run_key AND s.sample_id = b.sample_id
+            AND s.error IS NULL)""").fetchone()[0]
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _kept_timings AS
+        SELECT t.run_key, t.sample_id, t.stage, t.ms FROM _shard_timings AS t
+        LEFT JOIN _best AS b USING (run_key, sample_id)
+        WHERE (b.ord IS NOT NULL AND t.ord = b.ord)
+           OR (b.ord IS NULL AND NOT EXISTS (SELECT 1 FROM _shard_samples AS s WHERE s.run_key = t.run_key
+                                             AND s.sample_id = t.sample_id AND s.error IS NOT NULL))
+        QUALIFY row_number() OVER (PARTITION BY t.run_key, t.sample_id, t.stage ORDER BY t.ord DESC, t.line DESC) = 1
+    """)
+    con.execute("DELETE FROM timings AS t USING _best AS b WHERE t.run_key = b.run_key AND t.sample_id = b.sample_id")
+    n_samples = con.execute(
+        "INSERT OR REPLACE INTO samples BY NAME "
+        "SELECT run_key, sample_id, success, score, steps, metrics, error, "
+        "coalesce(created_at, now()::TIMESTAMP) AS created_at FROM _best AS i "
+        "WHERE i.error IS NULL OR NOT EXISTS (SELECT 1 FROM samples AS s WHERE s.run_key = i.run_key "
+        "AND s.sample_id = i.sample_id AND s.error IS NULL)").fetchone()[0]
+    n_timings = con.execute("INSERT OR REPLACE INTO timings BY NAME SELECT * FROM _kept_timings").fetchone()[0]
+    con.execute("DROP TABLE _best")
+    con.execute("DROP TABLE _kept_timings")
+    return {"samples": int(n_samples), "timings": int(n_timings), "skipped": int(skipped)}

@@ -43,7 +43,7 @@ CORPUS = [
      "MATH_DATA=/nonexistent"),
     (["run", "-m", "oracle", "-t", "alfworld", "--limit", "1", "--no-leaderboard"],
      {"ALFWORLD_DATA": "/nonexistent"}, "ALFWORLD_DATA=/nonexistent"),
-    (["leaderboard", "--metric", "drop table"], {}, "unknown metric 'drop table'"),
+    (["leaderboard", "--metric", "drop table"], {}, "--metric 'drop table': no such metric"),
     (["leaderboard", "--format", "xml"], {}, "--format 'xml'"),
     (["leaderboard", "--by", "level; drop"], {}, "--by"),
     (["leaderboard", "--db", "{garbage}"], {}, "not a valid DuckDB database"),

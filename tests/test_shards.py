@@ -358,3 +358,52 @@ def test_a_run_interrupted_by_ctrl_c_keeps_the_samples_it_finished(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         runner.run_cell(spec, store, tmp_path / "shards")
     assert pending_ids(tmp_path / "shards", spec.run_key) == set(played) and len(played) == 5
+
+
+def test_the_fast_reader_and_the_line_by_line_reader_load_the_same(tmp_path, monkeypatch):
+    """DuckDB parses valid shards in one pass; the Python reader is the fallback that finds a
+    bad file. Both must leave the same rows: retries, errors, timings, a stored finished row."""
+    import duckdb
+
+    from interlat_bench.results import shards
+
+    def write(root):
+        a = ShardWriter(root, "k1")
+        a.append([sample(i) for i in range(4)], [timing(i) for i in range(4)])
+        a.append([sample(1, error="boom")], [timing(1, "generate", 99.0)])  # a later failure: kept out
+        a.append([sample(2, score=0.5)], [timing(2, "generate", 7.0), timing(2, "decode", 1.0)])  # a retry
+        a.append([], [timing(9, "env", 3.0)])  # timings alone
+        b = ShardWriter(root, "k2")
+        b.append([sample(5, error="flaky"), {"sample_id": 6, "success": True}], [timing(5)])
+
+    def load(root, db, fast):
+        if not fast:
+            monkeypatch.setattr(shards, "_parse_fast", lambda files: None)
+        store = Store(db)
+        with store.writer() as con:  # a finished row is already stored: a new error must not replace it
+            store.insert_samples(con, [{"run_key": "k2", "sample_id": "5", "success": True, "score": 1.0}])
+        got = ingest(store, root)
+        monkeypatch.undo()
+        con = duckdb.connect(str(db), read_only=True)
+        rows = con.execute("SELECT run_key, sample_id, success, score, steps, error, metrics::VARCHAR FROM samples "
+                           "ORDER BY ALL").fetchall()
+        times = con.execute("SELECT * FROM timings ORDER BY ALL").fetchall()
+        con.close()
+        return got, [r[:6] + (json.loads(r[6]) if r[6] else None,) for r in rows], times
+
+    write(tmp_path / "a")
+    files = [(k, p) for k in ("k1", "k2") for p in shard_files(tmp_path / "a" / k)]
+    assert shards._parse_fast(files) is not None  # valid shards take the fast path
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    fast, slow = load(tmp_path / "a", tmp_path / "fast.duckdb", True), load(tmp_path / "b", tmp_path / "slow.duckdb", False)
+    assert fast == slow
+    got, rows, times = fast
+    assert got["skipped"] == 1 and ("k2", "5", True, 1.0, None, None, None) in rows  # finished row kept
+    assert ("k1", "2", False, 0.5, 2, None, {"i": 2}) in rows and ("k2", "6", True, None, None, None, None) in rows
+    assert ("k1", "2", "generate", 7.0) in times and ("k1", "1", "generate", 10.0) in times
+    assert ("k1", "9", "env", 3.0) in times and not any(t[:2] == ("k2", "5") for t in times)
+    # One malformed line anywhere: the fast reader declines, the slow one sets that file aside.
+    bad = tmp_path / "c" / "k1"
+    ShardWriter(tmp_path / "c", "k1").append([sample(0)])
+    (bad / "1-1-1.jsonl").write_text('{"table": "samples", "sample_id": "x", "success": "yes"}\n')
+    assert shards._parse_fast([("k1", p) for p in shard_files(bad)]) is None
