@@ -4,10 +4,11 @@ Replays the observations of a real ALFWorld episode (alfworld's expert playing o
 so the prompt and history have real lengths) to the offline SmolLM2 receiver on both
 paths (greedy, so both write the same replies) and prints, for turns 1, 10 and 20, the
 whole turn time and the time to the first token (prefill + one step: the part a cache
-removes). Decoding the reply costs the same on both paths (prompt lookup, on by default,
+removes). Past the expert's last step (``--turns 40``) the observations are the engine's
+"Nothing happens.", as for a receiver whose actions keep failing. Decoding the reply costs the same on both paths (prompt lookup, on by default,
 shortens it on both), so the whole-turn ratio is bounded by how long replies are next to
 the history. Times are per-turn medians over a few episodes per path.
-Usage: ALFWORLD_DATA=... python bench/receiver_cache.py [--turns 20] [--reply-tokens 48]
+Usage: ALFWORLD_DATA=... python bench/receiver_cache.py [--turns 20|40] [--reply-tokens 48]
        [--lookup-tokens 0] [--repeats 3]
 """
 
@@ -29,6 +30,7 @@ from interlat_bench.methods.receiver import ReceiverAgent
 
 # An unseen game the expert needs 25 steps for: enough real observations for 20 turns.
 GAME = "pick_two_obj_and_place-KeyChain-None-Safe-219/trial_T20190909_012027_782483"
+NOTHING = "Observation: Nothing happens."
 PLAN = "1. Find the first keychain and take it. 2. Put it in the safe. 3. Find the second one and do the same."
 
 
@@ -39,8 +41,9 @@ def episode(split: str, game: str, turns: int) -> tuple[str, list[str]]:
         raise SystemExit(f"--game: no game {game!r} in split {split!r}")
     conv = expert_conversation(path, max_steps=turns + 5)["conversation"]
     observations = [m["content"] for m in conv[1:] if m["role"] == "user"]
-    if len(observations) < turns - 1:
-        raise SystemExit(f"--game: the expert episode has only {len(observations) + 1} turns, need {turns}")
+    # Past the expert's last step, the engine's answer to an action that does not apply: what a
+    # receiver that keeps failing reads (episodes of 40 turns are those).
+    observations += [NOTHING] * (turns - 1 - len(observations))
     return conv[0]["content"], observations[:turns - 1]
 
 
@@ -91,7 +94,10 @@ def main() -> None:
           f"identical replies: {same}/{args.turns}")
     print(f"{'turn':>5} | {'turn ms: cached':>15} {'re-encode':>10} {'speed-up':>9} | "
           f"{'first token ms: cached':>22} {'re-encode':>10} {'speed-up':>9}")
-    for turn in (1, 10, 20):
+    padded = sum(o == NOTHING for o in observations)
+    if padded:
+        print(f"({padded} observations after the expert's episode ended are {NOTHING!r})")
+    for turn in (1, 10, 20, 30, 40):
         if turn <= args.turns:
             i = turn - 1
             print(f"{turn:>5} | {cached[0][i]:>15.0f} {full[0][i]:>10.0f} {full[0][i] / cached[0][i]:>8.1f}x | "
