@@ -71,7 +71,7 @@ from interlat_bench.harness.core.prompts import (
     plan_prompt,
 )
 from interlat_bench.harness.core.seeds import item_seed
-from interlat_bench.harness.core.settings import cache_dir
+from interlat_bench.harness.core.settings import cache_dir, process_rank
 
 if TYPE_CHECKING:
     from interlat_bench.harness.core.message import Message
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         decoding=Decoding(greedy=not args.sample, temperature=temperature, top_p=args.top_p,
                           top_k=args.top_k, max_new_tokens=args.max_new_tokens),
         seed=args.seed, batch_size=args.batch_size, keep_rows=args.keep_rows)
-    rank = int(os.environ.get("RANK", "0"))
+    rank = process_rank()
 
     def report(done: int, total: int) -> None:
         print(f"[rank {rank}] {done}/{total} tasks", file=sys.stderr, flush=True)

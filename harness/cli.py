@@ -4,7 +4,6 @@ commands, so `--help` and `ls` stay fast."""
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 
@@ -66,19 +65,24 @@ def _table_format(format: str, allowed: tuple[str, ...] = ("rich", "md", "csv"))
     return format
 
 
-def _known_in_db(db: Path, column: str, wanted: list[str], flag: str) -> None:
-    """Names the results do not hold are a typo, not an empty table: say so with a suggestion."""
+def _refuse_unknown(flag: str, name: str, present: list[str], what: str, listed: str) -> None:
+    """A name the results do not hold is a typo, not an empty table: one line with the
+    closest name and what there is."""
     import difflib
 
+    if name not in present:
+        close = difflib.get_close_matches(name, present, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"{flag} {name!r}: {what}{hint} ({listed}: {', '.join(present) or 'none yet'})")
+
+
+def _known_in_db(db: Path, column: str, wanted: list[str], flag: str) -> None:
     from interlat_bench.results.store import Store
 
     with Store(db).reader() as con:
         present = sorted({r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM runs").fetchall() if r[0]})
     for name in wanted:
-        if name not in present:
-            close = difflib.get_close_matches(name, present, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"{flag} {name!r}: no such {column} in {db}{hint} (present: {', '.join(present)})")
+        _refuse_unknown(flag, name, present, f"no such {column} in {db}", "present")
 
 
 BUILTIN_METRICS = ("success", "score", "steps", "steps_success")
@@ -86,9 +90,7 @@ BUILTIN_METRICS = ("success", "score", "steps", "steps_success")
 
 def _known_metric(db: Path, metric: str, flag: str = "--metric") -> None:
     """A metric is a built-in one or a key some sample's metrics JSON holds (its first part,
-    for a dotted path): a typo is refused with the closest name, not shown as an empty table."""
-    import difflib
-
+    for a dotted path)."""
     from interlat_bench.results.store import Store
 
     if metric in BUILTIN_METRICS:
@@ -98,25 +100,16 @@ def _known_metric(db: Path, metric: str, flag: str = "--metric") -> None:
             "SELECT DISTINCT unnest(json_keys(metrics)) FROM samples WHERE metrics IS NOT NULL").fetchall()}
             - {"transcript", "traceback", "actions"})
     if metric.split(".")[0] not in keys:
-        close = difflib.get_close_matches(metric, [*BUILTIN_METRICS, *keys], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UserError(f"{flag} {metric!r}: no such metric in {db}{hint} "
-                        f"(known: {', '.join([*BUILTIN_METRICS, *keys])})")
+        _refuse_unknown(flag, metric, [*BUILTIN_METRICS, *keys], f"no such metric in {db}", "known")
 
 
 def _known_tags(db: Path, tags: list[str]) -> None:
-    import difflib
-
     from interlat_bench.results.store import Store
 
     with Store(db).reader() as con:
         present = sorted({t for (t,) in con.execute("SELECT DISTINCT unnest(tags) FROM runs").fetchall()})
     for tag in tags:
-        if tag not in present:
-            close = difflib.get_close_matches(tag, present, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"--tag {tag!r}: no run has this tag in {db}{hint} "
-                            f"(tags: {', '.join(present) or 'none yet; `run --tag` sets them'})")
+        _refuse_unknown("--tag", tag, present, f"no run has this tag in {db}", "tags; `run --tag` sets them")
 
 
 def _db(db: Path | None) -> Path:
@@ -721,7 +714,9 @@ def train(
         bench = benchmarks.get(task)(dict(spec.benchmark_params))
         folder = train_stage(RunContext(spec, bench, log=_note), impl,
                              deepspeed=str(deepspeed) if deepspeed else None)
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process answers
+        from interlat_bench.harness.core.settings import process_rank
+
+        if process_rank() == 0:  # under torchrun, the first process answers
             console.print(f"receiver checkpoint: {folder}")
 
 

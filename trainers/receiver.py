@@ -17,7 +17,6 @@ import csv
 import hashlib
 import json
 import math
-import os
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -30,7 +29,7 @@ from torch import nn
 from interlat_bench.harness.core import conversation as conv
 from interlat_bench.harness.core.atomic import atomic_folder, set_aside
 from interlat_bench.harness.core.message import Message, MessageKind
-from interlat_bench.harness.core.settings import cache_dir
+from interlat_bench.harness.core.settings import cache_dir, process_rank
 from interlat_bench.trainers.adapter import CommAdapter
 from interlat_bench.trainers.curriculum import Curriculum
 from interlat_bench.trainers.losses import (
@@ -364,16 +363,13 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
     module.eval()
     # Under torchrun every process holds the same trained weights (ZeRO gathers them): the
     # first one writes the checkpoint, the others wait for it rather than race it.
-    if _rank() == 0:
+    if process_rank() == 0:
         _save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine, layout)
         log(f"trained {label} receiver on {len(examples)} conversations -> {target}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return target
 
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 def checkpoint_problem(folder: Path) -> str | None:

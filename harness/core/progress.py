@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
+
+from interlat_bench.harness.core.settings import process_rank
 
 
 class Stage(Protocol):
@@ -71,15 +72,11 @@ def use(display: Callable[[str, int], Stage]) -> None:
     _display = display
 
 
-def silent(name: str, total: int) -> Stage:
-    return Silent()
-
-
 @contextlib.contextmanager
 def track(name: str, total: int) -> Iterator[Stage]:
     """A stage of ``total`` steps (nothing is shown for an empty one: all of it was cached)."""
     # Under torchrun the first process speaks for all (each would print the same line).
-    shown = total > 0 and os.environ.get("RANK", "0") == "0"
+    shown = total > 0 and process_rank() == 0
     stage = _display(name, total) if shown else Silent()
     try:
         yield stage

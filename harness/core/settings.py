@@ -18,6 +18,12 @@ RESULTS_ENV = "INTERLAT_RESULTS"
 MODELS_ENV = "INTERLAT_MODELS"
 
 
+def process_rank() -> int:
+    """This process's rank in a torchrun job (0 when not launched by torchrun): the first one
+    writes shared files and speaks for all."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def cache_dir() -> Path:
     """Root of content-addressed artifacts (converted models, messages, checkpoints)."""
     root = os.environ.get(CACHE_ENV) or os.path.join(
