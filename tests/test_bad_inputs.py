@@ -98,3 +98,36 @@ def test_bad_input_fails_in_one_line_and_changes_nothing(recorded, monkeypatch, 
     assert names in said, said
     assert _snapshot(db) == before  # nothing half-written
     assert not list((root / "results" / "shards").glob("*/*.jsonl"))
+
+
+def _read_only(folder) -> list[str]:
+    """A command prefix under which ``folder`` is a read-only mount (a private mount namespace
+    of an unprivileged user namespace), so even root cannot write in it."""
+    import shutil
+    import subprocess
+
+    prefix = ["unshare", "-rm", "sh", "-c", 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && '
+              'exec "$@"', "sh", str(folder)]
+    if not shutil.which("unshare") or subprocess.run([*prefix, "true"], capture_output=True).returncode:
+        pytest.skip("no unprivileged mount namespace here (unshare -rm) to make a folder read-only")
+    return prefix
+
+
+@pytest.mark.parametrize("command", [["run", "-m", "no_comm_zeroshot", "-t", "math", *TINY], ["ingest"]])
+def test_read_only_results_folder_is_refused_before_any_work(tmp_path, command):
+    import os
+    import subprocess
+    import sys
+
+    results = tmp_path / "results"
+    (results / "shards" / "0123456789abcdef").mkdir(parents=True)  # a folder a run left
+    before = sorted(p.name for p in results.iterdir())
+    done = subprocess.run([*_read_only(results), sys.executable, "-m", "interlat_bench.harness.cli", *command,
+                           "--db", str(results / "interlat.duckdb")],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)},
+                          timeout=300)
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert f"results folder {results} is not writable (Read-only file system)" in said, said
+    assert "Traceback" not in said and said.count("\n") <= 2, said
+    assert sorted(p.name for p in results.iterdir()) == before

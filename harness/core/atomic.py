@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from interlat_bench.harness.core.errors import UserError
+
 
 def fsync_dir(folder: Path) -> None:
     """Make a rename durable (best effort: some filesystems cannot fsync a folder)."""
@@ -89,3 +91,18 @@ def set_aside(path: str | os.PathLike, why: str, log=None) -> Path:
     if log is not None:
         log(f"corrupt cache entry {path} ({why}): moved to {target.name} and rebuilt")
     return target
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work starts, a folder this process cannot create or write in
+    (read-only, or someone else's): a UserError naming it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise UserError(f"{what} {folder} is not writable ({exc.strerror or exc}): "
+                        "choose another with --db or $INTERLAT_RESULTS") from None
+
