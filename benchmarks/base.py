@@ -60,6 +60,11 @@ class Agent(Protocol):
 
     def timings_ms(self) -> dict[str, float]: ...
 
+    def prefetch(self, episodes: list[tuple[str, Message, Sample]]) -> None:
+        """Optional: decode the first replies of several single-reply episodes (prompt,
+        message, sample) together, ahead of their ``begin``/``respond``."""
+        ...
+
     def episode_metrics(self) -> dict[str, Any]:
         """Facts about the episode's replies (e.g. how many the token cap cut); {} for none."""
         ...
@@ -116,6 +121,12 @@ class Benchmark:
     def train_samples(self, limit: int | None = None) -> list[Sample]:
         """Samples with a reference conversation in ``data['conversation']`` for receiver training."""
         raise NotImplementedError
+
+    def single_reply_prompt(self, sample: Sample) -> str | None:
+        """The prompt of an episode that is one reply to one prompt (MATH, probe), so that
+        the runner may have an agent decode several episodes' replies in one batch
+        (``prefetch``) before they are played; None for a multi-turn benchmark."""
+        return None
 
     def play(self, sample: Sample, agent: Agent, message: Message) -> Record:
         raise NotImplementedError

@@ -85,8 +85,11 @@ class MathBenchmark(Benchmark):
             {"role": "assistant", "content": s.data["solution"]},
         ]}) for s in rows]
 
+    def single_reply_prompt(self, sample: Sample) -> str:
+        return SOLVE_PROMPT.format(problem=sample.task)
+
     def play(self, sample: Sample, agent: Agent, message) -> Record:
-        agent.begin(SOLVE_PROMPT.format(problem=sample.task), message, sample)
+        agent.begin(self.single_reply_prompt(sample), message, sample)
         reply = agent.respond()
         t0 = time.perf_counter()
         predicted = last_boxed(reply)

@@ -134,9 +134,12 @@ class ProbeBenchmark(Benchmark):
             {"role": "assistant", "content": s.data["answer"]},
         ]}) for s in self._split("train")[:limit]]
 
+    def single_reply_prompt(self, sample: Sample) -> str:
+        return question(sample.data["target"], sample.data["options"])
+
     def play(self, sample: Sample, agent: Agent, message) -> Record:
         d = sample.data
-        agent.begin(question(d["target"], d["options"]), message, sample)
+        agent.begin(self.single_reply_prompt(sample), message, sample)
         reply = agent.respond()
         predicted = parse_answer(reply, d["options"])
         correct = predicted == d["answer"]

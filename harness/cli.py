@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from interlat_bench.harness.core.atomic import check_writable
 from interlat_bench.harness.core.errors import UserError
 
 app = typer.Typer(help="Benchmark and ablation harness for agents that communicate in latent space.",
@@ -50,6 +51,9 @@ def user_errors():
     except UserError as e:
         err.print(f"[bold red]error:[/bold red] {e}", highlight=False)
         raise typer.Exit(e.exit_code) from None
+    except PermissionError as e:  # a folder or file of someone else's, or read-only
+        err.print(f"[bold red]error:[/bold red] permission denied: {e.filename or e}", highlight=False)
+        raise typer.Exit(1) from None
 
 
 def _existing_db(db: Path | None) -> Path:
@@ -217,6 +221,11 @@ def run(
     setting: list[str] = typer.Option(
         [], "--setting", "-s", help="Benchmark setting key=value, e.g. n_options=8 for probe (repeatable)."),
     workers: int = typer.Option(2, min=1, help="Worker processes for reference policies' episodes (oracle, random)."),
+    # The default is harness.runner.EVAL_BATCH (a test keeps them equal; importing the runner
+    # here would slow `--help`).
+    eval_batch: int = typer.Option(
+        16, min=1, help="Replies decoded together on single-reply tasks (math, probe); 1 = one at a time, "
+        "for per-sample latency. Speed only: each reply is the one decoded alone (up to float rounding)."),
     db: Path | None = DbOpt,
     leaderboard_after: bool = typer.Option(True, "--leaderboard/--no-leaderboard"),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and samples to compute; run nothing."),
@@ -265,7 +274,8 @@ def run(
         if dry_run:
             _print_plan(specs, _db(db))
             return
-        _run_with_progress(specs, _db(db), workers, tags)
+        check_writable(_db(db).parent, "results folder")
+        _run_with_progress(specs, _db(db), workers, tags, eval_batch)
         if leaderboard_after:
             try:
                 _leaderboards_after_run(specs, _db(db))
@@ -316,7 +326,7 @@ def _concrete_dtype(dtype: str) -> str:
     return "bfloat16" if torch.cuda.is_available() else "float32"
 
 
-def _run_with_progress(specs, db: Path, workers: int = 1, tags: list[str] = ()) -> None:
+def _run_with_progress(specs, db: Path, workers: int, tags: list[str], eval_batch: int) -> None:
     from interlat_bench.harness.runner import run_grid
     from interlat_bench.harness.terminal import log
 
@@ -327,7 +337,7 @@ def _run_with_progress(specs, db: Path, workers: int = 1, tags: list[str] = ()) 
         log.debug(f"  {record.sample_id}: " + ("error" if record.error else ("ok" if record.success else "x")))
 
     results = run_grid(specs, db, log=log.info, on_sample=on_sample, on_start=on_start, workers=workers,
-                       tags=tuple(tags))
+                       tags=tuple(tags), eval_batch=eval_batch)
     computed = sum(r.computed for r in results)
     errors = sum(r.errors for r in results)
     console.print(f"{len(results)} runs, {computed} samples computed, {errors} errors; results in {db}")
@@ -634,6 +644,7 @@ def ingest(db: Path | None = DbOpt):
         from interlat_bench.results.shards import ingest as do_ingest
         from interlat_bench.results.store import Store
 
+        check_writable(_db(db).parent, "results folder")
         counts = do_ingest(Store(_db(db)), _db(db).parent / "shards", warn=err.print)
         console.print(f"ingested {counts}")
 

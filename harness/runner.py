@@ -63,6 +63,10 @@ def _run_row(spec: RunSpec, status: str, device: str | None, tags: tuple[str, ..
             "git_sha": _git_sha(), "versions": _versions(), "device": device, "tags": list(tags) or None}
 
 
+# Replies decoded together on single-reply benchmarks (MATH, probe). Not part of the run key:
+# each row's reply is the one it gets alone, up to the float rounding of a padded batch.
+EVAL_BATCH = 16
+
 # Per worker process: (benchmark, method, agent) of the run being played.
 _WORKER: dict[str, tuple] = {}
 
@@ -93,16 +97,22 @@ def _play_in_worker_args(args):
     return _play_in_worker(*args)
 
 
-def _play(spec: RunSpec, bench, method, agent, messages, sample):
-    """One sample -> Record; a failure becomes an error record (retried on the next run)."""
+def _message(spec: RunSpec, method, messages, sample):
+    """The message ``sample``'s receiver gets, as changed on the way (seeded per sample)."""
     import torch
 
+    rng = torch.Generator().manual_seed(item_seed(spec.seed, sample.id, "transform"))
+    return method.transform(method.message_for(sample, messages, spec.seed), rng)
+
+
+def _play(spec: RunSpec, bench, method, agent, messages, sample, start: float | None = None):
+    """One sample -> Record; a failure becomes an error record (retried on the next run).
+    ``start``: when the sample began to be waited for (its batch's start), else now."""
     from interlat_bench.benchmarks.base import Record
 
-    rng = torch.Generator().manual_seed(item_seed(spec.seed, sample.id, "transform"))
-    start = clock_ms()
+    start = clock_ms() if start is None else start
     try:
-        message = method.transform(method.message_for(sample, messages, spec.seed), rng)
+        message = _message(spec, method, messages, sample)
         record = bench.play(sample, agent, message)
         record.metrics.update(message.stats())
         if hasattr(agent, "transcript"):  # what `interlat-bench show` prints
@@ -114,15 +124,17 @@ def _play(spec: RunSpec, bench, method, agent, messages, sample):
     except Exception as e:  # one broken sample must not sink the run
         record = Record(sample_id=sample.id, error=f"{type(e).__name__}: {e}")
         record.metrics["traceback"] = traceback.format_exc(limit=5)
-    # Evaluation wall time of this sample as waited for: transform, receiver turns, environment
-    # or grading (the sender's generation ran before, batched, in the collection stage).
+    # Evaluation wall time of this sample as waited for: transform, receiver turns (with its
+    # batch's, when prefetched), environment or grading (the sender's generation ran before,
+    # batched, in the collection stage).
     record.timings_ms["wall"] = clock_ms() - start
     return record
 
 
-def _records(spec, bench, method, agent, messages, todo, workers: int):
+def _records(spec, bench, method, agent, messages, todo, workers: int, eval_batch: int = 1, log=print):
     """Yield records in sample order; reference policies play in ``workers`` processes
-    (``agent`` None: each worker builds its own)."""
+    (``agent`` None: each worker builds its own). On a single-reply benchmark an agent that
+    can ``prefetch`` decodes ``eval_batch`` replies at a time."""
     if agent is None:
         import multiprocessing
 
@@ -133,12 +145,35 @@ def _records(spec, bench, method, agent, messages, todo, workers: int):
         with ctx_mp.Pool(min(workers, len(todo)), initializer=_die_with_parent, maxtasksperchild=25) as pool:
             yield from pool.imap(_play_in_worker_args, [(spec, s) for s in todo])
         return
-    for sample in todo:
-        yield _play(spec, bench, method, agent, messages, sample)
+    batched = eval_batch > 1 and hasattr(agent, "prefetch") and bool(todo) \
+        and bench.single_reply_prompt(todo[0]) is not None
+    for at in range(0, len(todo), eval_batch if batched else 1):
+        chunk = todo[at:at + eval_batch] if batched else todo[at:at + 1]
+        start = clock_ms()
+        if len(chunk) > 1:
+            _prefetch(spec, bench, method, agent, messages, chunk, log)
+        for sample in chunk:
+            yield _play(spec, bench, method, agent, messages, sample, start)
+
+
+def _prefetch(spec, bench, method, agent, messages, chunk, log) -> None:
+    """Have ``agent`` decode the chunk's replies in one batch. A sample whose message fails
+    is left to fail alone in ``_play``; a batch that fails is played one sample at a time."""
+    episodes = []
+    for sample in chunk:
+        with contextlib.suppress(Exception):
+            episodes.append((bench.single_reply_prompt(sample), _message(spec, method, messages, sample), sample))
+    if len(episodes) < 2:
+        return
+    try:
+        agent.prefetch(episodes)
+    except Exception as exc:  # e.g. out of memory at this batch size
+        log(f"a batch of {len(episodes)} replies failed ({type(exc).__name__}: {exc}); playing them one at a time")
 
 
 def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sample=None,
-             on_start=None, workers: int = 1, tags: tuple[str, ...] = ()) -> CellResult:
+             on_start=None, workers: int = 1, tags: tuple[str, ...] = (),
+             eval_batch: int = EVAL_BATCH) -> CellResult:
     bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
     method = methods.get(spec.method)(dict(spec.method_params))
     samples = bench.samples(spec.split, spec.limit)
@@ -151,7 +186,8 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
         return CellResult(spec, len(samples), 0, 0)
     with writer.alive():  # a killed run is then seen as interrupted, not running forever
         try:
-            return _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers, tags)
+            return _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers, tags,
+                                 eval_batch)
         except BaseException as exc:  # the row says how the run ended; the error goes on up
             from interlat_bench.harness.core.models import device
 
@@ -160,7 +196,8 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
             raise
 
 
-def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers, tags) -> CellResult:
+def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers, tags,
+                  eval_batch) -> CellResult:
     from interlat_bench.harness.core.models import device
     from interlat_bench.trainers.receiver import load_receiver
 
@@ -177,7 +214,7 @@ def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, wo
     agent = None if parallel else method.agent(ctx, receiver)
     errors = successes = 0
     with progress.track(f"evaluate {spec.label()}", len(todo)) as stage, contextlib.closing(writer):
-        for record in _records(spec, bench, method, agent, messages, todo, workers):
+        for record in _records(spec, bench, method, agent, messages, todo, workers, eval_batch, log):
             if record.error:
                 errors += 1
                 log(f"sample {record.sample_id} failed: {record.error}")
@@ -245,7 +282,7 @@ LOCK_WAIT_S = 120.0
 
 
 def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_start=None,
-             workers: int = 1, tags: tuple[str, ...] = ()) -> list[CellResult]:
+             workers: int = 1, tags: tuple[str, ...] = (), eval_batch: int = EVAL_BATCH) -> list[CellResult]:
     """Run every cell in order. ``tags`` label the runs (not part of their keys): given again
     to a finished grid, they are added to the stored runs without computing anything."""
     store = Store(db, lock_wait=LOCK_WAIT_S, on_wait=log)
@@ -257,7 +294,7 @@ def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_st
     try:
         for spec in specs:
             results.append(run_cell(spec, store, shard_root, log=log, on_sample=on_sample, on_start=on_start,
-                                    workers=workers, tags=tags))
+                                    workers=workers, tags=tags, eval_batch=eval_batch))
     finally:
         try:
             if any(shard_root.glob("*/*")):

@@ -3,11 +3,14 @@
 Each ``respond`` feeds only what is new since the last reply (the reply's final token,
 the closing of the turn and the new observation) on top of the cached keys/values, instead
 of re-encoding the whole history. ``reencode=True`` keeps the naive path for comparison.
+On single-reply benchmarks (MATH, probe) ``prefetch`` decodes several episodes' replies in
+one batch ahead of their ``begin``/``respond``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,6 +34,20 @@ TRANSCRIPT_TURN_CHARS = 4000
 # message -> slot rows (n, H_receiver) placed between <bop> and <eop>
 SlotEncoder = Callable[[Message], torch.Tensor | None]
 
+# What ``begin`` sets: an episode's state, kept per episode while its reply is prefetched.
+_EPISODE_STATE = ("messages", "history_ids", "_times", "replies", "truncated_replies", "pending", "history",
+                  "past", "last_reply_ids", "generator", "turns", "eval_batch")
+
+
+@dataclass
+class _Prefetched:
+    prompt: str
+    state: dict
+    reply_ids: list[int] = field(default_factory=list)
+    ms: float = 0.0
+    first_token_ms: float = 0.0
+    batch: int = 1
+
 
 class ReceiverAgent:
     needs_expert = False  # an LLM acts on what it reads, not on the expert's action
@@ -49,11 +66,50 @@ class ReceiverAgent:
         self.slot_encoder = slot_encoder
         self.reencode = reencode
         self.eos = eos_ids(self.tok)
+        self._prefetched: dict[str, _Prefetched] = {}
+        self._ready: _Prefetched | None = None
         self.turn_end = conv.turn_end_id(self.tok)  # what ends a reply in training, so in ranking too
         self._embed = lm.model.get_input_embeddings()
 
     # -- episode -------------------------------------------------------------------------
     def begin(self, prompt: str, message: Message, sample: Sample) -> None:
+        ready = self._prefetched.pop(sample.id, None)
+        if ready is not None and ready.prompt == prompt:
+            for name, value in ready.state.items():
+                setattr(self, name, value)
+            self._ready = ready
+            return
+        self._ready = None
+        self._open(prompt, message, sample)
+
+    def prefetch(self, episodes: list[tuple[str, Message, Sample]]) -> None:
+        """Decode the first replies of ``episodes`` (prompt, message, sample) in one
+        left-padded batch; each episode's ``begin`` and first ``respond`` then take its reply
+        instead of decoding it alone. Each row samples from its own seeded generator, so it
+        gets the reply it would get alone (greedy: up to the float rounding of a padded
+        batch). The reply's receiver time is the whole batch's, as the episode waited for it;
+        ``episode_metrics`` reports the batch size as ``eval_batch``."""
+        self._prefetched.clear()  # a reply never taken (its episode failed first) goes
+        starts = []
+        for prompt, message, sample in episodes:
+            self._open(prompt, message, sample)
+            starts.append(_Prefetched(prompt, {name: getattr(self, name) for name in _EPISODE_STATE}))
+        rows = [ready.state["pending"] for ready in starts]
+        width = max(len(r) for r in rows)
+        x = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
+        mask = torch.zeros(len(rows), width, dtype=torch.long, device=x.device)
+        for i, r in enumerate(rows):
+            x[i, width - len(r):] = r
+            mask[i, width - len(r):] = 1
+        t0 = clock_ms()
+        out = generate(self.lm.model, eos_ids=self.eos, dec=self.dec, inputs_embeds=x, attention_mask=mask,
+                       generator=None if self.dec.greedy else [r.state["generator"] for r in starts])
+        ms = clock_ms() - t0
+        for (_, _, sample), ready, ids in zip(episodes, starts, out.token_ids, strict=True):
+            ready.reply_ids, ready.ms, ready.first_token_ms, ready.batch = ids, ms, out.first_token_ms, len(rows)
+            self._prefetched[sample.id] = ready
+
+    def _open(self, prompt: str, message: Message, sample: Sample) -> None:
         self.messages = conv.opening(prompt, self.layout, message_kind=message.kind, plan_text=message.text,
                                      task=sample.task, plan_prompt=self.plan_prompt)
         enc = conv.encode(self.tok, self.messages, add_generation_prompt=True)
@@ -78,8 +134,11 @@ class ReceiverAgent:
         self.generator = torch.Generator(device=self.pending.device).manual_seed(
             item_seed(self.seed, sample.id, "reply"))
         self.turns = 0
+        self.eval_batch = 1
 
     def respond(self, observation: str | None = None, info: dict | None = None) -> str:
+        if self._ready is not None and observation is None:
+            return self._take_prefetched()
         if observation is not None:
             self._add_user(observation)
         t0 = clock_ms()
@@ -125,6 +184,18 @@ class ReceiverAgent:
         # The cache holds the shared start; the option's own tokens open the next prefill.
         return self._take_reply(ids, cache, unfed=len(ids) - shared)
 
+    def _take_prefetched(self) -> str:
+        ready, self._ready = self._ready, None
+        ids = ready.reply_ids
+        self._times["receiver"] += ready.ms
+        self.last_first_token_ms = ready.first_token_ms
+        self.truncated_replies += len(ids) >= self.dec.max_new_tokens and (not ids or ids[-1] not in self.eos)
+        self.eval_batch = ready.batch
+        reply = self._take_reply(ids, None, unfed=len(ids))
+        # The batch's cache is not this episode's: a further turn re-encodes the history.
+        self.pending = self.history
+        return reply
+
     def _take_reply(self, ids: list[int], cache, unfed: int) -> str:
         """Make ``ids`` the agent's reply: ``cache`` holds all but its last ``unfed`` tokens,
         which are queued for the next prefill."""
@@ -158,8 +229,11 @@ class ReceiverAgent:
 
     def episode_metrics(self) -> dict[str, int]:
         """Replies this episode and how many the token cap cut (``truncated``: any was cut)."""
-        return {"replies": self.replies, "truncated_replies": self.truncated_replies,
-                "truncated": int(self.truncated_replies > 0)}
+        out = {"replies": self.replies, "truncated_replies": self.truncated_replies,
+               "truncated": int(self.truncated_replies > 0)}
+        if self.eval_batch > 1:
+            out["eval_batch"] = self.eval_batch
+        return out
 
     # -- helpers -------------------------------------------------------------------------
     def _ids(self, ids: list[int]) -> torch.Tensor:

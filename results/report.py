@@ -322,7 +322,9 @@ def latency_table(db, marks) -> tuple[ReportTable | None, pd.DataFrame]:
     wide = wide.set_index("row")
     wide.pop("k")
     notes = ["per sample, in ms as waited for: sender (plan or latent steps; – where the run reused cached "
-             "messages, so no sender ran), adapter, receiver, env (ALFWorld engine or MATH grading), "
+             "messages, so no sender ran), adapter, receiver (on MATH and probe the whole batch's decoding "
+             "where replies were decoded together, `run --eval-batch`; 1 for per-sample latency), "
+             "env (ALFWorld engine or MATH grading), "
              "wall (the whole sample); comm = sender + adapter; message bytes as shipped (float16 latents, "
              "UTF-8 text); one device per line", *comm_ratio(eff)]
     return ReportTable("latency", "Latency per method and benchmark", notes, frame, wide), eff
