@@ -34,6 +34,7 @@ from interlat_bench.harness.core.generation import Decoding, eos_ids
 from interlat_bench.harness.core.models import load
 from interlat_bench.harness.core.prompts import MATH_PLAN_PROMPT
 from interlat_bench.harness.core.settings import math_dir
+from interlat_bench.methods.sending import SENDER_DEFAULTS
 
 
 def naive_collect(loaded, tasks, template: str, max_new_tokens: int) -> tuple[float, int, list]:
@@ -89,9 +90,9 @@ def roofline(model) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--math-dir", default=None, help="folder with math500_test.jsonl (or MATH_DATA)")
-    ap.add_argument("--tasks", type=int, default=16)
-    ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--tasks", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=SENDER_DEFAULTS["plan_tokens"])
+    ap.add_argument("--batch-size", type=int, default=mc.CollectConfig.batch_size)
     ap.add_argument("--sender", default="smollm2-135m")
     args = ap.parse_args()
 

@@ -24,11 +24,12 @@ from interlat_bench.methods.base import NO_MESSAGE
 from interlat_bench.methods.receiver import ReceiverAgent
 
 
-def evaluate(lm, dec, samples, batch: int) -> tuple[float, list[str], int]:
-    """Wall seconds, the replies, and how many problems were solved."""
+def evaluate(lm, dec, samples, batch: int) -> tuple[float, list[str], int, int]:
+    """Wall seconds, the replies, how many problems were solved and how many replies the
+    token cap cut."""
     bench = MathBenchmark()
     agent = ReceiverAgent(lm, dec)
-    replies, solved = [], 0
+    replies, solved, cut = [], 0, 0
     t0 = time.perf_counter()
     for at in range(0, len(samples), batch):
         chunk = samples[at:at + batch]
@@ -38,7 +39,8 @@ def evaluate(lm, dec, samples, batch: int) -> tuple[float, list[str], int]:
             record = bench.play(s, agent, NO_MESSAGE)
             replies.append(record.metrics["output"])
             solved += bool(record.success)
-    return time.perf_counter() - t0, replies, solved
+            cut += record.metrics["truncated"]
+    return time.perf_counter() - t0, replies, solved, cut
 
 
 def main() -> None:
@@ -54,10 +56,11 @@ def main() -> None:
     print(f"{args.model} fp32 on {torch.get_num_threads()} threads, {len(samples)} math500 problems, "
           f"greedy, {args.max_new_tokens} tokens at most per reply")
     lookup = Decoding(max_new_tokens=args.max_new_tokens)  # prompt lookup: on for one row
-    base_s, base_replies, solved = evaluate(lm, lookup, samples, 1)
-    print(f"one at a time (prompt lookup): {len(samples) / base_s:.3f} samples/s ({base_s:.0f} s, {solved} solved)")
+    base_s, base_replies, solved, cut = evaluate(lm, lookup, samples, 1)
+    print(f"one at a time (prompt lookup): {len(samples) / base_s:.3f} samples/s ({base_s:.0f} s, {solved} solved; "
+          f"{cut}/{len(samples)} replies cut at the cap)")
     for batch in (int(b) for b in args.batches.split(",")):
-        secs, replies, solved = evaluate(lm, lookup, samples, batch)
+        secs, replies, solved, _ = evaluate(lm, lookup, samples, batch)
         same = sum(a == b for a, b in zip(replies, base_replies, strict=True))
         print(f"batches of {batch:>2}: {len(samples) / secs:.3f} samples/s ({secs:.0f} s, {solved} solved), "
               f"{base_s / secs:.2f}x one at a time; {same}/{len(samples)} replies identical to one at a time")

@@ -98,7 +98,9 @@ class CollectConfig:
     prompt_template: str = ALFWORLD_PLAN_PROMPT
     decoding: Decoding = field(default_factory=Decoding)
     seed: int = 0
-    batch_size: int = 8           # speed only: not part of the content key
+    # Speed only (not part of the content key). 32: on a 2-core CPU a SmolLM2 decode step
+    # costs about the same for 1 to 30 rows (reading the weights), see bench/collect_speed.py.
+    batch_size: int = 32
     keep_rows: int | None = None  # compressed front end: keep only the first K rows
 
     def __post_init__(self):
@@ -571,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=PAPER_TOP_K)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=CollectConfig.batch_size)
     ap.add_argument("--keep-rows", type=int, default=None)
     ap.add_argument("--limit", type=int, default=None, help="only the first N tasks")
     ap.add_argument("--out-root", default=None, help="default: <INTERLAT_CACHE>/messages")

@@ -99,3 +99,28 @@ def test_cli_default_is_the_runners():
     from interlat_bench.harness import cli, runner
 
     assert inspect.signature(cli.run).parameters["eval_batch"].default.default == runner.EVAL_BATCH
+
+
+def test_rows_that_finish_leave_the_batch_without_changing_the_others():
+    from interlat_bench.harness.core.generation import generate, left_pad
+
+    lm = models.load(MODEL, dtype="float32")
+    dec = Decoding(max_new_tokens=12, lookup_tokens=0)
+    prompts = [lm.tokenizer.encode(p) for p, _, _ in EPISODES]
+
+    def alone(eos):
+        return [generate(lm.model, eos_ids=eos, dec=dec, input_ids=torch.tensor([p]), capture_hidden=True)
+                for p in prompts]
+
+    free = alone(set())
+    # End of reply: tokens three rows write early, so that those rows finish first.
+    eos = {free[0].token_ids[0][1], free[1].token_ids[0][2], free[2].token_ids[0][3]}
+    expected = alone(eos)
+    ids, mask = left_pad(prompts, 0, "cpu")
+    batch = generate(lm.model, eos_ids=eos, dec=dec, input_ids=ids, attention_mask=mask, capture_hidden=True)
+    lengths = [len(e.token_ids[0]) for e in expected]
+    assert sum(n < dec.max_new_tokens for n in lengths) * 2 >= len(prompts)  # the batch shrank
+    assert max(lengths) > min(lengths) + 2
+    assert batch.token_ids == [e.token_ids[0] for e in expected]
+    for got, e in zip(batch.hidden, expected, strict=True):
+        assert torch.allclose(got, e.hidden[0], atol=1e-4)

@@ -105,7 +105,8 @@ def generate(
     The prefill is ``input_ids`` or ``inputs_embeds`` (B x T, left padded, with
     ``attention_mask``), optionally after ``past_key_values`` (whose mask must be the prefix
     of ``attention_mask``). Rows stop at an EOS id or after ``dec.max_new_tokens``.
-    ``generator`` may be a list with one generator per row (sampling only).
+    ``generator`` may be a list with one generator per row (sampling only). Once half the
+    rows of a batch have finished they leave it (the returned cache holds the rows left).
     ``context_ids``: the token ids of a single row's whole context (cached prefix and
     prefill, -1 where a row has no token); with greedy decoding and ``dec.lookup_tokens``
     it turns on prompt lookup (see ``_generate_with_lookup``).
@@ -130,22 +131,32 @@ def generate(
     done = torch.zeros(batch, dtype=torch.bool, device=dev)
     out_ids: list[list[int]] = [[] for _ in range(batch)]
     out_h: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    rows = list(range(batch))  # the output row of each row still in the batch
+    gens = list(generator) if isinstance(generator, Sequence) else generator
     step_input = x
     for step in range(dec.max_new_tokens):
         h = _forward(decoder, step_input, mask, past_key_values)[:, -1]
         logits = head(h)
-        tok = next_tokens(logits, dec, generator)
+        tok = next_tokens(logits, dec, gens)
         if step == 0:
             first_token_ms = clock_ms() - t0
-        for i in range(batch):
+        for i, row in enumerate(rows):
             if not done[i]:
-                out_ids[i].append(int(tok[i]))
+                out_ids[row].append(int(tok[i]))
                 if capture_hidden:
-                    out_h[i].append(h[i])
+                    out_h[row].append(h[i])
                 if int(tok[i]) in eos_ids:
                     done[i] = True
         if bool(done.all()):
             break
+        if 2 * int(done.sum()) >= len(rows):
+            # Half the rows are finished: drop them, so the steps left cost the rows that
+            # still decode (the returned cache then holds those rows only).
+            keep = (~done).nonzero().squeeze(-1)
+            past_key_values.batch_select_indices(keep)
+            rows = [rows[i] for i in keep.tolist()]
+            gens = [gens[i] for i in keep.tolist()] if isinstance(gens, list) else gens
+            mask, tok, done = mask[keep], tok[keep], done[keep]
         # Finished rows keep decoding padding we discard; masking them out keeps positions sane.
         mask = torch.cat([mask, (~done).long().unsqueeze(-1)], dim=-1)
         step_input = embed(tok.unsqueeze(-1))
