@@ -343,7 +343,7 @@ def test_a_run_interrupted_by_ctrl_c_keeps_the_samples_it_finished(tmp_path, mon
 
     played = []
 
-    def records(spec, bench, method, agent, messages, todo, workers):
+    def records(spec, bench, method, agent, messages, todo, *rest):
         from interlat_bench.benchmarks.base import Record
 
         for s in todo:
