@@ -158,7 +158,9 @@ def _records(spec, bench, method, agent, messages, todo, workers: int, eval_batc
 
 def _prefetch(spec, bench, method, agent, messages, chunk, log) -> None:
     """Have ``agent`` decode the chunk's replies in one batch. A sample whose message fails
-    is left to fail alone in ``_play``; a batch that fails is played one sample at a time."""
+    is left to fail alone in ``_play``; a batch that fails is played one sample at a time.
+    ``_play`` makes each message again: transforms draw from a per-sample seed, so it is the
+    same message, and the agent takes the prefetched reply only for the same prompt."""
     episodes = []
     for sample in chunk:
         with contextlib.suppress(Exception):

@@ -137,8 +137,9 @@ class ReceiverAgent:
         self.eval_batch = 1
 
     def respond(self, observation: str | None = None, info: dict | None = None) -> str:
-        if self._ready is not None and observation is None:
-            return self._take_prefetched()
+        ready, self._ready = self._ready, None  # a prefetched reply answers the opening only
+        if ready is not None and observation is None:
+            return self._take_prefetched(ready)
         if observation is not None:
             self._add_user(observation)
         t0 = clock_ms()
@@ -162,6 +163,7 @@ class ReceiverAgent:
         the KV cache, all options in one packed forward (``generation.score_continuations``).
         The chosen reply then enters the history as a generated one would.
         """
+        self._ready = None
         if observation is not None:
             self._add_user(observation)
         if not options:
@@ -184,8 +186,7 @@ class ReceiverAgent:
         # The cache holds the shared start; the option's own tokens open the next prefill.
         return self._take_reply(ids, cache, unfed=len(ids) - shared)
 
-    def _take_prefetched(self) -> str:
-        ready, self._ready = self._ready, None
+    def _take_prefetched(self, ready: _Prefetched) -> str:
         ids = ready.reply_ids
         self._times["receiver"] += ready.ms
         self.last_first_token_ms = ready.first_token_ms
