@@ -19,8 +19,9 @@ Model args: ``method`` (latent | text | no_comm, or any method with a trained re
 ``interlat-bench train``) or ``task`` (a harness benchmark: its receiver is trained or reused
 from the cache as ``interlat-bench train`` would; with ``checkpoint`` it only sets the planner
 prompt and sender defaults), ``max_new_tokens`` (caps every reply), ``dtype``, ``seed``, and
-the method's own settings (``plan_tokens``, ``n_train``, ...). ``batch_size`` is accepted:
-requests run one at a time on the receiver's KV-cached agent.
+the method's own settings (``plan_tokens``, ``n_train``, ...). ``batch_size`` (lm-eval's
+``--batch_size``; ``auto``: 16) is how many ``generate_until`` replies the receiver decodes
+together; log-likelihoods run one context at a time on the receiver's KV-cached agent.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class InterlatLM(LM):
                      "task": task, "method_params": dict(spec.method_params)}
         self._messages: dict = {}
         self._planned: set[str] = set()
+        self.batch_size = int(batch_size) if str(batch_size).isdigit() and int(batch_size) > 0 else 16
 
     # -- the sender ----------------------------------------------------------------------
     def plan(self, contexts: list[str]) -> None:
@@ -199,19 +201,31 @@ class InterlatLM(LM):
         the turn or ``max_gen_toks`` (``max_new_tokens`` when set), cut at the first ``until`` string."""
         self.plan([r.args[0] for r in requests])
         out = []
-        for r in tqdm(requests, disable=disable_tqdm, desc="interlat generate_until"):
+        for at, r in enumerate(tqdm(requests, disable=disable_tqdm, desc="interlat generate_until")):
             context, kwargs = r.args
             kwargs = dict(kwargs or {})
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            n = self.max_new_tokens or int(kwargs.get("max_gen_toks", 256))
+            n = self._reply_tokens(kwargs)
             self.agent.dec = replace(self.agent.dec, greedy=True, max_new_tokens=n)  # read per reply
+            if at % self.batch_size == 0:
+                self._prefetch([q.args[0] for q in requests[at:at + self.batch_size]
+                                if self._reply_tokens(q.args[1]) == n])
             self._begin(context)
             reply = self.agent.respond()
             reply = reply[:min((reply.find(s) for s in until if s and s in reply), default=len(reply))]
             out.append(reply)
             self.cache_hook.add_partial("generate_until", r.args, reply)
         return out
+
+    def _reply_tokens(self, kwargs) -> int:
+        return self.max_new_tokens or int(dict(kwargs or {}).get("max_gen_toks", 256))
+
+    def _prefetch(self, contexts: list[str]) -> None:
+        """Replies to the next contexts (those with this reply's token cap) in one batch."""
+        contexts = list(dict.fromkeys(contexts))
+        if len(contexts) > 1 and hasattr(self.agent, "prefetch"):
+            self.agent.prefetch([(c, self.message(c), sample_for(c)) for c in contexts])
 
     def get_model_info(self) -> dict:
         return {"interlat": self.info}

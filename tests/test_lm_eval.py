@@ -150,6 +150,22 @@ def test_generate_until_answers_and_cuts_at_the_stop_string(latent):
         assert whole.startswith(ANSWER + ".") and cut == whole[:whole.index(".")] == ANSWER
 
 
+def test_generate_until_replies_are_the_same_in_batches(latent):
+    _, calls = latent
+    [(_, lm, args, _)] = [c for c in calls if c[0] == "generate_until"]
+    requests = [Instance("generate_until", {}, (c, {"until": [], "max_gen_toks": 12}), 0) for c, _ in args]
+    lm.batch_size = 1
+    alone = lm.generate_until(requests, disable_tqdm=True)
+    assert lm.agent.episode_metrics().get("eval_batch") is None
+    lm.batch_size = len(requests)
+    try:
+        together = lm.generate_until(requests, disable_tqdm=True)
+        assert lm.agent.episode_metrics()["eval_batch"] == len(requests)  # decoded in one batch
+    finally:
+        lm.batch_size = 1
+    assert together == alone and all(r.startswith(ANSWER) for r in alone)
+
+
 def test_multiple_choice_scores_every_choice_with_the_message(latent):
     results, calls = latent
     assert results["results"]["interlat_test_mc"]["acc,none"] == 1.0
