@@ -226,6 +226,9 @@ def run(
     eval_batch: int = typer.Option(
         16, min=1, help="Replies decoded together on single-reply tasks (math, probe); 1 = one at a time, "
         "for per-sample latency. Speed only: each reply is the one decoded alone (up to float rounding)."),
+    episode_workers: int = typer.Option(
+        1, min=1, help="Processes playing LLM episodes of multi-turn tasks (alfworld), each with its own copy "
+        "of the receiver and a share of the CPU threads (a game's engine then runs beside another's decoding)."),
     db: Path | None = DbOpt,
     leaderboard_after: bool = typer.Option(True, "--leaderboard/--no-leaderboard"),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and samples to compute; run nothing."),
@@ -275,7 +278,7 @@ def run(
             _print_plan(specs, _db(db))
             return
         check_writable(_db(db).parent, "results folder")
-        _run_with_progress(specs, _db(db), workers, tags, eval_batch)
+        _run_with_progress(specs, _db(db), workers, tags, eval_batch, episode_workers)
         if leaderboard_after:
             try:
                 _leaderboards_after_run(specs, _db(db))
@@ -326,7 +329,8 @@ def _concrete_dtype(dtype: str) -> str:
     return "bfloat16" if torch.cuda.is_available() else "float32"
 
 
-def _run_with_progress(specs, db: Path, workers: int, tags: list[str], eval_batch: int) -> None:
+def _run_with_progress(specs, db: Path, workers: int, tags: list[str], eval_batch: int,
+                       episode_workers: int) -> None:
     from interlat_bench.harness.runner import run_grid
     from interlat_bench.harness.terminal import log
 
@@ -337,7 +341,7 @@ def _run_with_progress(specs, db: Path, workers: int, tags: list[str], eval_batc
         log.debug(f"  {record.sample_id}: " + ("error" if record.error else ("ok" if record.success else "x")))
 
     results = run_grid(specs, db, log=log.info, on_sample=on_sample, on_start=on_start, workers=workers,
-                       tags=tuple(tags), eval_batch=eval_batch)
+                       tags=tuple(tags), eval_batch=eval_batch, episode_workers=episode_workers)
     computed = sum(r.computed for r in results)
     errors = sum(r.errors for r in results)
     console.print(f"{len(results)} runs, {computed} samples computed, {errors} errors; results in {db}")

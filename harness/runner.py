@@ -83,6 +83,28 @@ def _play_in_worker(spec: RunSpec, sample):
     return _play(spec, bench, method, agent, {}, sample)
 
 
+def _start_episode_worker(spec: RunSpec, folder: str | None, messages: dict, threads: int) -> None:
+    """Initializer of a process that plays LLM episodes (``--episode-workers``): its own copy
+    of the receiver (loaded from the trained checkpoint ``folder``) on ``threads`` threads."""
+    import torch
+
+    from interlat_bench.trainers.receiver import load_receiver
+
+    _die_with_parent()
+    torch.set_num_threads(threads)
+    bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
+    method = methods.get(spec.method)(dict(spec.method_params))
+    receiver = load_receiver(folder, dtype=spec.dtype) if folder is not None else None
+    _WORKER.clear()
+    _WORKER[spec.run_key] = (bench, method, method.agent(RunContext(spec=spec, benchmark=bench), receiver), messages)
+
+
+def _play_episode_in_worker(args):
+    spec, sample = args
+    bench, method, agent, messages = _WORKER[spec.run_key]
+    return _play(spec, bench, method, agent, messages, sample)
+
+
 def _die_with_parent() -> None:
     """Worker initializer: end this worker when the run's process dies, even by SIGKILL
     (Linux prctl PR_SET_PDEATHSIG); elsewhere workers finish their current episode."""
@@ -131,17 +153,35 @@ def _play(spec: RunSpec, bench, method, agent, messages, sample, start: float | 
     return record
 
 
-def _records(spec, bench, method, agent, messages, todo, workers: int, eval_batch: int = 1, log=print):
+@dataclass
+class EpisodeWorkers:
+    """LLM episodes of a multi-turn benchmark played in ``n`` processes, each loading the
+    receiver from ``folder`` (None: a method whose receiver is the plain model)."""
+
+    n: int
+    folder: str | None
+
+
+def _records(spec, bench, method, agent, messages, todo, workers: int, eval_batch: int = 1, log=print,
+             episode_workers: EpisodeWorkers | None = None):
     """Yield records in sample order; reference policies play in ``workers`` processes
-    (``agent`` None: each worker builds its own). On a single-reply benchmark an agent that
-    can ``prefetch`` decodes ``eval_batch`` replies at a time."""
+    (``agent`` None: each worker builds its own), LLM episodes in ``episode_workers``. On a
+    single-reply benchmark an agent that can ``prefetch`` decodes ``eval_batch`` replies at a
+    time."""
     if agent is None:
         import multiprocessing
+        import os
 
         # spawn: the parent holds torch/OpenMP threads a fork would break. Workers are recycled
         # because every ALFWorld game leaves a few MB behind in its process (multiprocessing.Pool:
         # ProcessPoolExecutor's max_tasks_per_child can hang on CPython 3.11, gh-115634).
         ctx_mp = multiprocessing.get_context("spawn")
+        if episode_workers is not None:  # each process loads a model: never recycled
+            n = min(episode_workers.n, len(todo))
+            init = (spec, episode_workers.folder, messages, max(1, (os.cpu_count() or 1) // n))
+            with ctx_mp.Pool(n, initializer=_start_episode_worker, initargs=init) as pool:
+                yield from pool.imap(_play_episode_in_worker, [(spec, s) for s in todo])
+            return
         with ctx_mp.Pool(min(workers, len(todo)), initializer=_die_with_parent, maxtasksperchild=25) as pool:
             yield from pool.imap(_play_in_worker_args, [(spec, s) for s in todo])
         return
@@ -175,7 +215,7 @@ def _prefetch(spec, bench, method, agent, messages, chunk, log) -> None:
 
 def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sample=None,
              on_start=None, workers: int = 1, tags: tuple[str, ...] = (),
-             eval_batch: int = EVAL_BATCH) -> CellResult:
+             eval_batch: int = EVAL_BATCH, episode_workers: int = 1) -> CellResult:
     bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
     method = methods.get(spec.method)(dict(spec.method_params))
     samples = bench.samples(spec.split, spec.limit)
@@ -189,7 +229,7 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
     with writer.alive():  # a killed run is then seen as interrupted, not running forever
         try:
             return _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers, tags,
-                                 eval_batch)
+                                 eval_batch, episode_workers)
         except BaseException as exc:  # the row says how the run ended; the error goes on up
             from interlat_bench.harness.core.models import device
 
@@ -199,7 +239,7 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
 
 
 def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers, tags,
-                  eval_batch) -> CellResult:
+                  eval_batch, episode_workers) -> CellResult:
     from interlat_bench.harness.core.models import device
     from interlat_bench.trainers.receiver import load_receiver
 
@@ -213,10 +253,16 @@ def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, wo
     # receiver (compressed_k) gets it here.
     messages = method.messages(ctx, samples, receiver)
     parallel = workers > 1 and method.parallel_episodes and len(todo) > 1
-    agent = None if parallel else method.agent(ctx, receiver)
+    # LLM episodes of a multi-turn benchmark in processes of their own (single-reply ones batch).
+    spread = EpisodeWorkers(episode_workers, None if folder is None else str(folder)) \
+        if episode_workers > 1 and method.uses_model and not parallel and len(todo) > 1 \
+        and bench.single_reply_prompt(todo[0]) is None else None
+    agent = None if parallel or spread else method.agent(ctx, receiver)
+    if spread:
+        log(f"playing {len(todo)} episodes in {min(spread.n, len(todo))} processes, each with its own receiver")
     errors = successes = 0
     with progress.track(f"evaluate {spec.label()}", len(todo)) as stage, contextlib.closing(writer):
-        for record in _records(spec, bench, method, agent, messages, todo, workers, eval_batch, log):
+        for record in _records(spec, bench, method, agent, messages, todo, workers, eval_batch, log, spread):
             if record.error:
                 errors += 1
                 log(f"sample {record.sample_id} failed: {record.error}")
@@ -284,7 +330,8 @@ LOCK_WAIT_S = 120.0
 
 
 def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_start=None,
-             workers: int = 1, tags: tuple[str, ...] = (), eval_batch: int = EVAL_BATCH) -> list[CellResult]:
+             workers: int = 1, tags: tuple[str, ...] = (), eval_batch: int = EVAL_BATCH,
+             episode_workers: int = 1) -> list[CellResult]:
     """Run every cell in order. ``tags`` label the runs (not part of their keys): given again
     to a finished grid, they are added to the stored runs without computing anything."""
     store = Store(db, lock_wait=LOCK_WAIT_S, on_wait=log)
@@ -296,7 +343,8 @@ def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_st
     try:
         for spec in specs:
             results.append(run_cell(spec, store, shard_root, log=log, on_sample=on_sample, on_start=on_start,
-                                    workers=workers, tags=tags, eval_batch=eval_batch))
+                                    workers=workers, tags=tags, eval_batch=eval_batch,
+                                    episode_workers=episode_workers))
     finally:
         try:
             if any(shard_root.glob("*/*")):

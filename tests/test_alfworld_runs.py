@@ -194,3 +194,28 @@ def test_show_prints_the_stored_transcript_of_an_episode(results_env):
     assert turns[2]["content"].strip()[:30] in out or turns[3]["content"][:30] in out
     missing = runner.invoke(app, ["show", key[:6], "no-such-sample"])
     assert missing.exit_code != 0 and "expected one sample, found none" in missing.output + missing.stderr
+
+
+def test_episode_workers_play_the_episodes_one_process_plays(results_env, tmp_path):
+    """--episode-workers 2: LLM episodes in two processes, each with its own receiver, give the
+    records one process gives (a text plan from the sender, replies that differ per game)."""
+    args = ["run", "-m", "text_zeroshot", "-t", "alfworld", "--splits", "seen", "--limit", "3", "--max-steps", "3",
+            "--receiver", "tiny-gemma3", "--sender", "tiny-llama", "--max-new-tokens", "8",
+            "--param", "plan_tokens=6", "--no-leaderboard"]
+    assert runner.invoke(app, args).exit_code == 0
+    spread_db = tmp_path / "spread" / "results.duckdb"
+    result = runner.invoke(app, [*args, "--episode-workers", "2", "--db", str(spread_db)])
+    assert result.exit_code == 0, result.output
+    assert "playing 3 episodes in 2 processes" in result.output + result.stderr
+
+    def episodes(db):
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            return con.execute("""select sample_id, success, metrics->'actions', metrics->'transcript'
+                                  from samples order by 1""").fetchall()
+        finally:
+            con.close()
+
+    alone, spread = episodes(results_env), episodes(spread_db)
+    assert len(alone) == 3 and len({row[2] for row in alone}) > 1
+    assert spread == alone
