@@ -67,20 +67,16 @@ def _run_row(spec: RunSpec, status: str, device: str | None, tags: tuple[str, ..
 # each row's reply is the one it gets alone, up to the float rounding of a padded batch.
 EVAL_BATCH = 16
 
-# Per worker process: (benchmark, method, agent) of the run being played.
+# Per worker process: (benchmark, method, agent, messages) of the run being played.
 _WORKER: dict[str, tuple] = {}
 
 
-def _play_in_worker(spec: RunSpec, sample):
-    """Play one sample in a worker process (methods with ``parallel_episodes``: no model, no
-    messages, no training)."""
-    if spec.run_key not in _WORKER:
-        bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
-        method = methods.get(spec.method)(dict(spec.method_params))
-        _WORKER.clear()
-        _WORKER[spec.run_key] = (bench, method, method.agent(RunContext(spec=spec, benchmark=bench), None))
-    bench, method, agent = _WORKER[spec.run_key]
-    return _play(spec, bench, method, agent, {}, sample)
+def _set_up_worker(spec: RunSpec, receiver=None, messages: dict | None = None) -> None:
+    bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
+    method = methods.get(spec.method)(dict(spec.method_params))
+    agent = method.agent(RunContext(spec=spec, benchmark=bench), receiver)
+    _WORKER.clear()
+    _WORKER[spec.run_key] = (bench, method, agent, messages or {})
 
 
 def _start_episode_worker(spec: RunSpec, folder: str | None, messages: dict, threads: int) -> None:
@@ -92,15 +88,15 @@ def _start_episode_worker(spec: RunSpec, folder: str | None, messages: dict, thr
 
     _die_with_parent()
     torch.set_num_threads(threads)
-    bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
-    method = methods.get(spec.method)(dict(spec.method_params))
-    receiver = load_receiver(folder, dtype=spec.dtype) if folder is not None else None
-    _WORKER.clear()
-    _WORKER[spec.run_key] = (bench, method, method.agent(RunContext(spec=spec, benchmark=bench), receiver), messages)
+    _set_up_worker(spec, load_receiver(folder, dtype=spec.dtype) if folder is not None else None, messages)
 
 
-def _play_episode_in_worker(args):
+def _play_in_worker(args):
+    """Play one sample in a worker process: (spec, sample). A reference policy's worker
+    (``parallel_episodes``: no model, no messages) sets itself up on its first sample."""
     spec, sample = args
+    if spec.run_key not in _WORKER:
+        _set_up_worker(spec)
     bench, method, agent, messages = _WORKER[spec.run_key]
     return _play(spec, bench, method, agent, messages, sample)
 
@@ -113,10 +109,6 @@ def _die_with_parent() -> None:
 
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-
-
-def _play_in_worker_args(args):
-    return _play_in_worker(*args)
 
 
 def _message(spec: RunSpec, method, messages, sample):
@@ -180,10 +172,10 @@ def _records(spec, bench, method, agent, messages, todo, workers: int, eval_batc
             n = min(episode_workers.n, len(todo))
             init = (spec, episode_workers.folder, messages, max(1, (os.cpu_count() or 1) // n))
             with ctx_mp.Pool(n, initializer=_start_episode_worker, initargs=init) as pool:
-                yield from pool.imap(_play_episode_in_worker, [(spec, s) for s in todo])
+                yield from pool.imap(_play_in_worker, [(spec, s) for s in todo])
             return
         with ctx_mp.Pool(min(workers, len(todo)), initializer=_die_with_parent, maxtasksperchild=25) as pool:
-            yield from pool.imap(_play_in_worker_args, [(spec, s) for s in todo])
+            yield from pool.imap(_play_in_worker, [(spec, s) for s in todo])
         return
     batched = eval_batch > 1 and hasattr(agent, "prefetch") and bool(todo) \
         and bench.single_reply_prompt(todo[0]) is not None

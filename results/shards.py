@@ -566,9 +566,7 @@ def _merge(con) -> dict[str, int]:
     n_samples = con.execute(
         "INSERT OR REPLACE INTO samples BY NAME "
         "SELECT run_key, sample_id, success, score, steps, metrics, error, "
-        "coalesce(created_at, now()::TIMESTAMP) AS created_at FROM _best AS i "
-        "WHERE i.error IS NULL OR NOT EXISTS (SELECT 1 FROM samples AS s WHERE s.run_key = i.run_key "
-        "AND s.sample_id = i.sample_id AND s.error IS NULL)").fetchone()[0]
+        "coalesce(created_at, now()::TIMESTAMP) AS created_at FROM _best").fetchone()[0]
     n_timings = con.execute("INSERT OR REPLACE INTO timings BY NAME SELECT * FROM _kept_timings").fetchone()[0]
     con.execute("DROP TABLE _best")
     con.execute("DROP TABLE _kept_timings")

@@ -371,7 +371,6 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
     return target
 
 
-
 def checkpoint_problem(folder: Path) -> str | None:
     """What is wrong with a saved receiver (an unreadable weights or config file), or None.
     Reads the safetensors headers and the JSON files, not the weights."""
