@@ -45,7 +45,7 @@ def main() -> None:
     method = methods.get(args.method)(dict(spec.method_params))
     ctx = RunContext(spec, bench, log=lambda m: print(m, flush=True))
     cfg = method.train_config(bench)
-    trained_on = {s.id for s in bench.train_samples(limit=cfg.n_train)}
+    trained_on = {s.id for s in bench.train_samples(limit=cfg.n_train, detours=cfg.detours)}
     held = [p for p in game_paths("train") if game_id(p) not in trained_on][:args.games]
     samples = [Sample(game_id(p), task_text(p), {"game": str(p), "task_type": task_type(p)}) for p in held]
     start = time.perf_counter()

@@ -11,7 +11,7 @@ import re
 from functools import cache
 from pathlib import Path
 
-from interlat_bench.benchmarks.alfworld_env import TextGame, game_id, game_paths, task_type
+from interlat_bench.benchmarks.alfworld_env import INVALID, TextGame, game_id, game_paths, task_type
 from interlat_bench.benchmarks.base import Agent, Benchmark, Record, Sample
 from interlat_bench.harness.core.errors import UserError
 from interlat_bench.harness.core.params import POSITIVE_INT, one_of
@@ -20,7 +20,6 @@ from interlat_bench.harness.core.registry import register_benchmark
 
 _TASK_RULE = re.compile(r'"task":\s*\[\s*\{\s*"rhs":\s*"Your task is to: ([^"]+)"')
 _ACTION = re.compile(r"^\s*(?:\d+\.\s*)?action\s*:\s*(.+?)\s*$", re.IGNORECASE)
-INVALID = "Nothing happens."
 
 
 @cache
@@ -73,10 +72,10 @@ class AlfworldBenchmark(Benchmark):
         paths = game_paths(split)[:limit]
         return [Sample(game_id(p), task_text(p), {"game": str(p), "task_type": task_type(p)}) for p in paths]
 
-    def train_samples(self, limit: int | None = None) -> list[Sample]:
+    def train_samples(self, limit: int | None = None, detours: int = 0) -> list[Sample]:
         from interlat_bench.benchmarks.alfworld_expert import collect_expert
 
-        path = collect_expert("train", limit=limit)
+        path = collect_expert("train", limit=limit, detours=detours)
         out = []
         with open(path, encoding="utf-8") as f:
             for line in f:

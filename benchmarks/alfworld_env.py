@@ -23,6 +23,9 @@ from time import perf_counter
 from interlat_bench.harness.core.errors import UserError
 from interlat_bench.harness.core.settings import alfworld_dir
 
+# The engine's answer to a command that does not apply; the turn still counts.
+INVALID = "Nothing happens."
+
 SPLITS = {"seen": "valid_seen", "unseen": "valid_unseen", "train": "train"}
 
 # ALFRED task types -> the short names ReAct/ETO use.

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from interlat_bench.benchmarks.alfworld_env import TextGame, game_id, game_paths, task_of, task_type
+from interlat_bench.benchmarks.alfworld_env import INVALID, TextGame, game_id, game_paths, task_of, task_type
 from interlat_bench.harness.core.atomic import write_text
 from interlat_bench.harness.core.settings import alfworld_dir, cache_dir
 
@@ -75,19 +75,43 @@ def thought_for(action: str) -> str:
     return template.format(rest=rest, obj=obj, recep=recep)
 
 
-def expert_conversation(game_path: str | os.PathLike, max_steps: int = 50) -> dict:
-    """Play one game with the handcoded expert; return the episode as a conversation."""
+def overrun(action: str) -> str | None:
+    """The next-numbered receptacle after a "go to": "go to sidetable 2" -> "go to sidetable 3"."""
+    head, _, number = action.rpartition(" ")
+    return f"{head} {int(number) + 1}" if action.startswith("go to ") and number.isdigit() else None
+
+
+def expert_conversation(game_path: str | os.PathLike, max_steps: int = 50, detours: int = 0) -> dict:
+    """Play one game with the handcoded expert; return the episode as a conversation.
+
+    ``detours``: up to this many rejected actions, each right after the expert has gone to the
+    highest-numbered receptacle of its kind and is about to leave it: the agent tries the next number, which the room
+    does not have ("go to sidetable 3" with two side tables; not among the admissible
+    commands), the observation is "Nothing happens.", and the expert goes on. The rejected turn
+    is context (``"context": True``: not trained on), so a receiver learns to recover from the
+    mistake small receivers make most, counting on past the last receptacle, without learning
+    to make it. The detour is written into the conversation, not played: an inadmissible
+    command leaves the game as it was, while alfworld's handcoded expert loses track of where
+    it is after one (measured: games of 9 steps took 14 to 53)."""
     game = TextGame(game_path, max_steps=max_steps)
     try:
         observation, info = game.reset()
         conversation = [{"role": "user", "content": REACT_INSTRUCTION + "Here is your task. " + observation}]
         task = task_of(observation)
-        won, done = False, False
+        won, done, made, last = False, False, 0, None
         while not done:
+            wrong = overrun(last) if last and made < detours else None
+            leaves = (info["expert_action"] or "").startswith("go to ")
+            if wrong and leaves and wrong not in info["admissible"]:
+                conversation += [{"role": "assistant", "content": f"Thought: {thought_for(wrong)}\nAction: {wrong}",
+                                  "context": True},
+                                 {"role": "user", "content": f"Observation: {INVALID}"}]
+                made += 1
             # alfworld's own fallback when the expert has no admissible command.
             action = info["expert_action"] or "look"
             conversation.append({"role": "assistant", "content": f"Thought: {thought_for(action)}\nAction: {action}"})
             feedback, won, done, info = game.step(action)
+            last = action
             if not done:  # ETO conversations end on the assistant's last action
                 conversation.append({"role": "user", "content": f"Observation: {feedback}"})
     finally:
@@ -100,13 +124,14 @@ def expert_conversation(game_path: str | os.PathLike, max_steps: int = 50) -> di
         "task": task,
         "won": won,
         "steps": game.steps,
+        **({"detours": made} if detours else {}),  # records without detours keep their bytes
         "conversation": conversation,
     }
 
 
-def _line_for(game_path: str, max_steps: int) -> tuple[str, str]:
+def _line_for(game_path: str, max_steps: int, detours: int = 0) -> tuple[str, str]:
     """Worker entry point (top level so 'spawn' workers can import it)."""
-    record = expert_conversation(game_path, max_steps)
+    record = expert_conversation(game_path, max_steps, detours)
     return record["task_id"], json.dumps(record, ensure_ascii=False)
 
 
@@ -133,16 +158,20 @@ def collect_expert(
     workers: int = 2,
     out_dir: str | os.PathLike | None = None,
     max_steps: int = 50,
+    detours: int = 0,
 ) -> Path:
     """Expert conversations for the first ``limit`` games of a split, one JSON line per game.
 
     Written to ``<out_dir or cache>/expert/<key>/trajectories.jsonl`` where key hashes the split,
-    the game ids, ``max_steps`` and ``EXPERT_VERSION``. An interrupted run resumes (games already
+    the game ids, ``max_steps``, ``detours`` (when not 0) and ``EXPERT_VERSION``. An interrupted run resumes (games already
     in the file are skipped); a finished one (``DONE`` marker) is returned as is.
     """
     paths = game_paths(split, alfworld_dir())[:limit]
     ids = [game_id(p) for p in paths]
-    key_src = json.dumps({"split": split, "games": sorted(ids), "max_steps": max_steps, "version": EXPERT_VERSION})
+    key = {"split": split, "games": sorted(ids), "max_steps": max_steps, "version": EXPERT_VERSION}
+    if detours:  # only when used, so existing collections keep their keys
+        key["detours"] = detours
+    key_src = json.dumps(key)
     folder = Path(out_dir or cache_dir()) / "expert" / hashlib.sha256(key_src.encode()).hexdigest()[:16]
     out = folder / "trajectories.jsonl"
     if (folder / "DONE").exists():
@@ -164,7 +193,7 @@ def collect_expert(
     try:
         if workers <= 1 or len(todo) <= 1:
             for path in todo:
-                record(*_line_for(path, max_steps))
+                record(*_line_for(path, max_steps, detours))
         else:
             # spawn, not fork: the parent may hold torch/OpenMP threads that a fork would break.
             # Workers are recycled as every game leaves ~5 MB behind in its process; this is
@@ -172,7 +201,7 @@ def collect_expert(
             # once a worker retires (CPython gh-115634, 3.11 and later).
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(min(workers, len(todo)), maxtasksperchild=50) as pool:  # exit = terminate
-                for task_id, line in pool.imap_unordered(functools.partial(_line_for, max_steps=max_steps), todo):
+                for task_id, line in pool.imap_unordered(functools.partial(_line_for, max_steps=max_steps, detours=detours), todo):
                     record(task_id, line)
     finally:
         _write_lines(out, ids, lines)

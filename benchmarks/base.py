@@ -118,8 +118,11 @@ class Benchmark:
     def samples(self, split: str, limit: int | None = None) -> list[Sample]:
         raise NotImplementedError
 
-    def train_samples(self, limit: int | None = None) -> list[Sample]:
-        """Samples with a reference conversation in ``data['conversation']`` for receiver training."""
+    def train_samples(self, limit: int | None = None, detours: int = 0) -> list[Sample]:
+        """Samples with a reference conversation in ``data['conversation']`` for receiver training.
+        ``detours`` (``TrainConfig.detours``): rejected actions per conversation, each followed by
+        the environment's answer and the expert's next action, for a benchmark whose expert plays
+        an environment (ALFWorld); single-reply benchmarks have no turn to add them to."""
         raise NotImplementedError
 
     def single_reply_prompt(self, sample: Sample) -> str | None:

@@ -76,7 +76,7 @@ class MathBenchmark(Benchmark):
         rows = self._load(split)
         return list(rows[:limit] if limit is not None else rows)
 
-    def train_samples(self, limit: int | None = None) -> list[Sample]:
+    def train_samples(self, limit: int | None = None, detours: int = 0) -> list[Sample]:
         # Training conversations: problem -> reference solution. Rows without a parsable
         # answer (two `\boxed 2` rows) still carry a valid solution, so they stay.
         rows = self._load("train")[:limit] if limit is not None else self._load("train")

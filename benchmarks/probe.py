@@ -128,7 +128,7 @@ class ProbeBenchmark(Benchmark):
             raise UserError(f"probe has no split {split!r} (choose from {', '.join(self.splits)})")
         return list(self._split("test")[:limit])
 
-    def train_samples(self, limit: int | None = None) -> list[Sample]:
+    def train_samples(self, limit: int | None = None, detours: int = 0) -> list[Sample]:
         return [Sample(s.id, s.task, {**s.data, "conversation": [
             {"role": "user", "content": question(s.data["target"], s.data["options"])},
             {"role": "assistant", "content": s.data["answer"]},

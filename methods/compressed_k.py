@@ -38,7 +38,7 @@ class CompressedK(Latent):
         from interlat_bench.trainers.compression import load_student, train_student
 
         # The receiver's own training tasks and their full latents (both cached already).
-        train = ctx.benchmark.train_samples(limit=receiver.cfg.n_train)
+        train = ctx.benchmark.train_samples(limit=receiver.cfg.n_train, detours=receiver.cfg.detours)
         plans = collect_plans(ctx, train, self.params)
         folder = train_student(ctx.spec.sender, receiver, receiver.folder, train, plans, self.compress_config(receiver),
                                messages_key=plans.key, plan_prompt=ctx.benchmark.planner_prompt,

@@ -173,6 +173,37 @@ def test_expert_conversation_format(data_dir):
     assert re.search(r"\nAction: put pencil \d+ in/on desk \d+$", turns[-1]["content"])
 
 
+def test_detours_are_rejected_actions_the_receiver_is_not_trained_on(data_dir):
+    from interlat_bench.harness.core import conversation as conv
+    from interlat_bench.harness.core.models import tokenizer
+
+    game = seen_game(FAST_PUT_GAMES[0], data_dir)
+    plain = expert.expert_conversation(game, max_steps=50)
+    record = expert.expert_conversation(game, max_steps=50, detours=2)
+    turns = record["conversation"]
+    at = [i for i, t in enumerate(turns) if t.get("context")]
+    assert len(at) == record["detours"] == 2 and "detours" not in plain
+    # Without the detours and the observations they got, it is the expert's own conversation.
+    assert [t for i, t in enumerate(turns) if i not in at and i - 1 not in at] == plain["conversation"]
+    action = [t["content"].rpartition("Action: ")[2] for t in turns]
+    for i in at:  # one past the receptacle just visited, answered "Nothing happens.", then the expert leaves
+        assert action[i] == expert.overrun(action[i - 2]) and action[i - 2].startswith("go to ")
+        assert turns[i + 1]["content"] == "Observation: Nothing happens."
+        assert action[i + 2].startswith("go to ")
+    # The engine rejects each detour where it stands (and "Nothing happens." leaves the game as it was).
+    with TextGame(game, max_steps=50) as played:
+        played.reset()
+        for i in range(1, len(turns), 2):
+            obs, *_ = played.step(action[i])
+            assert (obs == "Nothing happens.") == (i in at)
+        assert played.won
+    # Detours are context: none of their tokens is supervised.
+    tok = tokenizer("tiny-llama")
+    enc = conv.encode(tok, turns, add_generation_prompt=False)
+    supervised = tok.decode([t for t, keep in zip(enc.after, enc.labels_after) if keep])
+    assert "garbagecan 2" not in supervised and "toilet 2" not in supervised and "countertop 1" in supervised
+
+
 @pytest.fixture
 def two_game_split(tmp_path, data_dir, monkeypatch):
     """A "seen" split of just the two fast games (symlinks into the real data)."""
@@ -195,7 +226,7 @@ def test_collect_parallel_equals_serial_resumes_and_is_reused(two_game_split, tm
     assert all(json.loads(line)["won"] for line in lines)
     assert (serial.parent / "DONE").exists()
 
-    def must_not_play(path, max_steps):
+    def must_not_play(path, max_steps, detours=0):
         raise AssertionError(f"replayed {path}")
 
     monkeypatch.setattr(expert, "_line_for", must_not_play)
@@ -206,7 +237,7 @@ def test_collect_parallel_equals_serial_resumes_and_is_reused(two_game_split, tm
     serial.write_text(lines[0] + "\n" + lines[1][:40])
     played = []
 
-    def replay(path, max_steps):
+    def replay(path, max_steps, detours=0):
         played.append(game_id(path))
         return game_id(path), lines[1]
 

@@ -67,6 +67,10 @@ class TrainConfig:
     # Batch conversations of similar length (LengthBatches): less padding, the same examples
     # per epoch, batches in a seeded random order.
     group_by_length: bool = False
+    # Rejected actions per expert conversation, not trained on, each followed by the expert's
+    # next action (Benchmark.train_samples; ALFWorld): the receiver sees how to recover from a
+    # "Nothing happens." that plain expert play never shows it.
+    detours: int = 0
 
     def weights(self) -> LossWeights:
         return LossWeights(plan=self.plan_weight, neg=self.neg_weight, margin=self.margin,
@@ -78,7 +82,7 @@ PRESETS = {
     "quick": TrainConfig(group_by_length=True),
     # Longer CPU training for ALFWorld receivers that act (a candidate, being measured): more
     # expert games, whole conversations up to 768 tokens, a higher learning rate.
-    "cpu": TrainConfig(n_train=128, epochs=1.0, lr=1e-4, max_len=768, group_by_length=True),
+    "cpu": TrainConfig(n_train=128, epochs=1.0, lr=1e-4, max_len=768, group_by_length=True, detours=3),
     # The paper's regime, for GPUs (bf16 there): all data, longer sequences, full slots.
     "paper": TrainConfig(n_train=None, epochs=3.0, batch_size=4, grad_accum=4, lr=1e-5, adapter_lr=1e-4,
                          warmup_ratio=0.03, max_len=2048, max_slot_rows=1024),
@@ -305,8 +309,9 @@ def padding_share(examples: list[Example], order: list[int], batch_size: int) ->
 def checkpoint_key(receiver: str, kind: str, cfg: TrainConfig, data_ids: list[str], messages_key: str | None,
                    dtype: str, sender_dim: int | None, layout: conv.Layout = conv.Layout.SLOT) -> str:
     config = asdict(cfg)
-    if not config["group_by_length"]:  # absent when off, so the keys of earlier receivers still match
-        del config["group_by_length"]
+    for name in ("group_by_length", "detours"):  # absent when off, so earlier receivers' keys still match
+        if not config[name]:
+            del config[name]
     fields_ = {"v": TRAIN_VERSION, "receiver": receiver, "kind": str(kind), "cfg": config,
                "data": hashlib.sha256("\n".join(data_ids).encode()).hexdigest(),
                "messages": messages_key, "dtype": dtype, "sender_dim": sender_dim}
