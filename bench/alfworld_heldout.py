@@ -46,7 +46,11 @@ def main() -> None:
     ctx = RunContext(spec, bench, log=lambda m: print(m, flush=True))
     cfg = method.train_config(bench)
     trained_on = {s.id for s in bench.train_samples(limit=cfg.n_train, detours=cfg.detours)}
-    held = [p for p in game_paths("train") if game_id(p) not in trained_on][:args.games]
+    # The games after the training selection (game_paths takes task types in turn, so these
+    # are spread over the types too), not just those missing from it: the expert's lost games
+    # are left out of training but are not new to the selection rule.
+    held = game_paths("train")[cfg.n_train:][:args.games]
+    assert not trained_on & {game_id(p) for p in held}
     samples = [Sample(game_id(p), task_text(p), {"game": str(p), "task_type": task_type(p)}) for p in held]
     start = time.perf_counter()
     folder = Path(args.checkpoint) if args.checkpoint else train_stage(ctx, method)

@@ -12,6 +12,7 @@ random play; ``expert_to_game`` / ``game_to_expert`` bridge the two.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import random
@@ -48,7 +49,10 @@ _ARRIVE = re.compile(r"^You arrive at loc \d+\. ")
 
 
 def game_paths(split: str, data_dir: Path | None = None) -> list[Path]:
-    """Sorted ``game.tw-pddl`` files of a split ("seen", "unseen" or "train")."""
+    """The ``game.tw-pddl`` files of a split ("seen", "unseen" or "train"), task types taken in
+    turn: the first game of each type (types in sorted order), then the second of each, and
+    so on, each type's games in sorted order. The first N games (``--limit``, ``n_train``) are
+    then spread over the six task types instead of being the first type or two of the list."""
     if split not in SPLITS:
         raise UserError(f"unknown ALFWorld split {split!r}; expected one of {', '.join(SPLITS)}")
     folder = Path(data_dir or alfworld_dir()) / "json_2.1.1" / SPLITS[split]
@@ -58,7 +62,11 @@ def game_paths(split: str, data_dir: Path | None = None) -> list[Path]:
     paths = sorted(p for p in folder.glob("*/*/game.tw-pddl") if not re.search("movable|Sliced", str(p)))
     if not paths:
         raise UserError(f"ALFWorld split {split!r}: no game.tw-pddl files under {folder}")
-    return paths
+    by_type: dict[str, list[Path]] = {}
+    for path in paths:  # <task type>-<object>-...-<scene>/<trial>/game.tw-pddl
+        by_type.setdefault(path.parent.parent.name.split("-")[0], []).append(path)
+    turns = itertools.zip_longest(*(by_type[t] for t in sorted(by_type)))
+    return [path for turn in turns for path in turn if path is not None]
 
 
 def game_id(game_path: str | os.PathLike) -> str:

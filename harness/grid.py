@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from interlat_bench.harness.core.errors import UserError
@@ -123,12 +123,14 @@ def expand(
                 data = bench.fingerprint(split, with_train=mcls.trained_with is not None)
                 base = {**mcls.defaults, **{k: v for k, v in bcls.method_defaults.items() if k in mcls.defaults}}
                 for params in method_configs(mcls, {k: v for k, v in given.items() if k in mcls.defaults}):
+                    training = asdict(mcls({**base, **params}).train_config(bench)) \
+                        if mcls.trained_with is not None else None
                     for seed in seeds:
                         specs.append(RunSpec.make(
                             method=m, benchmark=t, split=split, **model,
                             sender=(receiver if mcls.plans_with_receiver else sender) if mcls.needs_sender() else None, seed=seed,
                             method_params={**base, **params}, benchmark_params=bench_params,
-                            limit=_limit_for(limit, bcls, mcls), data=data,
+                            limit=_limit_for(limit, bcls, mcls), data=data, training=training,
                         ))
     return specs
 

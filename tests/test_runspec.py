@@ -1,5 +1,6 @@
 import os
 import re
+from dataclasses import asdict
 
 import pytest
 
@@ -17,8 +18,8 @@ def spec(**kw):
 
 def test_golden_run_key():
     # Pinned: a change here silently orphans every recorded result. Bump KEY_VERSION instead.
-    assert KEY_VERSION == 3
-    assert spec().run_key == "99c22a76d7cb872b"
+    assert KEY_VERSION == 4
+    assert spec().run_key == "3a61eac96c5fdea8"
 
 
 def test_key_ignores_limit_and_param_order_but_not_outputs():
@@ -28,8 +29,26 @@ def test_key_ignores_limit_and_param_order_but_not_outputs():
     assert a.run_key == b.run_key
     for change in (dict(seed=1), dict(dtype="bfloat16"), dict(split="test"), dict(receiver="tiny-llama"),
                    dict(method_params={"plan_tokens": 64}), dict(decoding=DecodingSpec(max_new_tokens=8)),
-                   dict(decoding=DecodingSpec(greedy=False)), dict(data="fedcba9876543210")):
+                   dict(decoding=DecodingSpec(greedy=False)), dict(data="fedcba9876543210"),
+                   dict(training={"lr": 1e-4})):
         assert spec(**change).run_key != spec().run_key, change
+
+
+def test_key_follows_what_a_training_preset_holds_not_its_name(monkeypatch):
+    from dataclasses import replace
+
+    from interlat_bench.trainers import receiver
+
+    def key(method, **params):
+        [cell] = expand(methods_csv=method, tasks_csv="alfworld", splits_csv="seen", seeds=[0], sender="s",
+                        receiver="r", method_params=params)
+        return cell
+
+    before = key("no_comm", preset="cpu")
+    assert dict(before.training) == asdict(receiver.PRESETS["cpu"])  # ALFWorld sizes only the quick preset
+    assert key("no_comm_zeroshot").training == ()  # trains no receiver
+    monkeypatch.setitem(receiver.PRESETS, "cpu", replace(receiver.PRESETS["cpu"], detours=0))
+    assert key("no_comm", preset="cpu").run_key != before.run_key
 
 
 def test_sampling_knobs_do_not_change_greedy_key():

@@ -10,7 +10,9 @@ from typing import Any
 # Bump when the meaning of a key's fields changes (old results then no longer match).
 # 2: the key carries `data`, a fingerprint of the benchmark data the run reads.
 # 3: per-sample random streams come from harness.core.seeds.item_seed (sampled replies differ).
-KEY_VERSION = 3
+# 4: the key carries `training`, the receiver's resolved training settings (what a preset
+#    holds, not its name), and ALFWorld's first N games take its task types in turn.
+KEY_VERSION = 4
 
 
 def _frozen(params: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
@@ -54,12 +56,16 @@ class RunSpec:
     # Content fingerprint of the data the run reads (its split, and training data for trained
     # receivers): changed data is a new run, never a resumed one.
     data: str | None = None
+    # The receiver's training settings (trainers.receiver.TrainConfig, resolved from the preset
+    # and the benchmark's sizing); empty for a method that trains no receiver.
+    training: tuple[tuple[str, Any], ...] = ()
     # Not in the key: how many samples to play (raising it extends the same run).
     limit: int | None = None
 
     @classmethod
-    def make(cls, *, method_params=None, benchmark_params=None, **kw) -> RunSpec:
-        return cls(method_params=_frozen(method_params), benchmark_params=_frozen(benchmark_params), **kw)
+    def make(cls, *, method_params=None, benchmark_params=None, training=None, **kw) -> RunSpec:
+        return cls(method_params=_frozen(method_params), benchmark_params=_frozen(benchmark_params),
+                   training=_frozen(training), **kw)
 
     def key_fields(self) -> dict[str, Any]:
         return {
@@ -75,6 +81,7 @@ class RunSpec:
             "benchmark_params": dict(self.benchmark_params),
             "decoding": self.decoding.key(),
             "data": self.data,
+            "training": dict(self.training),
         }
 
     @property
