@@ -78,8 +78,17 @@ def test_split_sizes(data_dir):
     assert len(game_paths("seen", data_dir)) == 140
     assert len(game_paths("unseen", data_dir)) == 134
     paths = game_paths("train", data_dir)
-    assert len(paths) == 600 and paths == sorted(paths)
+    assert len(paths) == 600 == len(set(paths))
     assert {task_type(p) for p in paths} == set(TASK_TYPES.values())
+    # Task types in turn, each type's games in sorted order: any first N games are spread evenly.
+    types = [task_type(p) for p in paths]
+    assert types[:6] == sorted(TASK_TYPES.values(), key=lambda t: next(k for k, v in TASK_TYPES.items() if v == t))
+    assert all(types[i] == types[i % 6] for i in range(600))  # 100 of each
+    for kind in set(types):
+        mine = [p for p in paths if task_type(p) == kind]
+        assert mine == sorted(mine)
+    seen = game_paths("seen", data_dir)[:30]
+    assert {task_type(p): [task_type(q) for q in seen].count(task_type(p)) for p in seen} == dict.fromkeys(types[:6], 5)
 
 
 def test_missing_split_is_a_user_error(tmp_path, data_dir):
