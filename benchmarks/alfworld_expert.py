@@ -84,16 +84,15 @@ def overrun(action: str) -> str | None:
 def expert_conversation(game_path: str | os.PathLike, max_steps: int = 50, detours: int = 0) -> dict:
     """Play one game with the handcoded expert; return the episode as a conversation.
 
-    ``detours``: up to this many detours, each right after the expert has gone to the
-    highest-numbered receptacle of its kind and is about to leave it: the agent counts on past
-    it ("go to sidetable 3" with two side tables; not among the admissible commands), the
-    observation is "Nothing happens.", and the expert goes on. Detour k holds k such rejected
-    actions in a row (sidetable 3, then 4, ...), the way a looping receiver repeats its
-    mistake. Rejected turns are context (``"context": True``: not trained on), so a receiver
-    learns to recover from the mistake small receivers make most without learning to make
-    it. Detours are written into the conversation, not played: an inadmissible command
-    leaves the game as it was, while alfworld's handcoded expert loses track of where it is
-    after one (measured: games of 9 steps took 14 to 53)."""
+    ``detours``: up to this many rejected actions, each right after the expert has gone to the
+    highest-numbered receptacle of its kind and is about to leave it: the agent tries the next number, which the room
+    does not have ("go to sidetable 3" with two side tables; not among the admissible
+    commands), the observation is "Nothing happens.", and the expert goes on. The rejected turn
+    is context (``"context": True``: not trained on), so a receiver learns to recover from the
+    mistake small receivers make most, counting on past the last receptacle, without learning
+    to make it. The detour is written into the conversation, not played: an inadmissible
+    command leaves the game as it was, while alfworld's handcoded expert loses track of where
+    it is after one (measured: games of 9 steps took 14 to 53)."""
     game = TextGame(game_path, max_steps=max_steps)
     try:
         observation, info = game.reset()
@@ -104,12 +103,10 @@ def expert_conversation(game_path: str | os.PathLike, max_steps: int = 50, detou
             wrong = overrun(last) if last and made < detours else None
             leaves = (info["expert_action"] or "").startswith("go to ")
             if wrong and leaves and wrong not in info["admissible"]:
+                conversation += [{"role": "assistant", "content": f"Thought: {thought_for(wrong)}\nAction: {wrong}",
+                                  "context": True},
+                                 {"role": "user", "content": f"Observation: {INVALID}"}]
                 made += 1
-                for _ in range(made):  # numbers past the last one: none is admissible
-                    conversation += [{"role": "assistant", "content": f"Thought: {thought_for(wrong)}\nAction: {wrong}",
-                                      "context": True},
-                                     {"role": "user", "content": f"Observation: {INVALID}"}]
-                    wrong = overrun(wrong)
             # alfworld's own fallback when the expert has no admissible command.
             action = info["expert_action"] or "look"
             conversation.append({"role": "assistant", "content": f"Thought: {thought_for(action)}\nAction: {action}"})
