@@ -2,11 +2,12 @@
 
 Choosing a training setting by its score on the seen/unseen games would tune on the
 evaluation games. This script trains (or reuses from the cache) a receiver with the `cpu`
-preset and the changes given, then plays training games that are not among the ones it was
-trained on, and prints wins and the share of valid actions (the engine did not answer
-"Nothing happens.") with 95% Wilson intervals over turns (turns of one game are not
-independent: read the interval as a lower bound on the uncertainty).
-Usage: ALFWORLD_DATA=... python bench/alfworld_heldout.py [--method no_comm] [--games 6]
+preset and the changes given, then plays the last games of the training split (two of each
+task type with the default --games 12), which no n_train up to 600 - games trains on, and
+prints wins and the share of valid actions (the engine did not answer "Nothing happens.")
+with 95% Wilson intervals over turns (turns of one game are not independent: read the
+interval as a lower bound on the uncertainty).
+Usage: ALFWORLD_DATA=... python bench/alfworld_heldout.py [--method no_comm] [--games 12]
        [--set max_len=1536 --set epochs=2] [--checkpoint FOLDER]
 """
 
@@ -32,7 +33,7 @@ from interlat_bench.trainers import receiver as rc
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--method", default="no_comm", help="no_comm, text or latent")
-    ap.add_argument("--games", type=int, default=6)
+    ap.add_argument("--games", type=int, default=12)
     ap.add_argument("--set", action="append", default=[], help="cpu preset change key=value (JSON value)")
     ap.add_argument("--checkpoint", help="play this trained receiver folder instead of training one")
     args = ap.parse_args()
@@ -46,11 +47,11 @@ def main() -> None:
     ctx = RunContext(spec, bench, log=lambda m: print(m, flush=True))
     cfg = method.train_config(bench)
     trained_on = {s.id for s in bench.train_samples(limit=cfg.n_train, detours=cfg.detours)}
-    # The games after the training selection (game_paths takes task types in turn, so these
-    # are spread over the types too), not just those missing from it: the expert's lost games
-    # are left out of training but are not new to the selection rule.
-    held = game_paths("train")[cfg.n_train:][:args.games]
-    assert not trained_on & {game_id(p) for p in held}
+    # The last games of the training split (game_paths takes task types in turn, so these are
+    # spread over the types too): the same development set for any n_train below 600 - games.
+    held = game_paths("train")[-args.games:]
+    if trained_on & {game_id(p) for p in held}:
+        raise SystemExit(f"n_train={cfg.n_train} trains on the last {args.games} games: lower one of them")
     samples = [Sample(game_id(p), task_text(p), {"game": str(p), "task_type": task_type(p)}) for p in held]
     start = time.perf_counter()
     folder = Path(args.checkpoint) if args.checkpoint else train_stage(ctx, method)
