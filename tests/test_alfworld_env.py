@@ -182,16 +182,13 @@ def test_expert_conversation_format(data_dir):
     assert re.search(r"\nAction: put pencil \d+ in/on desk \d+$", turns[-1]["content"])
 
 
-def test_detours_are_rejected_actions_the_receiver_is_not_trained_on(data_dir):
-    from interlat_bench.harness.core import conversation as conv
-    from interlat_bench.harness.core.models import tokenizer
-
-    game = seen_game(FAST_PUT_GAMES[0], data_dir)
+def with_detours(game: Path, detours: int) -> tuple[list[dict], list[int]]:
+    """An expert conversation with detours, checked against the expert's own and the engine."""
     plain = expert.expert_conversation(game, max_steps=50)
-    record = expert.expert_conversation(game, max_steps=50, detours=2)
+    record = expert.expert_conversation(game, max_steps=50, detours=detours)
     turns = record["conversation"]
     at = [i for i, t in enumerate(turns) if t.get("context")]
-    assert len(at) == record["detours"] == 2 and "detours" not in plain
+    assert len(at) == record["detours"] <= detours and "detours" not in plain
     # Without the detours and the observations they got, it is the expert's own conversation.
     assert [t for i, t in enumerate(turns) if i not in at and i - 1 not in at] == plain["conversation"]
     action = [t["content"].rpartition("Action: ")[2] for t in turns]
@@ -199,18 +196,37 @@ def test_detours_are_rejected_actions_the_receiver_is_not_trained_on(data_dir):
         assert action[i] == expert.overrun(action[i - 2]) and action[i - 2].startswith("go to ")
         assert turns[i + 1]["content"] == "Observation: Nothing happens."
         assert action[i + 2].startswith("go to ")
-    # The engine rejects each detour where it stands (and "Nothing happens." leaves the game as it was).
+    # The engine rejects each detour where it stands, and no other action; the game is still won.
     with TextGame(game, max_steps=50) as played:
         played.reset()
         for i in range(1, len(turns), 2):
             obs, *_ = played.step(action[i])
-            assert (obs == "Nothing happens.") == (i in at)
+            assert (obs == "Nothing happens.") == (i in at), action[i]
         assert played.won
+    return turns, at
+
+
+def test_detours_are_rejected_actions_the_receiver_is_not_trained_on(data_dir):
+    from interlat_bench.harness.core import conversation as conv
+    from interlat_bench.harness.core.models import tokenizer
+
+    turns, at = with_detours(seen_game(FAST_PUT_GAMES[0], data_dir), detours=2)
+    assert [turns[i]["content"].rpartition("Action: ")[2] for i in at] == ["go to toilet 2", "go to garbagecan 2"]
     # Detours are context: none of their tokens is supervised.
     tok = tokenizer("tiny-llama")
     enc = conv.encode(tok, turns, add_generation_prompt=False)
     supervised = tok.decode([t for t, keep in zip(enc.after, enc.labels_after) if keep])
     assert "garbagecan 2" not in supervised and "toilet 2" not in supervised and "countertop 1" in supervised
+
+
+def test_no_detour_where_the_next_number_exists(data_dir):
+    # The expert leaves side table 1 for side table 2, which the room has: "go to sidetable 2"
+    # is admissible there, so it is no detour (with_detours plays it to check).
+    game = data_dir / "json_2.1.1/train/look_at_obj_in_light-AlarmClock-None-DeskLamp-302" / \
+        "trial_T20190908_192756_298295/game.tw-pddl"
+    turns, at = with_detours(game, detours=1)
+    assert turns[1]["content"].endswith("Action: go to sidetable 1") and turns[3]["content"].endswith("sidetable 2")
+    assert 1 + 2 not in at
 
 
 @pytest.fixture
