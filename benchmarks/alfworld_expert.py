@@ -85,14 +85,14 @@ def expert_conversation(game_path: str | os.PathLike, max_steps: int = 50, detou
     """Play one game with the handcoded expert; return the episode as a conversation.
 
     ``detours``: up to this many rejected actions, each right after the expert has gone to the
-    highest-numbered receptacle of its kind and is about to leave it: the agent tries the next number, which the room
-    does not have ("go to sidetable 3" with two side tables; not among the admissible
-    commands), the observation is "Nothing happens.", and the expert goes on. The rejected turn
-    is context (``"context": True``: not trained on), so a receiver learns to recover from the
-    mistake small receivers make most, counting on past the last receptacle, without learning
-    to make it. The detour is written into the conversation, not played: an inadmissible
-    command leaves the game as it was, while alfworld's handcoded expert loses track of where
-    it is after one (measured: games of 9 steps took 14 to 53)."""
+    highest-numbered receptacle of its kind and is about to leave it: the agent tries the next
+    number, which the room does not have ("go to sidetable 3" with two side tables; not among
+    the admissible commands), the observation is "Nothing happens.", and the expert goes on.
+    The rejected turn is context (``"context": True``: not trained on), so a receiver learns to
+    recover from the mistake small receivers make most, counting on past the last receptacle,
+    without learning to make it. The detour is written into the conversation, not played: an
+    inadmissible command leaves the game as it was, while alfworld's handcoded expert loses
+    track of where it is after one (measured: games of 9 steps took 14 to 53)."""
     game = TextGame(game_path, max_steps=max_steps)
     try:
         observation, info = game.reset()
@@ -163,8 +163,9 @@ def collect_expert(
     """Expert conversations for the first ``limit`` games of a split, one JSON line per game.
 
     Written to ``<out_dir or cache>/expert/<key>/trajectories.jsonl`` where key hashes the split,
-    the game ids, ``max_steps``, ``detours`` (when not 0) and ``EXPERT_VERSION``. An interrupted run resumes (games already
-    in the file are skipped); a finished one (``DONE`` marker) is returned as is.
+    the game ids, ``max_steps``, ``detours`` (when not 0) and ``EXPERT_VERSION``. An interrupted
+    run resumes (games already in the file are skipped); a finished one (``DONE`` marker) is
+    returned as is.
     """
     paths = game_paths(split, alfworld_dir())[:limit]
     ids = [game_id(p) for p in paths]
@@ -201,7 +202,8 @@ def collect_expert(
             # once a worker retires (CPython gh-115634, 3.11 and later).
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(min(workers, len(todo)), maxtasksperchild=50) as pool:  # exit = terminate
-                for task_id, line in pool.imap_unordered(functools.partial(_line_for, max_steps=max_steps, detours=detours), todo):
+                play = functools.partial(_line_for, max_steps=max_steps, detours=detours)
+                for task_id, line in pool.imap_unordered(play, todo):
                     record(task_id, line)
     finally:
         _write_lines(out, ids, lines)
