@@ -80,9 +80,10 @@ class TrainConfig:
 PRESETS = {
     # Sized for a 2-core CPU: tens of examples, one epoch, short sequences.
     "quick": TrainConfig(group_by_length=True),
-    # Longer CPU training for ALFWorld receivers that act (a candidate, being measured): more
-    # expert games, whole conversations up to 768 tokens, a higher learning rate.
-    "cpu": TrainConfig(n_train=128, epochs=1.0, lr=1e-4, max_len=768, group_by_length=True, detours=3),
+    # Longer CPU training for ALFWorld receivers that act (a candidate, being measured: README):
+    # more expert games, conversations up to 768 tokens, a higher learning rate, and detours
+    # (rejected actions the receiver sees the expert recover from).
+    "cpu": TrainConfig(n_train=256, epochs=1.0, lr=1e-4, max_len=768, group_by_length=True, detours=3),
     # The paper's regime, for GPUs (bf16 there): all data, longer sequences, full slots.
     "paper": TrainConfig(n_train=None, epochs=3.0, batch_size=4, grad_accum=4, lr=1e-5, adapter_lr=1e-4,
                          warmup_ratio=0.03, max_len=2048, max_slot_rows=1024),
