@@ -38,7 +38,8 @@ class LatentStepHead(nn.Module):
         h2e rescales the normalised state to the embeddings' mean row norm around their mean
         (last-layer states are about 17x larger than embeddings on SmolLM2; fed back unscaled
         they would be far outside anything the model has read)."""
-        w = embed.weight.detach().float()
+        # Built on the CPU, then moved: the embeddings may be on a GPU.
+        w = embed.weight.detach().float().cpu()
         head = cls(w.shape[1])
         with torch.no_grad():
             head.lat_bos.copy_(w.mean(0))

@@ -20,7 +20,7 @@ def reply_logprob(lm, messages: list[dict], reply: str) -> float:
     head = conv.tokenize(tok, conv.render(tok, messages, add_generation_prompt=True))
     ids = conv.tokenize(tok, f"Action: {reply}")
     end = sorted(ReceiverAgent(lm, Decoding()).eos)[0]
-    full = torch.tensor(head + ids + [end])[None]
+    full = torch.tensor(head + ids + [end], device=lm.model.device)[None]
     with torch.no_grad():
         logp = torch.log_softmax(lm.model(full).logits[0].float(), -1)
     targets = full[0, len(head):]
@@ -57,12 +57,12 @@ def test_packed_scoring_equals_scoring_each_option_alone():
     prompt = list(range(20, 60))
     for options in ([[5, 6, 7], [8], [9, 10, 11, 12, 13, 14]], [[5, 6], [7], [8, 9]]):
         with torch.no_grad():
-            cache, logp = extend_logits(model, embed(torch.tensor(prompt)), None)
+            cache, logp = extend_logits(model, embed(torch.tensor(prompt, device=model.device)), None)
         packed = score_continuations(model, cache, options, logp[-1])
         assert cache.get_seq_length() == len(prompt)  # cropped back
         for option, got in zip(options, packed):
-            full = torch.tensor(prompt + option)[None]
+            full = torch.tensor(prompt + option, device=model.device)[None]
             with torch.no_grad():
                 lp = torch.log_softmax(model(full).logits[0].float(), -1)
-            want = float(lp[len(prompt) - 1: -1].gather(1, torch.tensor(option)[:, None]).sum())
+            want = float(lp[len(prompt) - 1: -1].gather(1, torch.tensor(option, device=model.device)[:, None]).sum())
             assert abs(got - want) < 1e-4, (options, option)
