@@ -131,3 +131,49 @@ def test_read_only_results_folder_is_refused_before_any_work(tmp_path, command):
     assert f"results folder {results} is not writable (Read-only file system)" in said, said
     assert "Traceback" not in said and said.count("\n") <= 2, said
     assert sorted(p.name for p in results.iterdir()) == before
+
+
+def _unreadable(folder) -> list[str]:
+    """Make ``folder`` unreadable and return a command prefix under which that holds. Root reads
+    anything, so as root the folder goes to an unmapped owner (nobody) and the command runs in
+    an unprivileged user namespace (``unshare -r``), where root's override does not reach it."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        folder.chmod(0)
+        return []
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-r", "true"], capture_output=True).returncode:
+        pytest.skip("running as root without an unprivileged user namespace (unshare -r): root reads any folder")
+    os.chown(folder, 65534, 65534)
+    folder.chmod(0)
+    return ["unshare", "-r"]
+
+
+@pytest.mark.parametrize("command, said_expected", [
+    (["run", "-m", "no_comm_zeroshot", "-t", "math", *TINY], "is not writable (Permission denied)"),
+    (["ingest"], "is not writable (Permission denied)"),
+    (["leaderboard"], "permission denied"),
+])
+def test_unreadable_results_folder_is_one_line_and_leaves_it_as_it_was(tmp_path, command, said_expected):
+    import os
+    import subprocess
+    import sys
+
+    results = tmp_path / "results"
+    (results / "shards" / "0123456789abcdef").mkdir(parents=True)  # a folder a run left
+    before = sorted(p.name for p in results.iterdir())
+    prefix = _unreadable(results)
+    try:
+        done = subprocess.run([*prefix, sys.executable, "-m", "interlat_bench.harness.cli", *command,
+                               "--db", str(results / "interlat.duckdb")],
+                              capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)},
+                              timeout=300)
+    finally:
+        results.chmod(0o755)
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert str(results) in said and said_expected in said, said
+    assert "Traceback" not in said and said.count("\n") <= 2, said
+    assert sorted(p.name for p in results.iterdir()) == before
