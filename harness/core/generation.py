@@ -32,6 +32,7 @@ class Generated:
     hidden: list[torch.Tensor] | None   # per row, (len, H) states that predicted those tokens
     past_key_values: object = None      # cache after the last fed token (for continuation)
     first_token_ms: float = 0.0         # prefill + first token: what a KV cache saves on a turn
+    attention_mask: torch.Tensor | None = None  # (rows, cache length): 0 where a row has no token
 
 
 def _warp(logits: torch.Tensor, dec: Decoding) -> torch.Tensor:
@@ -52,14 +53,18 @@ def _warp(logits: torch.Tensor, dec: Decoding) -> torch.Tensor:
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
-def next_tokens(logits: torch.Tensor, dec: Decoding, generator: Generators) -> torch.Tensor:
+def next_tokens(logits: torch.Tensor, dec: Decoding, generator: Generators,
+                finished: torch.Tensor | None = None) -> torch.Tensor:
+    """The next token of each row. With one generator per row, a ``finished`` row (whose
+    token is discarded) draws nothing, so its generator is where its reply left it."""
     if dec.greedy:
         return logits.argmax(-1)
     probs = torch.softmax(_warp(logits.float(), dec), dim=-1)
     if isinstance(generator, Sequence):
         if len(generator) != probs.shape[0]:
             raise ValueError(f"{len(generator)} generators for a batch of {probs.shape[0]} rows")
-        return torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g)
+        return torch.cat([probs[i:i + 1].argmax(-1, keepdim=True) if finished is not None and finished[i]
+                          else torch.multinomial(probs[i:i + 1], 1, generator=g)
                           for i, g in enumerate(generator)]).squeeze(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
@@ -99,6 +104,7 @@ def generate(
     capture_hidden: bool = False,
     generator: Generators = None,
     context_ids: list[int] | None = None,
+    drop_finished: bool = True,
 ) -> Generated:
     """Decode a left-padded batch.
 
@@ -106,7 +112,9 @@ def generate(
     ``attention_mask``), optionally after ``past_key_values`` (whose mask must be the prefix
     of ``attention_mask``). Rows stop at an EOS id or after ``dec.max_new_tokens``.
     ``generator`` may be a list with one generator per row (sampling only). Once half the
-    rows of a batch have finished they leave it (the returned cache holds the rows left).
+    rows of a batch have finished they leave it (the returned cache holds the rows left),
+    unless ``drop_finished`` is False: then every row stays, finished ones feeding masked
+    padding, so that the cache can carry all rows into a next turn.
     ``context_ids``: the token ids of a single row's whole context (cached prefix and
     prefill, -1 where a row has no token); with greedy decoding and ``dec.lookup_tokens``
     it turns on prompt lookup (see ``_generate_with_lookup``).
@@ -137,7 +145,7 @@ def generate(
     for step in range(dec.max_new_tokens):
         h = _forward(decoder, step_input, mask, past_key_values)[:, -1]
         logits = head(h)
-        tok = next_tokens(logits, dec, gens)
+        tok = next_tokens(logits, dec, gens, done)
         if step == 0:
             first_token_ms = clock_ms() - t0
         for i, row in enumerate(rows):
@@ -149,7 +157,7 @@ def generate(
                     done[i] = True
         if bool(done.all()):
             break
-        if 2 * int(done.sum()) >= len(rows):
+        if drop_finished and 2 * int(done.sum()) >= len(rows):
             # Half the rows are finished: drop them, so the steps left cost the rows that
             # still decode (the returned cache then holds those rows only).
             keep = (~done).nonzero().squeeze(-1)
@@ -163,7 +171,13 @@ def generate(
     hidden = [torch.stack(rows) if rows else torch.empty(0, x.shape[-1]) for rows in out_h] \
         if capture_hidden else None
     return Generated(token_ids=out_ids, hidden=hidden, past_key_values=past_key_values,
-                     first_token_ms=first_token_ms)
+                     first_token_ms=first_token_ms, attention_mask=_cache_mask(mask, past_key_values))
+
+
+def _cache_mask(mask: torch.Tensor, cache) -> torch.Tensor:
+    """The part of a decoding loop's mask that covers ``cache`` (the loop may have added a
+    column for a token it sampled but never fed)."""
+    return mask[:, :cache.get_seq_length()]
 
 
 @torch.no_grad()
@@ -298,7 +312,8 @@ def _generate_with_lookup(model, x, mask, cache, eos_ids, dec, capture_hidden, s
         mask = torch.cat([mask, mask.new_ones(1, len(step))], dim=-1)
         step_input = embed(torch.tensor([step], device=x.device))
     hidden = [torch.stack(states) if states else torch.empty(0, x.shape[-1])] if capture_hidden else None
-    return Generated(token_ids=[ids], hidden=hidden, past_key_values=cache, first_token_ms=first_token_ms)
+    return Generated(token_ids=[ids], hidden=hidden, past_key_values=cache, first_token_ms=first_token_ms,
+                     attention_mask=_cache_mask(mask, cache))
 
 
 def eos_ids(tokenizer) -> set[int]:

@@ -68,3 +68,13 @@ def appendable(cache: Cache | None, config) -> Cache:
                 grown.update(layer.keys, layer.values)
             cache.layers[i] = grown
     return cache
+
+
+def windowed(config) -> bool:
+    """Whether some layer attends within a sliding window (Gemma-3, Mistral). Such a window
+    counts cache positions, so a cache row with gaps (padding between turns) would let a
+    query see fewer tokens than the same row without them."""
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return any(t != "full_attention" for t in types)
+    return getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
