@@ -4,12 +4,15 @@ Each ``respond`` feeds only what is new since the last reply (the reply's final 
 the closing of the turn and the new observation) on top of the cached keys/values, instead
 of re-encoding the whole history. ``reencode=True`` keeps the naive path for comparison.
 On single-reply benchmarks (MATH, probe) ``prefetch`` decodes several episodes' replies in
-one batch ahead of their ``begin``/``respond``.
+one batch ahead of their ``begin``/``respond``. On multi-turn benchmarks (ALFWorld)
+``respond_together`` plays a turn of several episodes, each with its own agent
+(``sibling``), their replies decoded in one batch on a KV cache they share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +26,7 @@ from interlat_bench.harness.core.generation import (
     generate,
     score_continuations,
 )
+from interlat_bench.harness.core.kv_cache import windowed
 from interlat_bench.harness.core.seeds import item_seed
 from interlat_bench.harness.core.timing import clock_ms
 from interlat_bench.methods.base import Message
@@ -47,6 +51,20 @@ class _Prefetched:
     ms: float = 0.0
     first_token_ms: float = 0.0
     batch: int = 1
+
+
+@dataclass
+class _Lockstep:
+    """Episodes whose turns are decoded together: one KV cache with a row per episode.
+
+    ``mask`` (rows x cache length) is 0 where a row holds no token: the left padding of the
+    first turn, and the gaps each later turn leaves in the rows whose new input or reply was
+    shorter than the longest. Positions follow the mask, so a gap changes nothing a row reads.
+    """
+
+    cache: object
+    mask: torch.Tensor
+    agents: list
 
 
 class ReceiverAgent:
@@ -109,6 +127,76 @@ class ReceiverAgent:
             ready.reply_ids, ready.ms, ready.first_token_ms, ready.batch = ids, ms, out.first_token_ms, len(rows)
             self._prefetched[sample.id] = ready
 
+    def sibling(self) -> ReceiverAgent:
+        """A fresh agent on the same receiver and settings (no copy of the model), for an
+        episode played alongside this one's (``respond_together``)."""
+        twin = copy.copy(self)
+        twin._prefetched, twin._ready = {}, None
+        return twin
+
+    def can_respond_together(self) -> bool:
+        """Whether ``respond_together`` may batch this receiver's turns: not for a model with
+        sliding-window layers, as the gaps a shared cache leaves in its rows would narrow
+        the window (those play one episode at a time)."""
+        return not windowed(self.lm.model.config)
+
+    @staticmethod
+    def respond_together(agents: Sequence[ReceiverAgent], observations: Sequence[str | None]) -> list[str]:
+        """One turn of several episodes, one per agent (``sibling``s, each after its own
+        ``begin``): what ``agent.respond(observation)`` does for each, with their replies
+        decoded in one left-padded batch on a KV cache the episodes share from their first
+        turn on. Each row samples from its own seeded generator, so each reply is the one its
+        episode gets alone (greedy: up to the float rounding of a padded batch). Call it each
+        turn with the episodes still playing: the rows of the others leave the cache. Each
+        reply's receiver time is the batch's, as its episode waited for it; an episode that
+        goes on alone afterwards (``respond``) re-encodes its history once.
+        """
+        if len(agents) != len(observations):
+            raise ValueError(f"{len(agents)} agents for {len(observations)} observations")
+        if not agents[0].can_respond_together():
+            raise ValueError("respond_together: the receiver has sliding-window layers; play its episodes one at a time")
+        shared = agents[0].past if isinstance(agents[0].past, _Lockstep) else None
+        if any(a.past is not shared or a.reencode or a._ready is not None for a in agents):
+            raise ValueError("respond_together: every agent must be on its first turn (no prefetched reply, "
+                             "not re-encoding) or have played its turns together with the others")
+        for agent, observation in zip(agents, observations, strict=True):
+            if observation is not None:
+                agent._add_user(observation)
+        if shared is not None and shared.agents != list(agents):  # episodes that ended leave
+            keep = torch.tensor([shared.agents.index(a) for a in agents], device=shared.mask.device)
+            shared.cache.batch_select_indices(keep)
+            shared.mask = shared.mask[keep]
+        first = agents[0]
+        rows = [a.pending for a in agents]
+        width = max(len(r) for r in rows)
+        x = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
+        new = torch.zeros(len(rows), width, dtype=torch.long, device=x.device)
+        for i, r in enumerate(rows):  # right-aligned: each row's reply follows its input
+            x[i, width - len(r):] = r
+            new[i, width - len(r):] = 1
+        mask = new if shared is None else torch.cat([shared.mask, new], dim=-1)
+        t0 = clock_ms()
+        out = generate(first.lm.model, eos_ids=first.eos, dec=first.dec, inputs_embeds=x, attention_mask=mask,
+                       past_key_values=None if shared is None else shared.cache, drop_finished=False,
+                       generator=None if first.dec.greedy else [a.generator for a in agents],
+                       context_ids=first.history_ids if len(agents) == 1 else None)
+        ms = clock_ms() - t0
+        shared = _Lockstep(out.past_key_values, out.attention_mask, list(agents))
+        replies = []
+        for agent, ids in zip(agents, out.token_ids, strict=True):
+            agent._times["receiver"] += ms
+            agent.last_first_token_ms = out.first_token_ms
+            agent.eval_batch = max(agent.eval_batch, len(agents))
+            agent.truncated_replies += len(ids) >= agent.dec.max_new_tokens and (not ids or ids[-1] not in agent.eos)
+            replies.append(agent._take_reply(ids, shared, unfed=1))
+        return replies
+
+    def _leave_lockstep(self) -> None:
+        """The shared cache of ``respond_together`` is not this episode's alone: go on from
+        a re-encode of the history (the queued input then holds all of it)."""
+        if isinstance(self.past, _Lockstep):
+            self.past, self.pending = None, self.history
+
     def _open(self, prompt: str, message: Message, sample: Sample) -> None:
         self.messages = conv.opening(prompt, self.layout, message_kind=message.kind, plan_text=message.text,
                                      task=sample.task, plan_prompt=self.plan_prompt)
@@ -140,6 +228,7 @@ class ReceiverAgent:
         ready, self._ready = self._ready, None  # a prefetched reply answers the opening only
         if ready is not None and observation is None:
             return self._take_prefetched(ready)
+        self._leave_lockstep()
         if observation is not None:
             self._add_user(observation)
         t0 = clock_ms()
@@ -164,6 +253,7 @@ class ReceiverAgent:
         The chosen reply then enters the history as a generated one would.
         """
         self._ready = None
+        self._leave_lockstep()
         if observation is not None:
             self._add_user(observation)
         if not options:
