@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
 from interlat_bench.benchmarks.alfworld_env import INVALID, TextGame, game_id, game_paths, task_type
 from interlat_bench.benchmarks.base import Agent, Benchmark, Record, Sample
 from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.core.message import Message
 from interlat_bench.harness.core.params import POSITIVE_INT, one_of
 from interlat_bench.harness.core.prompts import ALFWORLD_PLAN_PROMPT
 from interlat_bench.harness.core.registry import register_benchmark
@@ -85,36 +87,103 @@ class AlfworldBenchmark(Benchmark):
                                                                    "task_type": rec["task_type"]}))
         return out
 
+    @property
+    def plays_together(self) -> bool:
+        """Whether several games may be played in lockstep (``play_together``): with free
+        generation; the ranking diagnostic plays one game at a time."""
+        return self.params.get("action", "generate") == "generate"
+
     def play(self, sample: Sample, agent: Agent, message) -> Record:
+        episode = _Episode(self, sample, agent, message)
+        try:
+            episode.start()
+            while not episode.done:
+                if self.params.get("action") == "rank":
+                    reply = agent.choose(episode.feedback, sorted(episode.info.get("admissible") or []), episode.info)
+                else:
+                    reply = agent.respond(episode.feedback, episode.info)
+                episode.act(reply)
+        finally:
+            episode.close()
+        return episode.record()
+
+    def play_together(self, samples: list[Sample], agents: list[Agent], messages: list[Message],
+                      respond_together) -> Iterator[tuple[int, Record]]:
+        """Play several games in lockstep, one agent each: every turn, the replies of all games
+        still going come from one ``respond_together(agents, observations)`` call (one
+        batched decode), then each game takes its step. Yields (index, record) as each game
+        ends. A game whose engine fails ends with an error record; the others go on."""
+        episodes = [_Episode(self, s, a, m) for s, a, m in zip(samples, agents, messages, strict=True)]
+        try:
+            playing = []
+            for i, episode in enumerate(episodes):
+                try:
+                    episode.start()
+                    playing.append(i)
+                except Exception as exc:
+                    yield i, episode.failed(exc)
+            while playing:
+                replies = respond_together([agents[i] for i in playing], [episodes[i].feedback for i in playing])
+                still = []
+                for i, reply in zip(playing, replies, strict=True):
+                    try:
+                        episodes[i].act(reply)
+                    except Exception as exc:
+                        yield i, episodes[i].failed(exc)
+                        continue
+                    if episodes[i].done:
+                        episodes[i].close()
+                        yield i, episodes[i].record()
+                    else:
+                        still.append(i)
+                playing = still
+        finally:
+            for episode in episodes:
+                episode.close()
+
+
+class _Episode:
+    """One game as an agent plays it: the engine, what the agent is told, what it did."""
+
+    def __init__(self, bench: AlfworldBenchmark, sample: Sample, agent: Agent, message: Message):
+        self.bench, self.sample, self.agent, self.message = bench, sample, agent, message
+        self.game = TextGame(sample.data["game"], max_steps=bench.max_steps, expert=agent.needs_expert)
+        self.feedback: str | None = None  # the observation the next reply answers (None: the task)
+        self.info: dict = {}
+        self.actions: list[str] = []
+        self.invalid = 0
+        self.won = self.done = False
+        self.env_ms = 0.0
+
+    def start(self) -> None:
         from interlat_bench.benchmarks.alfworld_expert import REACT_INSTRUCTION
 
-        game = TextGame(sample.data["game"], max_steps=self.max_steps,
-                        expert=agent.needs_expert)
-        try:
-            observation, info = game.reset()
-            env_ms = game.last_env_ms
-            agent.begin(REACT_INSTRUCTION + "Here is your task. " + observation, message, sample)
-            feedback, invalid, actions, won = None, 0, [], False
-            while True:
-                if self.params.get("action") == "rank":
-                    reply = agent.choose(feedback, sorted(info.get("admissible") or []), info)
-                else:
-                    reply = agent.respond(feedback, info)
-                action = parse_action(reply)
-                observation, won, done, info = game.step(action)
-                env_ms += game.last_env_ms
-                actions.append(action)
-                invalid += observation.strip() == INVALID
-                if done:
-                    break
-                feedback = f"Observation: {observation}"
-        finally:
-            game.close()
+        observation, self.info = self.game.reset()
+        self.env_ms += self.game.last_env_ms
+        self.agent.begin(REACT_INSTRUCTION + "Here is your task. " + observation, self.message, self.sample)
+
+    def act(self, reply: str) -> None:
+        action = parse_action(reply)
+        observation, self.won, self.done, self.info = self.game.step(action)
+        self.env_ms += self.game.last_env_ms
+        self.actions.append(action)
+        self.invalid += observation.strip() == INVALID
+        self.feedback = f"Observation: {observation}"
+
+    def close(self) -> None:
+        self.game.close()
+
+    def record(self) -> Record:
+        actions, invalid = self.actions, self.invalid
         return Record(
-            sample_id=sample.id, success=won, score=float(won), steps=game.steps,
-            metrics={"task_type": sample.data["task_type"], "invalid_actions": invalid, "actions": actions,
+            sample_id=self.sample.id, success=self.won, score=float(self.won), steps=self.game.steps,
+            metrics={"task_type": self.sample.data["task_type"], "invalid_actions": invalid, "actions": actions,
                      # Share of this episode's actions the engine accepted ("Nothing happens." is invalid).
                      "valid_actions": (len(actions) - invalid) / len(actions) if actions else None,
-                     "max_steps": self.max_steps, "turns": len(actions), **agent.episode_metrics()},
-            timings_ms={**agent.timings_ms(), "env": env_ms},
+                     "max_steps": self.bench.max_steps, "turns": len(actions), **self.agent.episode_metrics()},
+            timings_ms={**self.agent.timings_ms(), "env": self.env_ms},
         )
+
+    def failed(self, exc: Exception) -> Record:
+        self.close()
+        return Record.from_error(self.sample.id, exc)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -34,6 +36,12 @@ class Record:
     metrics: dict[str, Any] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+
+    @classmethod
+    def from_error(cls, sample_id: str, exc: Exception) -> Record:
+        """The record of a sample that failed (call it where ``exc`` is being handled)."""
+        return cls(sample_id=sample_id, error=f"{type(exc).__name__}: {exc}",
+                   metrics={"traceback": traceback.format_exc(limit=5)})
 
 
 class Agent(Protocol):
@@ -132,6 +140,17 @@ class Benchmark:
         return None
 
     def play(self, sample: Sample, agent: Agent, message: Message) -> Record:
+        raise NotImplementedError
+
+    @property
+    def plays_together(self) -> bool:
+        """Whether ``play_together`` may play several multi-turn episodes in lockstep."""
+        return False
+
+    def play_together(self, samples: list[Sample], agents: list[Agent], messages: list[Message],
+                      respond_together) -> Iterator[tuple[int, Record]]:
+        """Play ``samples`` at once, one agent each, every turn's replies coming from one
+        ``respond_together(agents, observations)`` call; yield (index, record) as each ends."""
         raise NotImplementedError
 
 

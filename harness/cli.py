@@ -224,8 +224,10 @@ def run(
     # The default is harness.runner.EVAL_BATCH (a test keeps them equal; importing the runner
     # here would slow `--help`).
     eval_batch: int = typer.Option(
-        16, min=1, help="Replies decoded together on single-reply tasks (math, probe); 1 = one at a time, "
-        "for per-sample latency. Speed only: each reply is the one decoded alone (up to float rounding)."),
+        16, min=1, help="Replies decoded together: single-reply tasks (math, probe) decode this many samples' "
+        "replies in one batch; alfworld (free generation) plays this many games in lockstep, each turn's replies "
+        "in one batch. 1 = one at a time, for per-sample latency. Speed only: each reply is the one decoded alone "
+        "(up to float rounding)."),
     episode_workers: int = typer.Option(
         1, min=1, help="Processes playing LLM episodes of multi-turn tasks (alfworld), each with its own copy "
         "of the receiver and a share of the CPU threads (a game's engine then runs beside another's decoding)."),

@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import platform
 import subprocess
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +62,10 @@ def _run_row(spec: RunSpec, status: str, device: str | None, tags: tuple[str, ..
             "git_sha": _git_sha(), "versions": _versions(), "device": device, "tags": list(tags) or None}
 
 
-# Replies decoded together on single-reply benchmarks (MATH, probe). Not part of the run key:
-# each row's reply is the one it gets alone, up to the float rounding of a padded batch.
+# Replies decoded together: single-reply benchmarks (MATH, probe) decode this many samples'
+# replies in one batch, multi-turn ones that allow it (ALFWorld) play this many episodes in
+# lockstep. Not part of the run key: each row's reply is the one it gets alone, up to the
+# float rounding of a padded batch.
 EVAL_BATCH = 16
 
 # Per worker process: (benchmark, method, agent, messages) of the run being played.
@@ -125,24 +126,62 @@ def _play(spec: RunSpec, bench, method, agent, messages, sample, start: float | 
     from interlat_bench.benchmarks.base import Record
 
     start = clock_ms() if start is None else start
+    message = None
     try:
         message = _message(spec, method, messages, sample)
         record = bench.play(sample, agent, message)
-        record.metrics.update(message.stats())
-        if hasattr(agent, "transcript"):  # what `interlat-bench show` prints
-            record.metrics["transcript"] = agent.transcript(message)
-        # A message read back from the cache cost no sender time now: record none rather
-        # than replay the time of the run that generated it.
-        if message.kind is not MessageKind.NONE and not message.from_cache:
-            record.timings_ms.setdefault("sender", message.sender_ms)
     except Exception as e:  # one broken sample must not sink the run
-        record = Record(sample_id=sample.id, error=f"{type(e).__name__}: {e}")
-        record.metrics["traceback"] = traceback.format_exc(limit=5)
-    # Evaluation wall time of this sample as waited for: transform, receiver turns (with its
-    # batch's, when prefetched), environment or grading (the sender's generation ran before,
-    # batched, in the collection stage).
+        record = Record.from_error(sample.id, e)
+    return _finish(record, message, agent, start)
+
+
+def _finish(record, message, agent, start: float):
+    """What every played record carries: the message's accounting, the episode's transcript,
+    and the evaluation wall time of the sample as waited for: transform, receiver turns (with
+    its batch's, when decoded together), environment or grading (the sender's generation ran
+    before, batched, in the collection stage)."""
+    from interlat_bench.benchmarks.base import Record
+
+    if record.error is None:
+        try:
+            record.metrics.update(message.stats())
+            if hasattr(agent, "transcript"):  # what `interlat-bench show` prints
+                record.metrics["transcript"] = agent.transcript(message)
+            # A message read back from the cache cost no sender time now: record none rather
+            # than replay the time of the run that generated it.
+            if message.kind is not MessageKind.NONE and not message.from_cache:
+                record.timings_ms.setdefault("sender", message.sender_ms)
+        except Exception as e:
+            record = Record.from_error(record.sample_id, e)
     record.timings_ms["wall"] = clock_ms() - start
     return record
+
+
+def _play_together(spec, bench, method, agent, messages, chunk, log):
+    """Play ``chunk``'s multi-turn episodes in lockstep (``bench.play_together``), one
+    ``agent.sibling()`` each, every turn's replies decoded in one batch; yield each record
+    as its episode ends. A sample whose message fails fails alone; if the batch itself fails
+    (e.g. out of memory), the episodes it had not finished are played one at a time."""
+    start = clock_ms()
+    together = []
+    for sample in chunk:
+        try:
+            together.append((sample, _message(spec, method, messages, sample)))
+        except Exception:
+            yield _play(spec, bench, method, agent, messages, sample, start)
+    agents = [agent.sibling() for _ in together]
+    ended: set[int] = set()
+    try:
+        for i, record in bench.play_together([s for s, _ in together], agents, [m for _, m in together],
+                                             type(agent).respond_together):
+            ended.add(i)
+            yield _finish(record, together[i][1], agents[i], start)
+    except Exception as exc:
+        left = [sample for i, (sample, _) in enumerate(together) if i not in ended]
+        log(f"playing {len(together)} episodes together failed ({type(exc).__name__}: {exc}); "
+            f"playing the {len(left)} left one at a time")
+        for sample in left:
+            yield _play(spec, bench, method, agent, messages, sample)
 
 
 @dataclass
@@ -156,10 +195,10 @@ class EpisodeWorkers:
 
 def _records(spec, bench, method, agent, messages, todo, workers: int, eval_batch: int = 1, log=print,
              episode_workers: EpisodeWorkers | None = None):
-    """Yield records in sample order; reference policies play in ``workers`` processes
-    (``agent`` None: each worker builds its own), LLM episodes in ``episode_workers``. On a
-    single-reply benchmark an agent that can ``prefetch`` decodes ``eval_batch`` replies at a
-    time."""
+    """Yield records; reference policies play in ``workers`` processes (``agent`` None: each
+    worker builds its own), LLM episodes in ``episode_workers``. On a single-reply benchmark
+    an agent that can ``prefetch`` decodes ``eval_batch`` replies at a time; on a multi-turn
+    benchmark that plays games together, ``eval_batch`` episodes are played in lockstep."""
     if agent is None:
         import multiprocessing
         import os
@@ -176,6 +215,11 @@ def _records(spec, bench, method, agent, messages, todo, workers: int, eval_batc
             return
         with ctx_mp.Pool(min(workers, len(todo)), initializer=_die_with_parent, maxtasksperchild=25) as pool:
             yield from pool.imap(_play_in_worker, [(spec, s) for s in todo])
+        return
+    if eval_batch > 1 and len(todo) > 1 and bench.plays_together and hasattr(agent, "respond_together") \
+            and agent.can_respond_together():
+        for at in range(0, len(todo), eval_batch):
+            yield from _play_together(spec, bench, method, agent, messages, todo[at:at + eval_batch], log)
         return
     batched = eval_batch > 1 and hasattr(agent, "prefetch") and bool(todo) \
         and bench.single_reply_prompt(todo[0]) is not None
