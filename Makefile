@@ -51,6 +51,6 @@ bench: setup
 	$(BIN)/python bench/collect_speed.py
 	$(BIN)/python bench/receiver_cache.py
 	$(BIN)/python bench/eval_speed.py
-	$(BIN)/python bench/episode_workers.py
+	$(BIN)/python bench/alfworld_episodes.py
 	$(BIN)/python bench/train_speed.py --task math --n-train 32
 	$(BIN)/python bench/store_speed.py

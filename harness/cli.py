@@ -224,10 +224,13 @@ def run(
     # The default is harness.runner.EVAL_BATCH (a test keeps them equal; importing the runner
     # here would slow `--help`).
     eval_batch: int = typer.Option(
-        16, min=1, help="Replies decoded together: single-reply tasks (math, probe) decode this many samples' "
-        "replies in one batch; alfworld (free generation) plays this many games in lockstep, each turn's replies "
-        "in one batch. 1 = one at a time, for per-sample latency. Speed only: each reply is the one decoded alone "
-        "(up to float rounding)."),
+        16, min=1, help="Replies decoded together on single-reply tasks (math, probe); 1 = one at a time, "
+        "for per-sample latency. Speed only: each reply is the one decoded alone (up to float rounding)."),
+    episode_batch: int | None = typer.Option(
+        None, min=1, show_default="16 on CUDA, 1 on a CPU",
+        help="Games of a multi-turn task (alfworld, free generation) played in lockstep, each turn's replies "
+        "decoded in one batch; 1 = one game at a time (with prompt lookup). Speed only: each reply is the one "
+        "decoded alone (up to float rounding)."),
     episode_workers: int = typer.Option(
         1, min=1, help="Processes playing LLM episodes of multi-turn tasks (alfworld), each with its own copy "
         "of the receiver and a share of the CPU threads (a game's engine then runs beside another's decoding)."),
@@ -280,7 +283,7 @@ def run(
             _print_plan(specs, _db(db))
             return
         check_writable(_db(db).parent, "results folder")
-        _run_with_progress(specs, _db(db), workers, tags, eval_batch, episode_workers)
+        _run_with_progress(specs, _db(db), workers, tags, eval_batch, episode_workers, episode_batch)
         if leaderboard_after:
             try:
                 _leaderboards_after_run(specs, _db(db))
@@ -332,7 +335,7 @@ def _concrete_dtype(dtype: str) -> str:
 
 
 def _run_with_progress(specs, db: Path, workers: int, tags: list[str], eval_batch: int,
-                       episode_workers: int) -> None:
+                       episode_workers: int, episode_batch: int | None = None) -> None:
     from interlat_bench.harness.runner import run_grid
     from interlat_bench.harness.terminal import log
 
@@ -343,7 +346,8 @@ def _run_with_progress(specs, db: Path, workers: int, tags: list[str], eval_batc
         log.debug(f"  {record.sample_id}: " + ("error" if record.error else ("ok" if record.success else "x")))
 
     results = run_grid(specs, db, log=log.info, on_sample=on_sample, on_start=on_start, workers=workers,
-                       tags=tuple(tags), eval_batch=eval_batch, episode_workers=episode_workers)
+                       tags=tuple(tags), eval_batch=eval_batch, episode_workers=episode_workers,
+                       episode_batch=episode_batch)
     computed = sum(r.computed for r in results)
     errors = sum(r.errors for r in results)
     console.print(f"{len(results)} runs, {computed} samples computed, {errors} errors; results in {db}")

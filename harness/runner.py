@@ -62,11 +62,20 @@ def _run_row(spec: RunSpec, status: str, device: str | None, tags: tuple[str, ..
             "git_sha": _git_sha(), "versions": _versions(), "device": device, "tags": list(tags) or None}
 
 
-# Replies decoded together: single-reply benchmarks (MATH, probe) decode this many samples'
-# replies in one batch, multi-turn ones that allow it (ALFWorld) play this many episodes in
-# lockstep. Not part of the run key: each row's reply is the one it gets alone, up to the
-# float rounding of a padded batch.
+# Replies decoded together on single-reply benchmarks (MATH, probe). Not part of the run key:
+# each row's reply is the one it gets alone, up to the float rounding of a padded batch.
 EVAL_BATCH = 16
+# Episodes of a multi-turn benchmark played in lockstep where it allows (ALFWorld), each
+# turn's replies decoded in one batch (same proviso). On a GPU a decode step costs about the
+# same for 1 row as for 16; on a CPU a batch of 12 trained-receiver games ran 1.17x one game
+# at a time with prompt lookup, 4 games 0.98x (bench/alfworld_episodes.py), so one at a time.
+EPISODE_BATCH = {"cuda": 16, "cpu": 1}
+
+
+def episode_batch_default() -> int:
+    from interlat_bench.harness.core.models import device
+
+    return EPISODE_BATCH.get(device(), 1)
 
 # Per worker process: (benchmark, method, agent, messages) of the run being played.
 _WORKER: dict[str, tuple] = {}
@@ -194,11 +203,11 @@ class EpisodeWorkers:
 
 
 def _records(spec, bench, method, agent, messages, todo, workers: int, eval_batch: int = 1, log=print,
-             episode_workers: EpisodeWorkers | None = None):
+             episode_workers: EpisodeWorkers | None = None, episode_batch: int = 1):
     """Yield records; reference policies play in ``workers`` processes (``agent`` None: each
     worker builds its own), LLM episodes in ``episode_workers``. On a single-reply benchmark
     an agent that can ``prefetch`` decodes ``eval_batch`` replies at a time; on a multi-turn
-    benchmark that plays games together, ``eval_batch`` episodes are played in lockstep."""
+    benchmark that plays games together, ``episode_batch`` episodes are played in lockstep."""
     if agent is None:
         import multiprocessing
         import os
@@ -216,10 +225,10 @@ def _records(spec, bench, method, agent, messages, todo, workers: int, eval_batc
         with ctx_mp.Pool(min(workers, len(todo)), initializer=_die_with_parent, maxtasksperchild=25) as pool:
             yield from pool.imap(_play_in_worker, [(spec, s) for s in todo])
         return
-    if eval_batch > 1 and len(todo) > 1 and bench.plays_together and hasattr(agent, "respond_together") \
+    if episode_batch > 1 and len(todo) > 1 and bench.plays_together and hasattr(agent, "respond_together") \
             and agent.can_respond_together():
-        for at in range(0, len(todo), eval_batch):
-            yield from _play_together(spec, bench, method, agent, messages, todo[at:at + eval_batch], log)
+        for at in range(0, len(todo), episode_batch):
+            yield from _play_together(spec, bench, method, agent, messages, todo[at:at + episode_batch], log)
         return
     batched = eval_batch > 1 and hasattr(agent, "prefetch") and bool(todo) \
         and bench.single_reply_prompt(todo[0]) is not None
@@ -251,7 +260,9 @@ def _prefetch(spec, bench, method, agent, messages, chunk, log) -> None:
 
 def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sample=None,
              on_start=None, workers: int = 1, tags: tuple[str, ...] = (),
-             eval_batch: int = EVAL_BATCH, episode_workers: int = 1) -> CellResult:
+             eval_batch: int = EVAL_BATCH, episode_workers: int = 1,
+             episode_batch: int | None = None) -> CellResult:
+    """Compute what is left of one cell. ``episode_batch``: None for this device's default."""
     bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
     method = methods.get(spec.method)(dict(spec.method_params))
     samples = bench.samples(spec.split, spec.limit)
@@ -265,7 +276,7 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
     with writer.alive():  # a killed run is then seen as interrupted, not running forever
         try:
             return _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers, tags,
-                                 eval_batch, episode_workers)
+                                 eval_batch, episode_workers, episode_batch)
         except BaseException as exc:  # the row says how the run ended; the error goes on up
             from interlat_bench.harness.core.models import device
 
@@ -275,7 +286,7 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
 
 
 def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers, tags,
-                  eval_batch, episode_workers) -> CellResult:
+                  eval_batch, episode_workers, episode_batch) -> CellResult:
     from interlat_bench.harness.core.models import device
     from interlat_bench.trainers.receiver import load_receiver
 
@@ -298,7 +309,9 @@ def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, wo
         log(f"playing {len(todo)} episodes in {min(spread.n, len(todo))} processes, each with its own receiver")
     errors = successes = 0
     with progress.track(f"evaluate {spec.label()}", len(todo)) as stage, contextlib.closing(writer):
-        for record in _records(spec, bench, method, agent, messages, todo, workers, eval_batch, log, spread):
+        together = episode_batch_default() if episode_batch is None else episode_batch
+        for record in _records(spec, bench, method, agent, messages, todo, workers, eval_batch, log, spread,
+                               together):
             if record.error:
                 errors += 1
                 log(f"sample {record.sample_id} failed: {record.error}")
@@ -367,6 +380,7 @@ LOCK_WAIT_S = 120.0
 
 def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_start=None,
              workers: int = 1, tags: tuple[str, ...] = (), eval_batch: int = EVAL_BATCH,
+             episode_batch: int | None = None,
              episode_workers: int = 1) -> list[CellResult]:
     """Run every cell in order. ``tags`` label the runs (not part of their keys): given again
     to a finished grid, they are added to the stored runs without computing anything."""
@@ -380,6 +394,7 @@ def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_st
         for spec in specs:
             results.append(run_cell(spec, store, shard_root, log=log, on_sample=on_sample, on_start=on_start,
                                     workers=workers, tags=tags, eval_batch=eval_batch,
+                                    episode_batch=episode_batch,
                                     episode_workers=episode_workers))
     finally:
         try:

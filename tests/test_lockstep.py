@@ -125,19 +125,28 @@ def _episodes(db):
 
 @pytest.mark.slow
 def test_alfworld_games_played_together_are_the_games_played_one_at_a_time(results_env, tmp_path):
-    """Real ALFWorld games: --eval-batch 3 plays 4 games as a batch of 3 in lockstep and one
-    alone; the actions, transcripts and outcomes are those of --eval-batch 1."""
+    """Real ALFWorld games: --episode-batch 3 plays 4 games as a batch of 3 in lockstep and one
+    alone; the actions, transcripts and outcomes are those of --episode-batch 1."""
     args = ["run", "-m", "text_zeroshot", "-t", "alfworld", "--splits", "seen", "--limit", "4", "--max-steps", "3",
             "--receiver", MODEL, "--sender", "tiny-llama", "--max-new-tokens", "12",
             "--param", "plan_tokens=6", "--no-leaderboard"]
     runner = CliRunner()
-    one = runner.invoke(app, [*args, "--eval-batch", "1"])
+    one = runner.invoke(app, [*args, "--episode-batch", "1"])
     assert one.exit_code == 0, one.output
     other = tmp_path / "together" / "results.duckdb"
-    together = runner.invoke(app, [*args, "--eval-batch", "3", "--db", str(other)])
+    together = runner.invoke(app, [*args, "--episode-batch", "3", "--db", str(other)])
     assert together.exit_code == 0, together.output
     alone, batched = _episodes(results_env), _episodes(other)
     assert len(alone) == 4 and len({row[3] for row in alone}) > 1
     assert [row[:5] for row in batched] == [row[:5] for row in alone]
     assert sorted(str(row[5]) for row in batched) == ["3", "3", "3", "None"]
     assert {row[5] for row in alone} == {None}
+
+
+def test_games_play_one_at_a_time_on_a_cpu_by_default():
+    from interlat_bench.harness import runner
+
+    # Measured on 2 CPU cores (bench/alfworld_episodes.py): lockstep is no reliable gain there.
+    assert runner.EPISODE_BATCH["cpu"] == 1 and runner.EPISODE_BATCH["cuda"] > 1
+    expected = runner.EPISODE_BATCH["cuda" if torch.cuda.is_available() else "cpu"]
+    assert runner.episode_batch_default() == expected
