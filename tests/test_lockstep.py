@@ -150,3 +150,34 @@ def test_games_play_one_at_a_time_on_a_cpu_by_default():
     assert runner.EPISODE_BATCH["cpu"] == 1 and runner.EPISODE_BATCH["cuda"] > 1
     expected = runner.EPISODE_BATCH["cuda" if torch.cuda.is_available() else "cpu"]
     assert runner.episode_batch_default() == expected
+
+
+@pytest.mark.slow
+def test_a_lockstep_batch_that_fails_is_played_one_game_at_a_time(results_env, monkeypatch):
+    """If a batched turn raises (e.g. out of memory), the games not yet finished are played
+    again one at a time: every game is recorded once, without an error."""
+    calls = []
+    together = ReceiverAgent.respond_together
+
+    def fail_on_third_turn(agents, observations):
+        calls.append(len(agents))
+        if len(calls) == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return together(agents, observations)
+
+    monkeypatch.setattr(ReceiverAgent, "respond_together", staticmethod(fail_on_third_turn))
+    result = CliRunner().invoke(app, ["run", "-m", "no_comm_zeroshot", "-t", "alfworld", "--splits", "seen",
+                                      "--limit", "3", "--max-steps", "4", "--receiver", "tiny-qwen",
+                                      "--max-new-tokens", "4", "--episode-batch", "3", "--no-leaderboard"])
+    assert result.exit_code == 0, result.output
+    assert calls == [3, 3, 3]
+    assert "playing 3 episodes together failed (RuntimeError: out of memory (simulated)); playing the 3 left " \
+        "one at a time" in result.output + result.stderr
+    rows = _episodes(results_env)
+    assert [row[2] for row in rows] == [4, 4, 4]  # every game played to the step cap, once
+    assert {row[5] for row in rows} == {None}  # the replays ran one game at a time
+    con = duckdb.connect(str(results_env), read_only=True)
+    try:
+        assert con.execute("select count(*) from samples where error is not null").fetchone() == (0,)
+    finally:
+        con.close()
