@@ -20,8 +20,9 @@ MODEL = "smollm2-135m"
 # Prompts and plans of different lengths, so rows are padded differently on every turn.
 EPISODES = [(f"Task {i}: put the mug {i} in cabinet {i * 3}." + " Look around." * i,
              Message(kind="text", text="go there " * (1 + 2 * i)), Sample(f"g{i}", f"task {i}")) for i in range(4)]
-# Episode i plays TURNS[i] turns, so rows leave the batch at different turns.
-TURNS = [2, 5, 3, 5]
+# Episode i plays TURNS[i] turns, so rows leave the batch at different turns (and the last
+# plays its last two turns alone, on the shared cache with its gaps).
+TURNS = [2, 5, 3, 7]
 
 
 def _observation(i: int, turn: int) -> str:
@@ -65,7 +66,9 @@ def test_episodes_played_together_get_the_replies_they_get_alone(model, greedy):
     # Sampling draws among the top 3: a random model's logits are so flat that which tokens
     # make a top 50 turns on float rounding; which of 3 is drawn does not (and still differs
     # from generator to generator).
-    dec = Decoding(greedy=greedy, top_k=3, top_p=1.0, temperature=1.0, max_new_tokens=10, lookup_tokens=0)
+    # Greedy with prompt lookup, which a row left alone uses (its replies are plain greedy's).
+    dec = Decoding(greedy=greedy, top_k=3, top_p=1.0, temperature=1.0, max_new_tokens=10,
+                   lookup_tokens=8 if greedy else 0)
     # The tiny model's replies end where it draws a newline (often among its top 3), so
     # rows finish at different steps while others go on drawing.
     stop = set() if greedy else {lm.tokenizer.convert_tokens_to_ids("Ċ")}
