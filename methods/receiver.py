@@ -67,6 +67,17 @@ class _Lockstep:
     agents: list
 
 
+def _right_aligned(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embedding rows (n_i x H) as one left-padded batch (B x max n_i x H) and its mask."""
+    width = max(len(r) for r in rows)
+    x = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), width, dtype=torch.long, device=x.device)
+    for i, r in enumerate(rows):
+        x[i, width - len(r):] = r
+        mask[i, width - len(r):] = 1
+    return x, mask
+
+
 class ReceiverAgent:
     needs_expert = False  # an LLM acts on what it reads, not on the expert's action
 
@@ -113,12 +124,7 @@ class ReceiverAgent:
             self._open(prompt, message, sample)
             starts.append(_Prefetched(prompt, {name: getattr(self, name) for name in _EPISODE_STATE}))
         rows = [ready.state["pending"] for ready in starts]
-        width = max(len(r) for r in rows)
-        x = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
-        mask = torch.zeros(len(rows), width, dtype=torch.long, device=x.device)
-        for i, r in enumerate(rows):
-            x[i, width - len(r):] = r
-            mask[i, width - len(r):] = 1
+        x, mask = _right_aligned(rows)
         t0 = clock_ms()
         out = generate(self.lm.model, eos_ids=self.eos, dec=self.dec, inputs_embeds=x, attention_mask=mask,
                        generator=None if self.dec.greedy else [r.state["generator"] for r in starts])
@@ -167,13 +173,7 @@ class ReceiverAgent:
             shared.cache.batch_select_indices(keep)
             shared.mask = shared.mask[keep]
         first = agents[0]
-        rows = [a.pending for a in agents]
-        width = max(len(r) for r in rows)
-        x = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
-        new = torch.zeros(len(rows), width, dtype=torch.long, device=x.device)
-        for i, r in enumerate(rows):  # right-aligned: each row's reply follows its input
-            x[i, width - len(r):] = r
-            new[i, width - len(r):] = 1
+        x, new = _right_aligned([a.pending for a in agents])  # each row's reply follows its input
         mask = new if shared is None else torch.cat([shared.mask, new], dim=-1)
         t0 = clock_ms()
         out = generate(first.lm.model, eos_ids=first.eos, dec=first.dec, inputs_embeds=x, attention_mask=mask,
