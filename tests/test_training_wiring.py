@@ -406,3 +406,6 @@ def test_grouping_by_length_cuts_padding_keeps_every_example_once_and_leaves_old
                        "data": hashlib.sha256(b"a\nb").hexdigest(), "messages": None, "dtype": "float32",
                        "sender_dim": None}, sort_keys=True)
     assert off == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    # A whole number given for a float field trains the same receiver: it gets the same key.
+    two, two_f = (checkpoint_key(args[0], args[1], TrainConfig(epochs=e, lr=1e-4), *args[2:]) for e in (2, 2.0))
+    assert two == two_f != checkpoint_key(args[0], args[1], TrainConfig(epochs=3, lr=1e-4), *args[2:])

@@ -80,10 +80,11 @@ class TrainConfig:
 PRESETS = {
     # Sized for a 2-core CPU: tens of examples, one epoch, short sequences.
     "quick": TrainConfig(group_by_length=True),
-    # Longer CPU training for ALFWorld receivers that act (a candidate, being measured: README):
-    # more expert games, conversations up to 768 tokens, a higher learning rate, and detours
-    # (rejected actions the receiver sees the expert recover from).
-    "cpu": TrainConfig(n_train=256, epochs=1.0, lr=1e-4, max_len=768, group_by_length=True, detours=3),
+    # Longer CPU training for ALFWorld receivers that act: more expert games, conversations up
+    # to 768 tokens, a higher learning rate, detours (rejected actions the receiver sees the
+    # expert recover from), and two epochs: on held-out training games the second epoch took
+    # valid actions from 67.4% to 84.6% (bench/alfworld_heldout.py, README).
+    "cpu": TrainConfig(n_train=256, epochs=2.0, lr=1e-4, max_len=768, group_by_length=True, detours=3),
     # The paper's regime, for GPUs (bf16 there): all data, longer sequences, full slots.
     "paper": TrainConfig(n_train=None, epochs=3.0, batch_size=4, grad_accum=4, lr=1e-5, adapter_lr=1e-4,
                          warmup_ratio=0.03, max_len=2048, max_slot_rows=1024),
@@ -310,6 +311,9 @@ def padding_share(examples: list[Example], order: list[int], batch_size: int) ->
 def checkpoint_key(receiver: str, kind: str, cfg: TrainConfig, data_ids: list[str], messages_key: str | None,
                    dtype: str, sender_dim: int | None, layout: conv.Layout = conv.Layout.SLOT) -> str:
     config = asdict(cfg)
+    # `epochs=2` and `epochs=2.0` train the same receiver: one key for both (floats as floats).
+    config.update({f.name: float(config[f.name]) for f in fields(cfg)
+                   if f.type in (float, "float") and isinstance(config[f.name], int)})
     for name in ("group_by_length", "detours"):  # absent when off, so earlier receivers' keys still match
         if not config[name]:
             del config[name]
