@@ -409,3 +409,4 @@ def test_grouping_by_length_cuts_padding_keeps_every_example_once_and_leaves_old
     # A whole number given for a float field trains the same receiver: it gets the same key.
     two, two_f = (checkpoint_key(args[0], args[1], TrainConfig(epochs=e, lr=1e-4), *args[2:]) for e in (2, 2.0))
     assert two == two_f != checkpoint_key(args[0], args[1], TrainConfig(epochs=3, lr=1e-4), *args[2:])
+    assert isinstance(asdict(TrainConfig(epochs=2))["epochs"], float)  # what the run key carries too

@@ -72,6 +72,14 @@ class TrainConfig:
     # "Nothing happens." that plain expert play never shows it.
     detours: int = 0
 
+    def __post_init__(self):
+        # `epochs=2` and `epochs=2.0` are one setting: float fields hold floats, so the run key
+        # and the receiver's cache key are the same for both.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in (float, "float") and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+
     def weights(self) -> LossWeights:
         return LossWeights(plan=self.plan_weight, neg=self.neg_weight, margin=self.margin,
                            adaptive=self.adaptive_weights)
@@ -311,9 +319,6 @@ def padding_share(examples: list[Example], order: list[int], batch_size: int) ->
 def checkpoint_key(receiver: str, kind: str, cfg: TrainConfig, data_ids: list[str], messages_key: str | None,
                    dtype: str, sender_dim: int | None, layout: conv.Layout = conv.Layout.SLOT) -> str:
     config = asdict(cfg)
-    # `epochs=2` and `epochs=2.0` train the same receiver: one key for both (floats as floats).
-    config.update({f.name: float(config[f.name]) for f in fields(cfg)
-                   if f.type in (float, "float") and isinstance(config[f.name], int)})
     for name in ("group_by_length", "detours"):  # absent when off, so earlier receivers' keys still match
         if not config[name]:
             del config[name]
