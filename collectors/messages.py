@@ -405,10 +405,14 @@ def _collect(cfg, tasks, folder: Path, rank: int, world: int, progress, loaded) 
         raise RuntimeError(f"merging {folder} failed on rank 0: {error[0]}")
 
 
-# Prefill prompts without padding compute: the prefix all prompts share (chat template and
-# instruction) once per collection, then each prompt's own tokens alone, stacked into a
-# left-padded KV cache for batched decoding. False: one plain left-padded batch prefill.
+# Prefill prompts with little padding compute: the prefix all prompts share (chat template
+# and instruction) once per collection, then the prompts' own tokens in groups of similar
+# length, gathered into one KV cache for batched decoding. False: one plain left-padded batch
+# prefill.
 SHARE_PREFILL = True
+# Rows join a prefill group while rows x longest own part stay within this many positions:
+# enough rows for efficient matrix products, few enough that a group's activations stay small.
+PREFILL_GROUP_TOKENS = 1024
 
 
 @dataclass
@@ -440,30 +444,56 @@ def _shared_prefix(model, seqs: list[list[int]]) -> _Prefix | None:
     return _Prefix(n, kv) if kv is not None else None
 
 
+def _prefill_groups(lengths: list[int], budget: int) -> list[list[int]]:
+    """Row indices in groups of similar length: longest first, a group closing when one more
+    row would take rows x its longest length past ``budget`` (a group has at least one row)."""
+    groups: list[list[int]] = []
+    for k in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
+        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= budget:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    return groups
+
+
 @torch.no_grad()
 def _prompt_cache(model, seqs: list[list[int]], prefix: _Prefix):
-    """(cache, mask, last ids): every prompt but its last token in a left-padded cache."""
+    """(cache, mask, last ids): every prompt but its last token in one KV cache.
+
+    A row of the cache is [left padding][shared prefix][gap][own tokens], the mask 0 on the
+    padding and the gap; positions follow the mask (``_forward`` counts them the same way), so
+    decoding sees each prompt as if it had been prefilled alone.
+    """
     from transformers import DynamicCache
 
     dev = next(model.parameters()).device
     decoder, n = model.get_decoder(), prefix.length
-    rows = []
-    for s in seqs:
-        own = s[n:-1]
-        out = decoder(input_ids=torch.tensor([own], device=dev),
-                      position_ids=torch.arange(n, n + len(own), device=dev).unsqueeze(0),
-                      **cache_arg(decoder, DynamicCache(ddp_cache_data=prefix.kv)), use_cache=True)
-        rows.append(_kv_layers(output_cache(out)))
-    width = max(len(s) - 1 for s in seqs)
+    own = [s[n:-1] for s in seqs]
+    parts = [None] * len(seqs)  # per row: (per-layer (keys, values), mask), batch 1 each
+    for group in _prefill_groups([len(o) for o in own], PREFILL_GROUP_TOKENS):
+        w = len(own[group[0]])
+        ids = torch.tensor([[0] * (w - len(own[k])) + own[k] for k in group], device=dev)
+        mask = torch.ones(len(group), n + w, dtype=torch.long, device=dev)
+        for r, k in enumerate(group):
+            mask[r, n:n + w - len(own[k])] = 0
+        kv = [(keys.expand(len(group), -1, -1, -1), values.expand(len(group), -1, -1, -1))
+              for keys, values in prefix.kv]
+        out = decoder(input_ids=ids, attention_mask=mask,
+                      position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, n:],
+                      **cache_arg(decoder, DynamicCache(ddp_cache_data=kv)), use_cache=True)
+        layers = _kv_layers(output_cache(out))
+        for r, k in enumerate(group):
+            parts[k] = ([(keys[r:r + 1], values[r:r + 1]) for keys, values in layers], mask[r:r + 1])
+    width = max(m.shape[-1] for _, m in parts)
 
-    def stack(tensors):  # (1, heads, len, d) each -> (B, heads, width, d), zeros on the left
+    def stack(tensors):  # (1, ..., len_i, d) each -> (B, ..., width, d), zeros on the left
         return torch.cat([torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0)) for t in tensors])
 
-    cache = DynamicCache(ddp_cache_data=[(stack([r[i][0] for r in rows]), stack([r[i][1] for r in rows]))
-                                         for i in range(len(prefix.kv))])
-    mask = torch.zeros(len(seqs), width + 1, dtype=torch.long, device=dev)
-    for i, s in enumerate(seqs):
-        mask[i, width - (len(s) - 1):] = 1
+    cache = DynamicCache(ddp_cache_data=[
+        (stack([kv[i][0] for kv, _ in parts]), stack([kv[i][1] for kv, _ in parts]))
+        for i in range(len(prefix.kv))])
+    mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[-1], 1), value=0) for _, m in parts])
+    mask[:, -1] = 1  # the last prompt token, which decoding feeds first
     last = torch.tensor([[s[-1]] for s in seqs], device=dev)
     return cache, mask, last
 

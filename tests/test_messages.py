@@ -158,6 +158,33 @@ def test_alignment_tiny_left_padded(tiny, tmp_path, monkeypatch, dec, share):
     check_alignment(tiny, cfg, tasks, msgs, spies, stored_rtol=2e-3, live_atol=1e-5)
 
 
+def test_prefill_groups_are_length_sorted_within_budget():
+    groups = mc._prefill_groups([3, 10, 4, 9, 2, 12], budget=23)
+    assert groups == [[5], [1, 3], [2, 0, 4]]  # 12 alone (2 x 12 > 23); 10 + 9 (2 x 10); 4, 3, 2
+    assert mc._prefill_groups([50, 7], budget=23) == [[0], [1]]  # a row past the budget still goes
+
+
+def test_alignment_tiny_prefill_in_groups(tiny, tmp_path, monkeypatch):
+    """Prompts prefilled in several groups of different widths, then decoded as one batch,
+    give each task the states of a teacher-forced pass over its own prompt and plan."""
+    tasks = TASKS
+    cfg = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, seed=5, batch_size=len(tasks))
+    prompts = [mc.prompt_ids(tiny.tokenizer, cfg.prompt_template, t) for _, t in tasks]
+    shared = next(i for i in range(len(prompts[0])) if len({p[i] for p in prompts}) > 1)
+    own = [len(p) - shared - 1 for p in prompts]  # prefilled after the shared prefix
+    # Budget: the longest prompt's own part alone, then pairs or more of the shorter ones.
+    monkeypatch.setattr(mc, "PREFILL_GROUP_TOKENS", 2 * max(own) - 1)
+    grouping = Spy(mc._prefill_groups)
+    monkeypatch.setattr(mc, "_prefill_groups", grouping)
+    spies = spy_batches(monkeypatch)
+    msgs = mc.load_messages(mc.collect_messages(cfg, tasks, out_root=tmp_path, loaded=tiny))
+    assert len(spies[0].calls) == 1 and len(grouping.calls) == 1
+    (lengths, _), _, groups = grouping.calls[0]
+    assert sorted(lengths) == sorted(own) and len(set(own)) > 2
+    assert 2 < len(groups) < len(tasks)
+    check_alignment(tiny, cfg, tasks, msgs, spies, stored_rtol=2e-3, live_atol=1e-5)
+
+
 @pytest.mark.slow
 def test_alignment_smollm2(tmp_path, monkeypatch):
     from interlat_bench.harness.core.models import load
