@@ -98,10 +98,10 @@ class CollectConfig:
     prompt_template: str = ALFWORLD_PLAN_PROMPT
     decoding: Decoding = field(default_factory=Decoding)
     seed: int = 0
-    # Speed only (not part of the content key). 64: on a 2-core CPU a SmolLM2 decode step of
-    # 64 rows takes about 1.5x one of 32 (matrix products run faster with more rows), see
-    # bench/collect_speed.py. The KV cache of 64 rows of 1,000 tokens: 2.9 GB for SmolLM2 in
-    # fp32, 8.4 GB for an 8B sender with 8 key/value heads in bf16.
+    # Part of the content key below fp32 only (see key_dict). 64: on a 2-core CPU a SmolLM2
+    # decode step of 64 rows takes about 1.5x one of 32 (matrix products run faster with more
+    # rows), see bench/collect_speed.py. The KV cache of 64 rows of 1,000 tokens: 2.9 GB for
+    # SmolLM2 in fp32, 8.4 GB for an 8B sender with 8 key/value heads in bf16.
     batch_size: int = 64
     keep_rows: int | None = None  # compressed front end: keep only the first K rows
 
@@ -120,12 +120,16 @@ class CollectConfig:
         return Decoding(**{**asdict(self.decoding), "max_new_tokens": self.keep_rows})
 
     def key_dict(self) -> dict:
-        """Everything that changes the stored content (batch size does not; seed only if sampling)."""
+        """Everything that changes the stored content: seed only if sampling; batch size only
+        below fp32, where the rows a batch holds change the plans (SmolLM2 in bf16: 21 of 128
+        greedy plans the same at batches of 32 and 64; in fp32, all 128)."""
         dec = self.effective_decoding()
         d = {"sender": self.sender, "dtype": self.dtype, "prompt_template": self.prompt_template,
              "decoding": dec.key(), "keep_rows": self.keep_rows}
         if not dec.greedy:
             d["seed"] = self.seed
+        if self.dtype not in ("float32", "fp32"):
+            d["batch_size"] = self.batch_size
         return d
 
     def generation_settings(self) -> dict:

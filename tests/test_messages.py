@@ -236,6 +236,16 @@ def test_keep_rows_is_the_front_of_the_full_message(tiny, tmp_path):
         torch.testing.assert_close(msg.latents, full[tid].latents[:3], rtol=0, atol=0)
 
 
+def test_batch_size_is_in_the_key_below_fp32_only():
+    def key(dtype: str, batch_size: int) -> str:
+        cfg = mc.CollectConfig(sender="tiny-llama", dtype=dtype, decoding=GREEDY, batch_size=batch_size)
+        return mc.content_key(cfg, TASKS)
+
+    assert key("float32", 32) == key("float32", 64)  # batching leaves fp32 plans as they are
+    assert key("bfloat16", 32) != key("bfloat16", 64) != key("float32", 64)
+    assert key("bfloat16", 64) == key("bfloat16", 64)
+
+
 def test_second_call_reuses_without_generating(tiny, tmp_path, monkeypatch):
     cfg = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, batch_size=2)
     first = mc.collect_messages(cfg, TASKS[:3], out_root=tmp_path, loaded=tiny)
