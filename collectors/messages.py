@@ -477,11 +477,8 @@ def _prompt_cache(model, seqs: list[list[int]], prefix: _Prefix):
     own = [s[n:-1] for s in seqs]
     parts = [None] * len(seqs)  # per row: (per-layer (keys, values), mask), batch 1 each
     for group in _prefill_groups([len(o) for o in own], PREFILL_GROUP_TOKENS):
-        w = len(own[group[0]])
-        ids = torch.tensor([[0] * (w - len(own[k])) + own[k] for k in group], device=dev)
-        mask = torch.ones(len(group), n + w, dtype=torch.long, device=dev)
-        for r, k in enumerate(group):
-            mask[r, n:n + w - len(own[k])] = 0
+        ids, own_mask = left_pad([own[k] for k in group], 0, dev)  # pad ids are masked out
+        mask = torch.cat([own_mask.new_ones(len(group), n), own_mask], dim=-1)
         kv = [(keys.expand(len(group), -1, -1, -1), values.expand(len(group), -1, -1, -1))
               for keys, values in prefix.kv]
         out = decoder(input_ids=ids, attention_mask=mask,
