@@ -205,10 +205,10 @@ def main() -> None:
         one_at_a_time(halves[0], "first")
         batched: dict[str, dict] = {}
         ours_file = None
+        batched_label = {d: f"ours, batch {args.batch_size}, {d}" for d in dtypes}
         for d in dtypes:
-            label = f"ours, batch {args.batch_size}, {d}"
             secs, toks, path = ours_collect(loaded[d], tasks, config(d, args.batch_size), tmp / f"batched-{d}")
-            add(label, secs, toks)
+            add(batched_label[d], secs, toks)
             batched[d] = mc.load_messages(path)
             if d == "float32":
                 ours_file = path / mc.DATASET_DIR / mc.DATA_FILE
@@ -239,12 +239,11 @@ def main() -> None:
         roof = roofline(loaded["float32"].model)
         flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
         bf16_flags = [f for f in ("avx512_bf16", "amx_bf16") if f in flags.split()]
-        best = {d: totals[f"ours, batch {args.batch_size}, {d}"][1] / totals[f"ours, batch {args.batch_size}, {d}"][0]
-                for d in dtypes}
+        rate = {d: totals[batched_label[d]][1] / totals[batched_label[d]][0] for d in dtypes}
         print(f"roofline ({roof['params'] / 1e6:.0f}M non-embedding parameters, 2 FLOPs each per token, at this "
               f"machine's matmul peak): float32 {roof['float32']:,.0f} tokens/s, bfloat16 {roof['bfloat16']:,.0f} "
               f"tokens/s (CPU bf16 flags: {', '.join(bf16_flags) or 'none'}); batched collection: "
-              + ", ".join(f"{d} {best[d] / roof[d]:.1%} of its roofline" for d in dtypes if d in roof))
+              + ", ".join(f"{d} {rate[d] / roof[d]:.1%} of its roofline" for d in dtypes if d in roof))
 
         storage_report(subset, [naive_rows[tid] for tid, _ in subset], ours_file,
                        loaded["float32"].hidden_size, tmp)
