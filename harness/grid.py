@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 from interlat_bench.harness.core.errors import UserError
@@ -121,11 +121,12 @@ def expand(
             bench = bcls(bench_params)
             for split in splits:
                 data = bench.fingerprint(split, with_train=mcls.trained_with is not None)
-                base = {**mcls.defaults, **{k: v for k, v in bcls.method_defaults.items() if k in mcls.defaults}}
+                base = {**mcls.defaults, **{k: v for k, v in bench.method_defaults.items() if k in mcls.defaults}}
                 for params in method_configs(mcls, {k: v for k, v in given.items() if k in mcls.defaults}):
-                    training = asdict(mcls({**base, **params}).train_config(bench)) \
-                        if mcls.trained_with is not None else None
                     for seed in seeds:
+                        # A seed is a whole replicate: the receiver is trained with it too.
+                        training = mcls({**base, **params}).train_config(bench, seed).key_dict() \
+                            if mcls.trained_with is not None else None
                         specs.append(RunSpec.make(
                             method=m, benchmark=t, split=split, **model,
                             sender=(receiver if mcls.plans_with_receiver else sender) if mcls.needs_sender() else None, seed=seed,

@@ -339,7 +339,7 @@ def train_stage(ctx: RunContext, method, deepspeed: str | None = None):
     from interlat_bench.methods.sending import collect_plans
     from interlat_bench.trainers.receiver import train_receiver
 
-    cfg = method.train_config(ctx.benchmark)
+    cfg = method.train_config(ctx.benchmark, ctx.spec.seed)
     train = ctx.benchmark.train_samples(limit=cfg.n_train, detours=cfg.detours)
     plans = collect_plans(ctx, train, method.params) if method.trained_with is not MessageKind.NONE else None
     return train_receiver(ctx.spec.receiver, method.trained_with, train, plans or {}, cfg,

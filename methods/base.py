@@ -88,8 +88,8 @@ class Method:
         """Whether the sender model runs (and so belongs in the run key)."""
         return cls.sends is not MessageKind.NONE or cls.trained_with in (MessageKind.TEXT, MessageKind.LATENT)
 
-    def train_config(self, benchmark: Benchmark) -> TrainConfig:
-        """The training settings of a method with ``trained_with`` set."""
+    def train_config(self, benchmark: Benchmark, seed: int = 0) -> TrainConfig:
+        """The training settings of a method with ``trained_with`` set, for the run's ``seed``."""
         raise NotImplementedError(f"method {self.name!r} trains no receiver")
 
     def messages(self, ctx: RunContext, samples: list[Sample], receiver: Receiver | None) -> dict[str, Message]:

@@ -29,12 +29,12 @@ class TrainedReceiver(Method):
     defaults = {**TRAIN_DEFAULTS}
     param_checks = TRAIN_CHECKS
 
-    def train_config(self, benchmark):
+    def train_config(self, benchmark, seed: int = 0):
         from interlat_bench.trainers.receiver import preset
 
         # Benchmark-specific sizing applies to the CPU preset only; `paper` stays as published.
         sizing = benchmark.train_overrides if self.params["preset"] == "quick" else {}
-        overrides = {**sizing, "curriculum": self.params["curriculum"]}
+        overrides = {**sizing, "curriculum": self.params["curriculum"], "seed": seed}
         if self.params.get("n_train") is not None:
             overrides["n_train"] = int(self.params["n_train"])
         return preset(self.params["preset"], **overrides)

@@ -107,3 +107,22 @@ def test_benchmark_settings_from_the_command_line_reach_the_run_key():
         spec("max_turns=3")
     result = CliRunner().invoke(app, ["run", "-m", "no_comm", "-t", "probe", "--setting", "n_options=1"])
     assert result.exit_code != 0 and "n_options=1" in result.output
+
+
+def test_fidelity_counts_the_targets_own_fact_not_its_colour_elsewhere():
+    from interlat_bench.benchmarks.probe import fact_in_plan
+
+    options = ("red", "blue", "green")
+    assert fact_in_plan("1. The key is in the blue box. 2. Open it.", "key", "blue", options)
+    assert fact_in_plan("Go to the blue box\nfor the KEY, it sits in the blue box", "key", "blue", options)
+    # the answer's colour, but for another object; the target named with another colour
+    assert not fact_in_plan("The coin is in the blue box. The key is in the red box.", "key", "blue", options)
+    assert not fact_in_plan("Look in the blue box. Then find the key.", "key", "blue", options)
+    assert not fact_in_plan("The keychain is in the blue box.", "key", "blue", options)
+
+
+def test_plan_tokens_grow_with_the_facts_to_state():
+    from interlat_bench.benchmarks.probe import ProbeBenchmark
+
+    assert ProbeBenchmark({}).method_defaults["plan_tokens"] == 16  # the default probe's keys unchanged
+    assert ProbeBenchmark({"n_facts": 4}).method_defaults["plan_tokens"] == 64

@@ -1,6 +1,5 @@
 import os
 import re
-from dataclasses import asdict
 
 import pytest
 
@@ -45,7 +44,7 @@ def test_key_follows_what_a_training_preset_holds_not_its_name(monkeypatch):
         return cell
 
     before = key("no_comm", preset="cpu")
-    assert dict(before.training) == asdict(receiver.PRESETS["cpu"])  # ALFWorld sizes only the quick preset
+    assert dict(before.training) == receiver.PRESETS["cpu"].key_dict()  # ALFWorld sizes only the quick preset
     assert key("no_comm_zeroshot").training == ()  # trains no receiver
     monkeypatch.setitem(receiver.PRESETS, "cpu", replace(receiver.PRESETS["cpu"], detours=0))
     assert key("no_comm", preset="cpu").run_key != before.run_key
