@@ -43,6 +43,12 @@ CORPUS = [
      "MATH_DATA=/nonexistent"),
     (["run", "-m", "oracle", "-t", "alfworld", "--limit", "1", "--no-leaderboard"],
      {"ALFWORLD_DATA": "/nonexistent"}, "ALFWORLD_DATA=/nonexistent"),
+    (["run", "-m", "text_zeroshot", "-t", "math", "--limit", "1", *TINY], {"MATH_DATA": "{math_empty}"},
+     "math500_test.jsonl is missing"),
+    (["run", "-m", "text_zeroshot", "-t", "math", "--limit", "1", *TINY], {"MATH_DATA": "{math_blank}"},
+     "math500_test.jsonl: no problems in it"),
+    (["run", "-m", "text_zeroshot", "-t", "math", "--limit", "1", *TINY], {"MATH_DATA": "{math_unanswered}"},
+     "math500_test.jsonl:2: no reference answer"),
     (["leaderboard", "--metric", "drop table"], {}, "--metric 'drop table': no such metric"),
     (["leaderboard", "--format", "xml"], {}, "--format 'xml'"),
     (["leaderboard", "--by", "level; drop"], {}, "--by"),
@@ -78,18 +84,26 @@ def recorded(tmp_path_factory):
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     (root / "empty_model").mkdir()
     (root / "garbage.duckdb").write_text("not a database\n")
+    (root / "math_empty").mkdir()
+    (root / "math_blank").mkdir()
+    (root / "math_blank" / "math500_test.jsonl").write_text("")
+    (root / "math_unanswered").mkdir()
+    (root / "math_unanswered" / "math500_test.jsonl").write_text(
+        '{"unique_id": "a", "problem": "1+1?", "solution": "It is $\\\\boxed{2}$."}\n'
+        '{"unique_id": "b", "problem": "2+2?", "solution": "Four."}\n')
     return root, env
 
 
 @pytest.mark.parametrize("args,env,names", CORPUS, ids=[" ".join(c[0][:4]) + f" #{i}" for i, c in enumerate(CORPUS)])
 def test_bad_input_fails_in_one_line_and_changes_nothing(recorded, monkeypatch, args, env, names):
     root, base_env = recorded
+    fill = {"{empty}": str(root / "empty_model"), "{garbage}": str(root / "garbage.duckdb"),
+            "{missing}": str(root / "missing.duckdb"),
+            **{f"{{{name}}}": str(root / name) for name in ("math_empty", "math_blank", "math_unanswered")}}
     for k, v in {**base_env, **env}.items():
-        monkeypatch.setenv(k, v)
+        monkeypatch.setenv(k, fill.get(v, v))
     db = root / "results" / "interlat.duckdb"
     before = _snapshot(db)
-    fill = {"{empty}": str(root / "empty_model"), "{garbage}": str(root / "garbage.duckdb"),
-            "{missing}": str(root / "missing.duckdb")}
     result = CliRunner().invoke(app, [fill.get(a, a) for a in args])
     said = result.output + result.stderr
     assert result.exit_code not in (0, None), said
