@@ -191,3 +191,29 @@ def test_unreadable_results_folder_is_one_line_and_leaves_it_as_it_was(tmp_path,
     assert str(results) in said and said_expected in said, said
     assert "Traceback" not in said and said.count("\n") <= 2, said
     assert sorted(p.name for p in results.iterdir()) == before
+
+
+def _copy_results(recorded, tmp_path, monkeypatch):
+    """A private copy of the recorded results folder, the environment pointing at it."""
+    import shutil
+
+    root, env = recorded
+    shutil.copytree(root / "results", tmp_path / "results")
+    for k, v in {**env, "INTERLAT_RESULTS": str(tmp_path / "results")}.items():
+        monkeypatch.setenv(k, v)
+    return tmp_path / "results"
+
+
+def test_a_run_record_with_a_bad_time_is_set_aside_once_and_the_commands_go_on(recorded, tmp_path, monkeypatch):
+    results = _copy_results(recorded, tmp_path, monkeypatch)
+    bad = results / "shards" / "0123456789abcdef" / "run.json"
+    bad.parent.mkdir()
+    bad.write_text('{"run_key": "0123456789abcdef", "status": "complete", "created_at": "yesterday"}\n')
+    first = CliRunner().invoke(app, ["ingest"])
+    assert first.exit_code == 0, first.output + first.stderr
+    assert "runs.created_at is 'yesterday'" in first.stderr and "set aside" in first.stderr, first.stderr
+    assert not bad.exists() and (results / "shards" / ".quarantine" / bad.parent.name / "run.json").exists()
+    for command in (["runs"], ["ingest"], ["leaderboard"]):
+        again = CliRunner().invoke(app, command)
+        assert again.exit_code == 0, again.output + again.stderr
+        assert "set aside" not in again.stderr
