@@ -92,19 +92,32 @@ def _known_in_db(db: Path, column: str, wanted: list[str], flag: str) -> None:
 BUILTIN_METRICS = ("success", "score", "steps", "steps_success")
 
 
-def _known_metric(db: Path, metric: str, flag: str = "--metric") -> None:
-    """A metric is a built-in one or a key some sample's metrics JSON holds (its first part,
-    for a dotted path)."""
+def _metric_keys(db: Path) -> list[str]:
+    """The keys some sample's metrics JSON holds (what --metric and --by may name)."""
     from interlat_bench.results.store import Store
 
-    if metric in BUILTIN_METRICS:
-        return
     with Store(db).reader() as con:
-        keys = sorted({k for (k,) in con.execute(
+        return sorted({k for (k,) in con.execute(
             "SELECT DISTINCT unnest(json_keys(metrics)) FROM samples WHERE metrics IS NOT NULL").fetchall()}
             - {"transcript", "traceback", "actions"})
+
+
+def _known_metric(db: Path, metric: str, flag: str = "--metric") -> None:
+    """A metric is a built-in one or a metrics key (its first part, for a dotted path)."""
+    if metric in BUILTIN_METRICS:
+        return
+    keys = _metric_keys(db)
     if metric.split(".")[0] not in keys:
         _refuse_unknown(flag, metric, [*BUILTIN_METRICS, *keys], f"no such metric in {db}", "known")
+
+
+def _known_by(db: Path, by: str | None) -> None:
+    """--by names a metrics key; an unknown one would give a column of '-'."""
+    if by is None:
+        return
+    keys = _metric_keys(db)
+    if by.split(".")[0] not in keys:
+        _refuse_unknown("--by", by, keys, f"no such metrics key in {db}", "known")
 
 
 def _known_tags(db: Path, tags: list[str]) -> None:
@@ -262,12 +275,15 @@ def run(
         if not methods or not tasks:
             raise UserError("give --methods and --tasks (or a --grid file with methods and tasks)")
         sender, receiver = chosen["sender"] or "smollm2-135m", chosen["receiver"] or "smollm2-135m"
-        seeds, limit, max_steps = chosen["seeds"] or "0", chosen["limit"], chosen["max_steps"]
+        seeds = "0" if chosen["seeds"] is None else chosen["seeds"]  # given empty: a slip, not seed 0
+        limit, max_steps = chosen["limit"], chosen["max_steps"]
         max_new_tokens, dtype = chosen["max_new_tokens"], chosen["dtype"] or "auto"
         try:
             seed_list = [int(s) for s in split_csv(seeds)]
         except ValueError:
-            raise UserError(f"--seeds {seeds!r}: expected comma-separated integers") from None
+            seed_list = []
+        if not seed_list:
+            raise UserError(f"--seeds {seeds!r}: expected comma-separated integers")
         specs = expand(
             methods_csv=methods, tasks_csv=tasks, splits_csv=splits, seeds=seed_list, sender=sender,
             receiver=receiver, dtype=_concrete_dtype(dtype), limit=limit,
@@ -454,6 +470,7 @@ def leaderboard(
                                     ("receiver", receiver, "--receiver")):
             _known_in_db(path, column, split_csv(value), flag)
         _known_metric(path, metric)
+        _known_by(path, by)
         tags = _tags(tag)
         _known_tags(path, tags)
         filters = Filters(tags=tags or None, run_keys=run_key or None, params=_params(param) or None,
@@ -601,6 +618,8 @@ def report(
 
         _existing_db(db)
         folder = out or _db(db).parent / "report"
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"--out {folder}: a file stands there; the report is a folder of tables")
         written = rp.write(_db(db), folder, baseline=baseline, marks=_diagnostic_marks(), html=html)
         tables = sorted(n.removesuffix(".csv") for n in written if n.endswith(".csv"))
         console.print(f"report: {', '.join(tables) or 'no tables (no results yet)'} -> {folder}")

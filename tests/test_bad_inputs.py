@@ -20,6 +20,8 @@ CORPUS = [
     (["run", "-m", "latent", "-t", "math", "--limit", "0", *TINY], {}, "--limit"),
     (["run", "-m", "latent", "-t", "math", "--limit", "abc", *TINY], {}, "--limit"),
     (["run", "-m", "latent", "-t", "math", "--seeds", "x", *TINY], {}, "--seeds 'x'"),
+    (["run", "-m", "no_comm_zeroshot", "-t", "math", "--limit", "1", "--seeds", "", *TINY], {}, "--seeds ''"),
+    (["run", "-m", "no_comm_zeroshot", "-t", "math", "--limit", "1", "--seeds", ",", *TINY], {}, "--seeds ','"),
     (["run", "-m", "latent", "-t", "math", "--splits", "nosplit", *TINY], {}, "split 'nosplit'"),
     (["run", "-m", "latent", "-t", "math", "--param", "plan_tokens=0", *TINY], {}, "plan_tokens=0"),
     (["run", "-m", "latent", "-t", "math", "--param", "n_train=abc", *TINY], {}, "n_train='abc'"),
@@ -52,6 +54,9 @@ CORPUS = [
     (["leaderboard", "--metric", "drop table"], {}, "--metric 'drop table': no such metric"),
     (["leaderboard", "--format", "xml"], {}, "--format 'xml'"),
     (["leaderboard", "--by", "level; drop"], {}, "--by"),
+    (["leaderboard", "--by", "nonexistent"], {}, "--by 'nonexistent': no such metrics key"),
+    (["leaderboard", "--by", "levle"], {}, "did you mean 'level'?"),
+    (["report", "--out", "{file}"], {}, "--out {file}: a file stands there"),
     (["leaderboard", "--db", "{garbage}"], {}, "not a valid DuckDB database"),
     (["report", "--db", "{missing}"], {}, "no results database"),
     (["sql", "drop table runs"], {}, "DROP"),
@@ -84,6 +89,7 @@ def recorded(tmp_path_factory):
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     (root / "empty_model").mkdir()
     (root / "garbage.duckdb").write_text("not a database\n")
+    (root / "a_file").write_text("someone's notes\n")
     (root / "math_empty").mkdir()
     (root / "math_blank").mkdir()
     (root / "math_blank" / "math500_test.jsonl").write_text("")
@@ -98,7 +104,7 @@ def recorded(tmp_path_factory):
 def test_bad_input_fails_in_one_line_and_changes_nothing(recorded, monkeypatch, args, env, names):
     root, base_env = recorded
     fill = {"{empty}": str(root / "empty_model"), "{garbage}": str(root / "garbage.duckdb"),
-            "{missing}": str(root / "missing.duckdb"),
+            "{missing}": str(root / "missing.duckdb"), "{file}": str(root / "a_file"),
             **{f"{{{name}}}": str(root / name) for name in ("math_empty", "math_blank", "math_unanswered")}}
     for k, v in {**base_env, **env}.items():
         monkeypatch.setenv(k, fill.get(v, v))
@@ -109,7 +115,7 @@ def test_bad_input_fails_in_one_line_and_changes_nothing(recorded, monkeypatch, 
     assert result.exit_code not in (0, None), said
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), \
         f"traceback instead of a message: {result.exception!r}"
-    assert names in said, said
+    assert fill.get(names, names).replace("{file}", fill["{file}"]) in said, said
     assert _snapshot(db) == before  # nothing half-written
     assert not list((root / "results" / "shards").glob("*/*.jsonl"))
 
@@ -217,3 +223,16 @@ def test_a_run_record_with_a_bad_time_is_set_aside_once_and_the_commands_go_on(r
         again = CliRunner().invoke(app, command)
         assert again.exit_code == 0, again.output + again.stderr
         assert "set aside" not in again.stderr
+
+
+def test_a_limit_beyond_the_split_says_so_in_one_line(recorded, tmp_path, monkeypatch):
+    _copy_results(recorded, tmp_path, monkeypatch)
+    math = tmp_path / "math"
+    math.mkdir()
+    (math / "math500_test.jsonl").write_text("".join(
+        f'{{"unique_id": "p{i}", "problem": "{i}+{i}?", "solution": "x", "answer": "{2 * i}"}}\n' for i in range(2)))
+    monkeypatch.setenv("MATH_DATA", str(math))
+    result = CliRunner().invoke(app, ["run", "-m", "no_comm_zeroshot", "-t", "math", "--limit", "100000",
+                                      "--max-new-tokens", "2", *TINY])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert result.stderr.count("--limit 100000: math/math500 has 2 samples; running all of them") == 1, result.stderr
