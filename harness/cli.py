@@ -57,10 +57,15 @@ def user_errors():
 
 
 def _existing_db(db: Path | None) -> Path:
-    """The results database to read, which must exist."""
-    if not _db(db).exists():
-        raise UserError(f"no results database at {_db(db)}: run `interlat-bench run ...` first")
-    return _db(db)
+    """The results database to read, which must exist (readers never create one)."""
+    path = _db(db)
+    if not path.exists():
+        shards = path.parent / "shards"
+        if any(shards.glob("*/*.jsonl")):  # a run killed before its first ingest
+            raise UserError(f"no results database at {path} yet, but finished samples wait in {shards}: "
+                            "load them with `interlat-bench ingest`")
+        raise UserError(f"no results database at {path}: run `interlat-bench run ...` first")
+    return path
 
 
 def _table_format(format: str, allowed: tuple[str, ...] = ("rich", "md", "csv")) -> str:

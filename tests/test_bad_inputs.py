@@ -59,6 +59,9 @@ CORPUS = [
     (["report", "--out", "{file}"], {}, "--out {file}: a file stands there"),
     (["leaderboard", "--db", "{garbage}"], {}, "not a valid DuckDB database"),
     (["report", "--db", "{missing}"], {}, "no results database"),
+    (["leaderboard"], {"INTERLAT_RESULTS": "{file}"}, "INTERLAT_RESULTS={file}: a file stands where the results folder"),
+    (["run", "-m", "no_comm_zeroshot", "-t", "math", "--limit", "1", *TINY], {"INTERLAT_RESULTS": "{file}"},
+     "INTERLAT_RESULTS={file}: a file stands where the results folder"),
     (["sql", "drop table runs"], {}, "DROP"),
     (["sql", "select * from nosuch"], {}, "nosuch"),
     (["sql", "call enable_logging('x')"], {}, "sql"),
@@ -115,7 +118,7 @@ def test_bad_input_fails_in_one_line_and_changes_nothing(recorded, monkeypatch, 
     assert result.exit_code not in (0, None), said
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), \
         f"traceback instead of a message: {result.exception!r}"
-    assert fill.get(names, names).replace("{file}", fill["{file}"]) in said, said
+    assert names.replace("{file}", fill["{file}"]) in said, said
     assert _snapshot(db) == before  # nothing half-written
     assert not list((root / "results" / "shards").glob("*/*.jsonl"))
 
@@ -236,3 +239,65 @@ def test_a_limit_beyond_the_split_says_so_in_one_line(recorded, tmp_path, monkey
                                       "--max-new-tokens", "2", *TINY])
     assert result.exit_code == 0, result.output + result.stderr
     assert result.stderr.count("--limit 100000: math/math500 has 2 samples; running all of them") == 1, result.stderr
+
+
+def _foreign_database(kind: str, path, recorded_db) -> str:
+    """Write a database file that is not an intact results database; returns what the refusal names."""
+    import sqlite3
+
+    import duckdb
+
+    if kind == "empty duckdb":
+        duckdb.connect(str(path)).close()
+        return "is not an interlat-bench results database (it holds no tables)"
+    if kind == "someone's duckdb":
+        con = duckdb.connect(str(path))
+        con.execute("CREATE TABLE customers AS SELECT 1 AS id, 'Ada' AS name")
+        con.close()
+        return "is not an interlat-bench results database (its tables: customers)"
+    if kind == "sqlite":
+        con = sqlite3.connect(path)
+        con.execute("CREATE TABLE customers (id INTEGER)")
+        con.commit()
+        con.close()
+        return "is an SQLite file, not a DuckDB results database"
+    data = recorded_db.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    return "is truncated"
+
+
+READERS = [["leaderboard"], ["runs"], ["sql", "select 1"], ["show", "abc", "def"], ["report"],
+           ["run", "-m", "no_comm_zeroshot", "-t", "math", "--limit", "1", *TINY]]
+
+
+@pytest.mark.parametrize("kind", ["empty duckdb", "someone's duckdb", "sqlite", "truncated"])
+def test_a_database_that_is_not_ours_or_not_whole_is_refused_by_name_and_left_as_it_was(recorded, tmp_path,
+                                                                                     monkeypatch, kind):
+    root, env = recorded
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    db = folder / "interlat.duckdb"
+    names = _foreign_database(kind, db, root / "results" / "interlat.duckdb")
+    before, listing = _snapshot(db), sorted(p.name for p in folder.iterdir())
+    for command in READERS:
+        result = CliRunner().invoke(app, [*command, "--db", str(db)])
+        said = result.output + result.stderr
+        assert result.exit_code == 1, f"{command}: {said}"
+        assert isinstance(result.exception, SystemExit), f"{command}: traceback {result.exception!r}"
+        assert f"{db} {names}" in result.stderr and result.stderr.count("\n") == 1, f"{command}: {said}"
+        assert _snapshot(db) == before and sorted(p.name for p in folder.iterdir()) == listing, command
+
+
+def test_readers_name_ingest_when_shards_wait_without_a_database(recorded, tmp_path, monkeypatch):
+    results = _copy_results(recorded, tmp_path, monkeypatch)
+    (results / "interlat.duckdb").unlink()
+    (results / "shards" / "0123456789abcdef").mkdir()
+    (results / "shards" / "0123456789abcdef" / "1-1-0.jsonl").write_text(
+        '{"table": "samples", "sample_id": "s1", "success": true}\n')
+    for command in (["runs"], ["leaderboard"], ["sql", "select 1"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 1, result.output + result.stderr
+        assert "finished samples wait in" in result.stderr and "`interlat-bench ingest`" in result.stderr
+        assert not (results / "interlat.duckdb").exists()
