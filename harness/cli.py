@@ -4,6 +4,7 @@ commands, so `--help` and `ls` stay fast."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from pathlib import Path
 
@@ -54,6 +55,22 @@ def user_errors():
     except PermissionError as e:  # a folder or file of someone else's, or read-only
         err.print(f"[bold red]error:[/bold red] permission denied: {e.filename or e}", highlight=False)
         raise typer.Exit(1) from None
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        # Files are written whole or not at all (harness.core.atomic) and ingest is one transaction.
+        where = f" ({e.filename})" if e.filename else ""
+        err.print(f"[bold red]error:[/bold red] {e.strerror}{where}: what was stored before is intact; "
+                  "make room (or choose another folder) and run again", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _check_cache() -> None:
+    """A read-only cache found before any work: found midway, it failed a run that was
+    complete (its status turned `failed`)."""
+    from interlat_bench.harness.core.settings import CACHE_ENV, cache_dir
+
+    check_writable(cache_dir(), "cache folder", f"choose another with ${CACHE_ENV}")
 
 
 def _existing_db(db: Path | None) -> Path:
@@ -304,6 +321,7 @@ def run(
             _print_plan(specs, _db(db))
             return
         check_writable(_db(db).parent, "results folder")
+        _check_cache()
         _run_with_progress(specs, _db(db), workers, tags, eval_batch, episode_workers, episode_batch)
         if leaderboard_after:
             try:
@@ -712,6 +730,7 @@ def collect(
         from interlat_bench.harness import terminal
 
         terminal.setup(err, quiet=quiet, verbose=verbose, log_file=log_file)
+        _check_cache()
         from interlat_bench.harness.core.registry import benchmarks
         from interlat_bench.methods.base import RunContext
         from interlat_bench.methods.sending import collect_plans
@@ -745,6 +764,7 @@ def train(
         from interlat_bench.harness import terminal
 
         terminal.setup(err, quiet=quiet, verbose=verbose, log_file=log_file)
+        _check_cache()
         _method_paths(method_path)
         from interlat_bench.harness.core.registry import benchmarks, methods
         from interlat_bench.harness.runner import train_stage

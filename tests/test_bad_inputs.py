@@ -301,3 +301,73 @@ def test_readers_name_ingest_when_shards_wait_without_a_database(recorded, tmp_p
         assert result.exit_code == 1, result.output + result.stderr
         assert "finished samples wait in" in result.stderr and "`interlat-bench ingest`" in result.stderr
         assert not (results / "interlat.duckdb").exists()
+
+
+def _status(db) -> list:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT run_key, status FROM runs ORDER BY 1").fetchall()
+    finally:
+        con.close()
+
+
+def _cli(prefix: list[str], args: list[str], env: dict, cwd, command: list[str] | None = None) -> tuple[int, str]:
+    """The CLI (or ``command``) in a subprocess under a mount prefix; its exit status and all it said."""
+    import os
+    import subprocess
+    import sys
+
+    command = command or [sys.executable, "-m", "interlat_bench.harness.cli", *args]
+    done = subprocess.run([*prefix, *command], capture_output=True,
+                          text=True, cwd=cwd, env={**os.environ, **env, "HOME": str(cwd)}, timeout=300)
+    return done.returncode, done.stdout + done.stderr
+
+
+MORE = ["run", "-m", "text_zeroshot", "-t", "math", "--limit", "2", "--max-new-tokens", "4", *TINY]
+
+
+def test_a_read_only_cache_is_refused_before_a_complete_run_is_touched(recorded, tmp_path, monkeypatch):
+    import shutil
+
+    results = _copy_results(recorded, tmp_path, monkeypatch)
+    cache = tmp_path / "cache"
+    shutil.copytree(recorded[0] / "cache", cache)
+    db = results / "interlat.duckdb"
+    before, statuses = _snapshot(db), _status(db)
+    code, said = _cli(_read_only(cache), MORE, {"INTERLAT_CACHE": str(cache)}, tmp_path)
+    assert code == 1, said
+    assert f"cache folder {cache} is not writable (Read-only file system): choose another with $INTERLAT_CACHE" \
+        in said and "Traceback" not in said and said.count("\n") == 1, said
+    assert _snapshot(db) == before and _status(db) == statuses == [(statuses[0][0], "complete")]
+
+
+def _full_disk(tmp_path, results) -> list[str]:
+    """A command prefix under which ``results`` (a copy) lies on a full 4 MiB tmpfs mounted at
+    ``tmp_path/full`` (a private mount namespace of an unprivileged user namespace)."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    script = ('mount -t tmpfs -o size=4m tmpfs "$1" && cp -a "$2" "$1/results" && '
+              '{ dd if=/dev/zero of="$1/filler" bs=4k 2>/dev/null; true; } && shift 2 && exec "$@"')
+    prefix = ["unshare", "-rm", "sh", "-c", script, "sh", str(mount), str(results)]
+    if not shutil.which("unshare") or subprocess.run([*prefix, "true"], capture_output=True).returncode:
+        pytest.skip("no unprivileged mount namespace here (unshare -rm) to mount a small tmpfs")
+    return prefix
+
+
+def test_a_full_disk_is_one_line_and_the_database_stays_intact(recorded, tmp_path, monkeypatch):
+    import sys
+
+    results = _copy_results(recorded, tmp_path, monkeypatch)
+    db = tmp_path / "full" / "results" / "interlat.duckdb"
+    # The mount lives as long as the command: the same command then prints the database's digest.
+    then_digest = ["sh", "-c", '"$0" -m interlat_bench.harness.cli "$@"; echo "exit $?"; sha256sum "$DB"',
+                   sys.executable, *MORE, "--db", str(db)]
+    code, said = _cli(_full_disk(tmp_path, results), [], {"DB": str(db)}, tmp_path, then_digest)
+    assert f"exit 1\n{_snapshot(results / 'interlat.duckdb')}" in said, said
+    assert "No space left on device" in said and "what was stored before is intact" in said, said
+    assert "Traceback" not in said and said.count("error") == 1, said
