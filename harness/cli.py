@@ -878,7 +878,25 @@ def _describe(name: str) -> None:
 
 
 def main() -> None:
-    sys.exit(app())
+    """The entry point. Ctrl-C anywhere ends in one line and exit status 130. The signal itself is
+    noted: DuckDB turns it into RuntimeError('Query interrupted'), and Typer into a silent exit."""
+    import signal
+
+    interrupted = []
+
+    def on_ctrl_c(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        sys.exit(app())
+    except BaseException as exc:
+        if not interrupted and not isinstance(exc, KeyboardInterrupt):
+            raise
+    err.print("interrupted: files are written whole or not at all; run the same command again to go on",
+              highlight=False)
+    sys.exit(130)
 
 
 if __name__ == "__main__":  # python -m interlat_bench.harness.cli (where the script is not installed)

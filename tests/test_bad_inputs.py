@@ -371,3 +371,62 @@ def test_a_full_disk_is_one_line_and_the_database_stays_intact(recorded, tmp_pat
     assert f"exit 1\n{_snapshot(results / 'interlat.duckdb')}" in said, said
     assert "No space left on device" in said and "what was stored before is intact" in said, said
     assert "Traceback" not in said and said.count("error") == 1, said
+
+
+def _press_ctrl_c():
+    raise KeyboardInterrupt
+
+
+def _interrupt_in_a_query():
+    """What Ctrl-C does during a DuckDB query: the query ends in RuntimeError, not KeyboardInterrupt."""
+    import os
+    import signal
+    import threading
+
+    import duckdb
+
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    duckdb.connect().execute("SELECT count(*) FROM range(3000000000) t(i) WHERE i % 7 = 3").fetchall()  # seconds
+
+
+@pytest.mark.parametrize("app_", [_press_ctrl_c, _interrupt_in_a_query],
+                         ids=["KeyboardInterrupt", "DuckDB query interrupted"])
+def test_ctrl_c_at_the_entry_point_is_one_line_and_exit_130(monkeypatch, capsys, app_):
+    import signal
+
+    from interlat_bench.harness import cli
+
+    monkeypatch.setattr(cli, "app", app_)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    said = capsys.readouterr()
+    assert exit_.value.code == 130
+    assert said.err.startswith("interrupted: ") and said.err.count("\n") == 1 and not said.out, said
+
+
+def test_ctrl_c_during_a_slow_command_is_one_line_and_exit_130(recorded, tmp_path, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = _copy_results(recorded, tmp_path, monkeypatch)
+    before = _snapshot(results / "interlat.duckdb")
+    proc = subprocess.Popen([sys.executable, "-m", "interlat_bench.harness.cli", "sql",
+                             "SELECT count(*) FROM range(1000000000000) t(i) WHERE i % 7 = 3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        time.sleep(8)  # past start-up: the query runs for many minutes
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        out, said = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, said
+    assert said.startswith("interrupted: ") and said.count("\n") == 1 and "Traceback" not in said, said
+    assert _snapshot(results / "interlat.duckdb") == before
