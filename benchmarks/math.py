@@ -35,20 +35,29 @@ def _level(raw) -> int | None:
 
 
 @cache
-def _read(path: Path) -> tuple[Sample, ...]:
+def _read(path: Path, graded: bool) -> tuple[Sample, ...]:
+    """The problems of one file. ``graded`` (an evaluation split): each must have a reference
+    answer, its ``answer`` field or else the ``\\boxed{}`` of its solution; training rows need
+    only their solution."""
     samples = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             try:
                 row = json.loads(line)
+                answer = row.get("answer") or last_boxed(row["solution"])
                 samples.append(Sample(
                     id=row["unique_id"],
                     task=row["problem"],
-                    data={"answer": row.get("answer"), "solution": row["solution"],
+                    data={"answer": answer, "solution": row["solution"],
                           "level": _level(row.get("level")), "subject": row.get("subject") or row.get("type")},
                 ))
-            except (json.JSONDecodeError, KeyError) as e:
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:  # not an object, a key missing
                 raise UserError(f"{path}:{n}: expected a JSON object with unique_id, problem, solution ({e})") from None
+            if graded and not answer:  # it would be graded against nothing: never a success, never an error
+                raise UserError(f"{path}:{n}: no reference answer (neither an `answer` field nor a \\boxed{{}} "
+                                "in its solution)")
+    if not samples:  # an empty split would run nothing and still exit 0
+        raise UserError(f"{path}: no problems in it (an empty file)")
     return tuple(samples)
 
 
@@ -62,13 +71,14 @@ class MathBenchmark(Benchmark):
     cpu_limit = 10
 
     def _load(self, split: str) -> tuple[Sample, ...]:
+        return _read(self.data_files(split)[0], split != "train")
+
+    def data_files(self, split: str) -> list[Path]:
+        """The split's file, which must exist (its fingerprint is taken before it is read)."""
         path = math_dir(self.params.get("data_dir")) / FILES[split]
         if not path.exists():
             raise UserError(f"MATH split {split!r}: {path} is missing (expected {FILES[split]})")
-        return _read(path)
-
-    def data_files(self, split: str) -> list[Path]:
-        return [math_dir(self.params.get("data_dir")) / FILES[split]]
+        return [path]
 
     def samples(self, split: str, limit: int | None = None) -> list[Sample]:
         if split not in FILES:

@@ -4,6 +4,7 @@ commands, so `--help` and `ls` stay fast."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from pathlib import Path
 
@@ -54,13 +55,34 @@ def user_errors():
     except PermissionError as e:  # a folder or file of someone else's, or read-only
         err.print(f"[bold red]error:[/bold red] permission denied: {e.filename or e}", highlight=False)
         raise typer.Exit(1) from None
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        # Files are written whole or not at all (harness.core.atomic) and ingest is one transaction.
+        where = f" ({e.filename})" if e.filename else ""
+        err.print(f"[bold red]error:[/bold red] {e.strerror}{where}: what was stored before is intact; "
+                  "make room (or choose another folder) and run again", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _check_cache() -> None:
+    """A read-only cache found before any work: found midway, it failed a run that was
+    complete (its status turned `failed`)."""
+    from interlat_bench.harness.core.settings import CACHE_ENV, cache_dir
+
+    check_writable(cache_dir(), "cache folder", f"choose another with ${CACHE_ENV}")
 
 
 def _existing_db(db: Path | None) -> Path:
-    """The results database to read, which must exist."""
-    if not _db(db).exists():
-        raise UserError(f"no results database at {_db(db)}: run `interlat-bench run ...` first")
-    return _db(db)
+    """The results database to read, which must exist (readers never create one)."""
+    path = _db(db)
+    if not path.exists():
+        shards = path.parent / "shards"
+        if any(shards.glob("*/*.jsonl")):  # a run killed before its first ingest
+            raise UserError(f"no results database at {path} yet, but finished samples wait in {shards}: "
+                            "load them with `interlat-bench ingest`")
+        raise UserError(f"no results database at {path}: run `interlat-bench run ...` first")
+    return path
 
 
 def _table_format(format: str, allowed: tuple[str, ...] = ("rich", "md", "csv")) -> str:
@@ -92,19 +114,32 @@ def _known_in_db(db: Path, column: str, wanted: list[str], flag: str) -> None:
 BUILTIN_METRICS = ("success", "score", "steps", "steps_success")
 
 
-def _known_metric(db: Path, metric: str, flag: str = "--metric") -> None:
-    """A metric is a built-in one or a key some sample's metrics JSON holds (its first part,
-    for a dotted path)."""
+def _metric_keys(db: Path) -> list[str]:
+    """The keys some sample's metrics JSON holds (what --metric and --by may name)."""
     from interlat_bench.results.store import Store
 
-    if metric in BUILTIN_METRICS:
-        return
     with Store(db).reader() as con:
-        keys = sorted({k for (k,) in con.execute(
+        return sorted({k for (k,) in con.execute(
             "SELECT DISTINCT unnest(json_keys(metrics)) FROM samples WHERE metrics IS NOT NULL").fetchall()}
             - {"transcript", "traceback", "actions"})
+
+
+def _known_metric(db: Path, metric: str, flag: str = "--metric") -> None:
+    """A metric is a built-in one or a metrics key (its first part, for a dotted path)."""
+    if metric in BUILTIN_METRICS:
+        return
+    keys = _metric_keys(db)
     if metric.split(".")[0] not in keys:
         _refuse_unknown(flag, metric, [*BUILTIN_METRICS, *keys], f"no such metric in {db}", "known")
+
+
+def _known_by(db: Path, by: str | None) -> None:
+    """--by names a metrics key; an unknown one would give a column of '-'."""
+    if by is None:
+        return
+    keys = _metric_keys(db)
+    if by.split(".")[0] not in keys:
+        _refuse_unknown("--by", by, keys, f"no such metrics key in {db}", "known")
 
 
 def _known_tags(db: Path, tags: list[str]) -> None:
@@ -262,12 +297,15 @@ def run(
         if not methods or not tasks:
             raise UserError("give --methods and --tasks (or a --grid file with methods and tasks)")
         sender, receiver = chosen["sender"] or "smollm2-135m", chosen["receiver"] or "smollm2-135m"
-        seeds, limit, max_steps = chosen["seeds"] or "0", chosen["limit"], chosen["max_steps"]
+        seeds = "0" if chosen["seeds"] is None else chosen["seeds"]  # given empty: a slip, not seed 0
+        limit, max_steps = chosen["limit"], chosen["max_steps"]
         max_new_tokens, dtype = chosen["max_new_tokens"], chosen["dtype"] or "auto"
         try:
             seed_list = [int(s) for s in split_csv(seeds)]
         except ValueError:
-            raise UserError(f"--seeds {seeds!r}: expected comma-separated integers") from None
+            seed_list = []
+        if not seed_list:
+            raise UserError(f"--seeds {seeds!r}: expected comma-separated integers")
         specs = expand(
             methods_csv=methods, tasks_csv=tasks, splits_csv=splits, seeds=seed_list, sender=sender,
             receiver=receiver, dtype=_concrete_dtype(dtype), limit=limit,
@@ -283,6 +321,7 @@ def run(
             _print_plan(specs, _db(db))
             return
         check_writable(_db(db).parent, "results folder")
+        _check_cache()
         _run_with_progress(specs, _db(db), workers, tags, eval_batch, episode_workers, episode_batch)
         if leaderboard_after:
             try:
@@ -454,6 +493,7 @@ def leaderboard(
                                     ("receiver", receiver, "--receiver")):
             _known_in_db(path, column, split_csv(value), flag)
         _known_metric(path, metric)
+        _known_by(path, by)
         tags = _tags(tag)
         _known_tags(path, tags)
         filters = Filters(tags=tags or None, run_keys=run_key or None, params=_params(param) or None,
@@ -601,6 +641,8 @@ def report(
 
         _existing_db(db)
         folder = out or _db(db).parent / "report"
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"--out {folder}: a file stands there; the report is a folder of tables")
         written = rp.write(_db(db), folder, baseline=baseline, marks=_diagnostic_marks(), html=html)
         tables = sorted(n.removesuffix(".csv") for n in written if n.endswith(".csv"))
         console.print(f"report: {', '.join(tables) or 'no tables (no results yet)'} -> {folder}")
@@ -688,6 +730,7 @@ def collect(
         from interlat_bench.harness import terminal
 
         terminal.setup(err, quiet=quiet, verbose=verbose, log_file=log_file)
+        _check_cache()
         from interlat_bench.harness.core.registry import benchmarks
         from interlat_bench.methods.base import RunContext
         from interlat_bench.methods.sending import collect_plans
@@ -721,6 +764,7 @@ def train(
         from interlat_bench.harness import terminal
 
         terminal.setup(err, quiet=quiet, verbose=verbose, log_file=log_file)
+        _check_cache()
         _method_paths(method_path)
         from interlat_bench.harness.core.registry import benchmarks, methods
         from interlat_bench.harness.runner import train_stage
@@ -834,7 +878,25 @@ def _describe(name: str) -> None:
 
 
 def main() -> None:
-    sys.exit(app())
+    """The entry point. Ctrl-C anywhere ends in one line and exit status 130. The signal itself is
+    noted: DuckDB turns it into RuntimeError('Query interrupted'), and Typer into a silent exit."""
+    import signal
+
+    interrupted = []
+
+    def on_ctrl_c(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        sys.exit(app())
+    except BaseException as exc:
+        if not interrupted and not isinstance(exc, KeyboardInterrupt):
+            raise
+    err.print("interrupted: files are written whole or not at all; run the same command again to go on",
+              highlight=False)
+    sys.exit(130)
 
 
 if __name__ == "__main__":  # python -m interlat_bench.harness.cli (where the script is not installed)

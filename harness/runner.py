@@ -266,6 +266,8 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
     bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
     method = methods.get(spec.method)(dict(spec.method_params))
     samples = bench.samples(spec.split, spec.limit)
+    if spec.limit is not None and len(samples) < spec.limit:  # the split is all there is: say so
+        log(f"--limit {spec.limit}: {spec.benchmark}/{spec.split} has {len(samples)} samples; running all of them")
     done = resume_ids(store, shard_root, spec.run_key)
     todo = [s for s in samples if s.id not in done]
     writer = ShardWriter(shard_root, spec.run_key)

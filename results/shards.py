@@ -323,6 +323,14 @@ def _check_run(run: Any) -> str | None:
     tags = run.get("tags")
     if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
         return f"runs.tags is {tags!r:.40}, expected a list of strings"
+    for name in ("spec", "versions"):  # a string would be taken for JSON text, and fail inside the transaction
+        if run.get(name) is not None and not isinstance(run[name], dict):
+            return f"runs.{name} is {type(run[name]).__name__}, expected an object"
+    for name in ("created_at", "updated_at"):
+        try:
+            to_timestamp(run.get(name))
+        except (TypeError, ValueError):
+            return f"runs.{name} is {run[name]!r:.40}, expected an ISO-8601 time"
     return None
 
 

@@ -199,6 +199,43 @@ class Store:
     # -- connections ---------------------------------------------------------------------
 
     def _connect(self, *, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+        """A connection to this file, which must be an intact results database of ours: every
+        command opens it here, so a foreign or damaged file is refused before anything reads
+        or writes it."""
+        try:
+            with open(self.path, "rb") as fh:
+                head = fh.read(16)
+        except FileNotFoundError:
+            head = None  # the writer creates it
+        except OSError as exc:
+            raise UserError(f"cannot open results database {self.path}: {exc.strerror}") from None
+        if head == b"SQLite format 3\0":  # DuckDB would try to download its SQLite extension
+            raise UserError(f"{self.path} is an SQLite file, not a DuckDB results database: give another --db")
+        con = self._open(read_only=read_only, config=config)
+        try:
+            self._check_file(con, fresh=head is None)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _check_file(self, con: duckdb.DuckDBPyConnection, *, fresh: bool) -> None:
+        """Refuse a file cut short (DuckDB reads its missing blocks as zeros, or fails later at an
+        ingest) and a DuckDB file without our schema (someone else's, or an empty one): readers
+        never write, and the writer never adds our tables to another database."""
+        blocks, block_size = con.execute("SELECT total_blocks, block_size FROM pragma_database_size()").fetchone()
+        size, expected = self.path.stat().st_size, 3 * 4096 + blocks * block_size  # 3 header blocks, then data
+        if size < expected:
+            raise UserError(f"results database {self.path} is truncated ({size} of {expected} bytes): restore it "
+                            "or move it aside; pending shards stay for a later `interlat-bench ingest`")
+        tables = [t for (t,) in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+            "AND table_catalog = current_database() ORDER BY 1").fetchall()]
+        if "schema_migrations" not in tables and not fresh:
+            held = f"its tables: {', '.join(tables[:5])}" if tables else "it holds no tables"
+            raise UserError(f"{self.path} is not an interlat-bench results database ({held}): give another --db")
+
+    def _open(self, *, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_wait
         delay = 0.05
         said = False

@@ -20,6 +20,8 @@ CORPUS = [
     (["run", "-m", "latent", "-t", "math", "--limit", "0", *TINY], {}, "--limit"),
     (["run", "-m", "latent", "-t", "math", "--limit", "abc", *TINY], {}, "--limit"),
     (["run", "-m", "latent", "-t", "math", "--seeds", "x", *TINY], {}, "--seeds 'x'"),
+    (["run", "-m", "no_comm_zeroshot", "-t", "math", "--limit", "1", "--seeds", "", *TINY], {}, "--seeds ''"),
+    (["run", "-m", "no_comm_zeroshot", "-t", "math", "--limit", "1", "--seeds", ",", *TINY], {}, "--seeds ','"),
     (["run", "-m", "latent", "-t", "math", "--splits", "nosplit", *TINY], {}, "split 'nosplit'"),
     (["run", "-m", "latent", "-t", "math", "--param", "plan_tokens=0", *TINY], {}, "plan_tokens=0"),
     (["run", "-m", "latent", "-t", "math", "--param", "n_train=abc", *TINY], {}, "n_train='abc'"),
@@ -43,11 +45,23 @@ CORPUS = [
      "MATH_DATA=/nonexistent"),
     (["run", "-m", "oracle", "-t", "alfworld", "--limit", "1", "--no-leaderboard"],
      {"ALFWORLD_DATA": "/nonexistent"}, "ALFWORLD_DATA=/nonexistent"),
+    (["run", "-m", "text_zeroshot", "-t", "math", "--limit", "1", *TINY], {"MATH_DATA": "{math_empty}"},
+     "math500_test.jsonl is missing"),
+    (["run", "-m", "text_zeroshot", "-t", "math", "--limit", "1", *TINY], {"MATH_DATA": "{math_blank}"},
+     "math500_test.jsonl: no problems in it"),
+    (["run", "-m", "text_zeroshot", "-t", "math", "--limit", "1", *TINY], {"MATH_DATA": "{math_unanswered}"},
+     "math500_test.jsonl:2: no reference answer"),
     (["leaderboard", "--metric", "drop table"], {}, "--metric 'drop table': no such metric"),
     (["leaderboard", "--format", "xml"], {}, "--format 'xml'"),
     (["leaderboard", "--by", "level; drop"], {}, "--by"),
+    (["leaderboard", "--by", "nonexistent"], {}, "--by 'nonexistent': no such metrics key"),
+    (["leaderboard", "--by", "levle"], {}, "did you mean 'level'?"),
+    (["report", "--out", "{file}"], {}, "--out {file}: a file stands there"),
     (["leaderboard", "--db", "{garbage}"], {}, "not a valid DuckDB database"),
     (["report", "--db", "{missing}"], {}, "no results database"),
+    (["leaderboard"], {"INTERLAT_RESULTS": "{file}"}, "INTERLAT_RESULTS={file}: a file stands where the results folder"),
+    (["run", "-m", "no_comm_zeroshot", "-t", "math", "--limit", "1", *TINY], {"INTERLAT_RESULTS": "{file}"},
+     "INTERLAT_RESULTS={file}: a file stands where the results folder"),
     (["sql", "drop table runs"], {}, "DROP"),
     (["sql", "select * from nosuch"], {}, "nosuch"),
     (["sql", "call enable_logging('x')"], {}, "sql"),
@@ -78,24 +92,33 @@ def recorded(tmp_path_factory):
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     (root / "empty_model").mkdir()
     (root / "garbage.duckdb").write_text("not a database\n")
+    (root / "a_file").write_text("someone's notes\n")
+    (root / "math_empty").mkdir()
+    (root / "math_blank").mkdir()
+    (root / "math_blank" / "math500_test.jsonl").write_text("")
+    (root / "math_unanswered").mkdir()
+    (root / "math_unanswered" / "math500_test.jsonl").write_text(
+        '{"unique_id": "a", "problem": "1+1?", "solution": "It is $\\\\boxed{2}$."}\n'
+        '{"unique_id": "b", "problem": "2+2?", "solution": "Four."}\n')
     return root, env
 
 
 @pytest.mark.parametrize("args,env,names", CORPUS, ids=[" ".join(c[0][:4]) + f" #{i}" for i, c in enumerate(CORPUS)])
 def test_bad_input_fails_in_one_line_and_changes_nothing(recorded, monkeypatch, args, env, names):
     root, base_env = recorded
+    fill = {"{empty}": str(root / "empty_model"), "{garbage}": str(root / "garbage.duckdb"),
+            "{missing}": str(root / "missing.duckdb"), "{file}": str(root / "a_file"),
+            **{f"{{{name}}}": str(root / name) for name in ("math_empty", "math_blank", "math_unanswered")}}
     for k, v in {**base_env, **env}.items():
-        monkeypatch.setenv(k, v)
+        monkeypatch.setenv(k, fill.get(v, v))
     db = root / "results" / "interlat.duckdb"
     before = _snapshot(db)
-    fill = {"{empty}": str(root / "empty_model"), "{garbage}": str(root / "garbage.duckdb"),
-            "{missing}": str(root / "missing.duckdb")}
     result = CliRunner().invoke(app, [fill.get(a, a) for a in args])
     said = result.output + result.stderr
     assert result.exit_code not in (0, None), said
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), \
         f"traceback instead of a message: {result.exception!r}"
-    assert names in said, said
+    assert names.replace("{file}", fill["{file}"]) in said, said
     assert _snapshot(db) == before  # nothing half-written
     assert not list((root / "results" / "shards").glob("*/*.jsonl"))
 
@@ -177,3 +200,233 @@ def test_unreadable_results_folder_is_one_line_and_leaves_it_as_it_was(tmp_path,
     assert str(results) in said and said_expected in said, said
     assert "Traceback" not in said and said.count("\n") <= 2, said
     assert sorted(p.name for p in results.iterdir()) == before
+
+
+def _copy_results(recorded, tmp_path, monkeypatch):
+    """A private copy of the recorded results folder, the environment pointing at it."""
+    import shutil
+
+    root, env = recorded
+    shutil.copytree(root / "results", tmp_path / "results")
+    for k, v in {**env, "INTERLAT_RESULTS": str(tmp_path / "results")}.items():
+        monkeypatch.setenv(k, v)
+    return tmp_path / "results"
+
+
+def test_a_run_record_with_a_bad_time_is_set_aside_once_and_the_commands_go_on(recorded, tmp_path, monkeypatch):
+    results = _copy_results(recorded, tmp_path, monkeypatch)
+    bad = results / "shards" / "0123456789abcdef" / "run.json"
+    bad.parent.mkdir()
+    bad.write_text('{"run_key": "0123456789abcdef", "status": "complete", "created_at": "yesterday"}\n')
+    first = CliRunner().invoke(app, ["ingest"])
+    assert first.exit_code == 0, first.output + first.stderr
+    assert "runs.created_at is 'yesterday'" in first.stderr and "set aside" in first.stderr, first.stderr
+    assert not bad.exists() and (results / "shards" / ".quarantine" / bad.parent.name / "run.json").exists()
+    for command in (["runs"], ["ingest"], ["leaderboard"]):
+        again = CliRunner().invoke(app, command)
+        assert again.exit_code == 0, again.output + again.stderr
+        assert "set aside" not in again.stderr
+
+
+def test_a_limit_beyond_the_split_says_so_in_one_line(recorded, tmp_path, monkeypatch):
+    _copy_results(recorded, tmp_path, monkeypatch)
+    math = tmp_path / "math"
+    math.mkdir()
+    (math / "math500_test.jsonl").write_text("".join(
+        f'{{"unique_id": "p{i}", "problem": "{i}+{i}?", "solution": "x", "answer": "{2 * i}"}}\n' for i in range(2)))
+    monkeypatch.setenv("MATH_DATA", str(math))
+    result = CliRunner().invoke(app, ["run", "-m", "no_comm_zeroshot", "-t", "math", "--limit", "100000",
+                                      "--max-new-tokens", "2", *TINY])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert result.stderr.count("--limit 100000: math/math500 has 2 samples; running all of them") == 1, result.stderr
+
+
+def _foreign_database(kind: str, path, recorded_db) -> str:
+    """Write a database file that is not an intact results database; returns what the refusal names."""
+    import sqlite3
+
+    import duckdb
+
+    if kind == "empty duckdb":
+        duckdb.connect(str(path)).close()
+        return "is not an interlat-bench results database (it holds no tables)"
+    if kind == "someone's duckdb":
+        con = duckdb.connect(str(path))
+        con.execute("CREATE TABLE customers AS SELECT 1 AS id, 'Ada' AS name")
+        con.close()
+        return "is not an interlat-bench results database (its tables: customers)"
+    if kind == "sqlite":
+        con = sqlite3.connect(path)
+        con.execute("CREATE TABLE customers (id INTEGER)")
+        con.commit()
+        con.close()
+        return "is an SQLite file, not a DuckDB results database"
+    data = recorded_db.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    return "is truncated"
+
+
+READERS = [["leaderboard"], ["runs"], ["sql", "select 1"], ["show", "abc", "def"], ["report"],
+           ["run", "-m", "no_comm_zeroshot", "-t", "math", "--limit", "1", *TINY]]
+
+
+@pytest.mark.parametrize("kind", ["empty duckdb", "someone's duckdb", "sqlite", "truncated"])
+def test_a_database_that_is_not_ours_or_not_whole_is_refused_by_name_and_left_as_it_was(recorded, tmp_path,
+                                                                                     monkeypatch, kind):
+    root, env = recorded
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    db = folder / "interlat.duckdb"
+    names = _foreign_database(kind, db, root / "results" / "interlat.duckdb")
+    before, listing = _snapshot(db), sorted(p.name for p in folder.iterdir())
+    for command in READERS:
+        result = CliRunner().invoke(app, [*command, "--db", str(db)])
+        said = result.output + result.stderr
+        assert result.exit_code == 1, f"{command}: {said}"
+        assert isinstance(result.exception, SystemExit), f"{command}: traceback {result.exception!r}"
+        assert f"{db} {names}" in result.stderr and result.stderr.count("\n") == 1, f"{command}: {said}"
+        assert _snapshot(db) == before and sorted(p.name for p in folder.iterdir()) == listing, command
+
+
+def test_readers_name_ingest_when_shards_wait_without_a_database(recorded, tmp_path, monkeypatch):
+    results = _copy_results(recorded, tmp_path, monkeypatch)
+    (results / "interlat.duckdb").unlink()
+    (results / "shards" / "0123456789abcdef").mkdir()
+    (results / "shards" / "0123456789abcdef" / "1-1-0.jsonl").write_text(
+        '{"table": "samples", "sample_id": "s1", "success": true}\n')
+    for command in (["runs"], ["leaderboard"], ["sql", "select 1"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 1, result.output + result.stderr
+        assert "finished samples wait in" in result.stderr and "`interlat-bench ingest`" in result.stderr
+        assert not (results / "interlat.duckdb").exists()
+
+
+def _status(db) -> list:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT run_key, status FROM runs ORDER BY 1").fetchall()
+    finally:
+        con.close()
+
+
+def _cli(prefix: list[str], args: list[str], env: dict, cwd, command: list[str] | None = None) -> tuple[int, str]:
+    """The CLI (or ``command``) in a subprocess under a mount prefix; its exit status and all it said."""
+    import os
+    import subprocess
+    import sys
+
+    command = command or [sys.executable, "-m", "interlat_bench.harness.cli", *args]
+    done = subprocess.run([*prefix, *command], capture_output=True,
+                          text=True, cwd=cwd, env={**os.environ, **env, "HOME": str(cwd)}, timeout=300)
+    return done.returncode, done.stdout + done.stderr
+
+
+MORE = ["run", "-m", "text_zeroshot", "-t", "math", "--limit", "2", "--max-new-tokens", "4", *TINY]
+
+
+def test_a_read_only_cache_is_refused_before_a_complete_run_is_touched(recorded, tmp_path, monkeypatch):
+    import shutil
+
+    results = _copy_results(recorded, tmp_path, monkeypatch)
+    cache = tmp_path / "cache"
+    shutil.copytree(recorded[0] / "cache", cache)
+    db = results / "interlat.duckdb"
+    before, statuses = _snapshot(db), _status(db)
+    code, said = _cli(_read_only(cache), MORE, {"INTERLAT_CACHE": str(cache)}, tmp_path)
+    assert code == 1, said
+    assert f"cache folder {cache} is not writable (Read-only file system): choose another with $INTERLAT_CACHE" \
+        in said and "Traceback" not in said and said.count("\n") == 1, said
+    assert _snapshot(db) == before and _status(db) == statuses == [(statuses[0][0], "complete")]
+
+
+def _full_disk(tmp_path, results) -> list[str]:
+    """A command prefix under which ``results`` (a copy) lies on a full 4 MiB tmpfs mounted at
+    ``tmp_path/full`` (a private mount namespace of an unprivileged user namespace)."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    script = ('mount -t tmpfs -o size=4m tmpfs "$1" && cp -a "$2" "$1/results" && '
+              '{ dd if=/dev/zero of="$1/filler" bs=4k 2>/dev/null; true; } && shift 2 && exec "$@"')
+    prefix = ["unshare", "-rm", "sh", "-c", script, "sh", str(mount), str(results)]
+    if not shutil.which("unshare") or subprocess.run([*prefix, "true"], capture_output=True).returncode:
+        pytest.skip("no unprivileged mount namespace here (unshare -rm) to mount a small tmpfs")
+    return prefix
+
+
+def test_a_full_disk_is_one_line_and_the_database_stays_intact(recorded, tmp_path, monkeypatch):
+    import sys
+
+    results = _copy_results(recorded, tmp_path, monkeypatch)
+    db = tmp_path / "full" / "results" / "interlat.duckdb"
+    # The mount lives as long as the command: the same command then prints the database's digest.
+    then_digest = ["sh", "-c", '"$0" -m interlat_bench.harness.cli "$@"; echo "exit $?"; sha256sum "$DB"',
+                   sys.executable, *MORE, "--db", str(db)]
+    code, said = _cli(_full_disk(tmp_path, results), [], {"DB": str(db)}, tmp_path, then_digest)
+    assert f"exit 1\n{_snapshot(results / 'interlat.duckdb')}" in said, said
+    assert "No space left on device" in said and "what was stored before is intact" in said, said
+    assert "Traceback" not in said and said.count("error") == 1, said
+
+
+def _press_ctrl_c():
+    raise KeyboardInterrupt
+
+
+def _interrupt_in_a_query():
+    """What Ctrl-C does during a DuckDB query: the query ends in RuntimeError, not KeyboardInterrupt."""
+    import os
+    import signal
+    import threading
+
+    import duckdb
+
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    duckdb.connect().execute("SELECT count(*) FROM range(3000000000) t(i) WHERE i % 7 = 3").fetchall()  # seconds
+
+
+@pytest.mark.parametrize("app_", [_press_ctrl_c, _interrupt_in_a_query],
+                         ids=["KeyboardInterrupt", "DuckDB query interrupted"])
+def test_ctrl_c_at_the_entry_point_is_one_line_and_exit_130(monkeypatch, capsys, app_):
+    import signal
+
+    from interlat_bench.harness import cli
+
+    monkeypatch.setattr(cli, "app", app_)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    said = capsys.readouterr()
+    assert exit_.value.code == 130
+    assert said.err.startswith("interrupted: ") and said.err.count("\n") == 1 and not said.out, said
+
+
+def test_ctrl_c_during_a_slow_command_is_one_line_and_exit_130(recorded, tmp_path, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = _copy_results(recorded, tmp_path, monkeypatch)
+    before = _snapshot(results / "interlat.duckdb")
+    proc = subprocess.Popen([sys.executable, "-m", "interlat_bench.harness.cli", "sql",
+                             "SELECT count(*) FROM range(1000000000000) t(i) WHERE i % 7 = 3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        time.sleep(8)  # past start-up: the query runs for many minutes
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        out, said = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, said
+    assert said.startswith("interrupted: ") and said.count("\n") == 1 and "Traceback" not in said, said
+    assert _snapshot(results / "interlat.duckdb") == before

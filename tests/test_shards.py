@@ -291,15 +291,22 @@ def test_a_malformed_shard_is_set_aside_and_the_rest_ingested(tmp_path, kind):
     assert ingest(store, root, warn=said.append)["bad_files"] == 0  # set aside once, never again
 
 
-def test_a_malformed_run_file_is_set_aside(tmp_path):
+@pytest.mark.parametrize("run, problem", [
+    ('{"run_key": "k1", "seed": "zero"}', "runs.seed is str"),
+    ('{"run_key": "k1", "created_at": "yesterday"}', "runs.created_at is 'yesterday', expected an ISO-8601 time"),
+    ('{"run_key": "k1", "updated_at": 5}', "runs.updated_at is 5"),
+    ('{"run_key": "k1", "spec": "{not json"}', "runs.spec is str"),
+])
+def test_a_malformed_run_file_is_set_aside(tmp_path, run, problem):
     root, store = tmp_path / "shards", Store(tmp_path / "results.duckdb")
     w = ShardWriter(root, "k1")
     w.append([sample(1)])
-    (root / "k1" / "run.json").write_text('{"run_key": "k1", "seed": "zero"}')
+    (root / "k1" / "run.json").write_text(run)
     said = []
     result = ingest(store, root, warn=said.append)
     assert result["bad_files"] == 1 and result["samples"] == 1
-    assert "runs.seed is str" in said[0] and (root / ".quarantine" / "k1" / "run.json").exists()
+    assert problem in said[0] and (root / ".quarantine" / "k1" / "run.json").exists()
+    assert ingest(store, root, warn=said.append)["bad_files"] == 0  # set aside once: later ingests go on
 
 
 def test_ingest_lock_conflict_keeps_shards(tmp_path):

@@ -93,7 +93,8 @@ def set_aside(path: str | os.PathLike, why: str, log=None) -> Path:
     return target
 
 
-def check_writable(folder: str | os.PathLike, what: str) -> None:
+def check_writable(folder: str | os.PathLike, what: str,
+                   hint: str = "choose another with --db or $INTERLAT_RESULTS") -> None:
     """Refuse, before any work starts, a folder this process cannot create or write in
     (read-only, or someone else's): a UserError naming it."""
     folder = Path(folder)
@@ -103,6 +104,5 @@ def check_writable(folder: str | os.PathLike, what: str) -> None:
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
-        raise UserError(f"{what} {folder} is not writable ({exc.strerror or exc}): "
-                        "choose another with --db or $INTERLAT_RESULTS") from None
+        raise UserError(f"{what} {folder} is not writable ({exc.strerror or exc}): {hint}") from None
 

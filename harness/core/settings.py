@@ -57,7 +57,10 @@ def package_folders() -> list[Path]:
 def results_dir() -> Path:
     """$INTERLAT_RESULTS, else ./interlat-results: results never land among source files."""
     if os.environ.get(RESULTS_ENV):
-        return Path(os.environ[RESULTS_ENV])
+        path = Path(os.environ[RESULTS_ENV])
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{RESULTS_ENV}={path}: a file stands where the results folder should be")
+        return path
     path = Path(DEFAULT_RESULTS).resolve()
     inside = next((p for p in package_folders() if path.is_relative_to(p)), None)
     if inside is not None:
