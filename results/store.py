@@ -223,9 +223,11 @@ class Store:
         """Refuse a file cut short (DuckDB reads its missing blocks as zeros, or fails later at an
         ingest) and a DuckDB file without our schema (someone else's, or an empty one): readers
         never write, and the writer never adds our tables to another database."""
-        blocks, block_size = con.execute("SELECT total_blocks, block_size FROM pragma_database_size()").fetchone()
+        # Used blocks only: DuckDB cuts free blocks off the end of the file, and blocks of a
+        # write-ahead log not yet checkpointed are counted but not yet in the file.
+        blocks, block_size = con.execute("SELECT used_blocks, block_size FROM pragma_database_size()").fetchone()
         size, expected = self.path.stat().st_size, 3 * 4096 + blocks * block_size  # 3 header blocks, then data
-        if size < expected:
+        if size < expected and not Path(f"{self.path}.wal").exists():
             raise UserError(f"results database {self.path} is truncated ({size} of {expected} bytes): restore it "
                             "or move it aside; pending shards stay for a later `interlat-bench ingest`")
         tables = [t for (t,) in con.execute(
