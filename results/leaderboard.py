@@ -205,6 +205,9 @@ def _identity(method: str, sender: str | None, receiver: str | None, spec_text: 
     spec = json.loads(spec_text) if spec_text else {}
     ident = {k: v for k, v in spec.items() if k not in _NOT_IDENTITY} if isinstance(spec, dict) else {}
     ident.update(method=method, receiver=receiver, sender=sender)
+    training = ident.get("training")
+    if isinstance(training, dict) and "seed" in training:  # the run's seed trains its receiver: seeds pool
+        ident["training"] = {k: v for k, v in training.items() if k != "seed"}
     per: dict[str, Any] = {}
     if "benchmark_params" in ident:
         per["benchmark_params"] = ident.pop("benchmark_params")
@@ -370,7 +373,7 @@ def _aggregate_sql(value_sql: str, rows_view: str, group_sql: str) -> str:
         ),
         cells AS (  -- same: every seed gave every sample the same value (greedy, nothing drawn)
             SELECT row_id, benchmark, split, grp, count(*) AS n, avg(v) AS mean, sum(v) AS total,
-                   stddev_samp(v) AS sd, max(k) AS k, max(spread) = 0 AS same
+                   stddev_samp(v) AS sd, max(k) AS k, max(spread) = 0 AS same, bool_and(v IN (0, 1)) AS binary
             FROM per_sample GROUP BY row_id, benchmark, split, grp
         ),
         extra AS (
@@ -378,7 +381,7 @@ def _aggregate_sql(value_sql: str, rows_view: str, group_sql: str) -> str:
                    list(DISTINCT seed) FILTER (WHERE v IS NOT NULL AND seed IS NOT NULL) AS seeds
             FROM obs GROUP BY row_id, benchmark, split, grp
         )
-        SELECT c.row_id, c.benchmark, c.split, c.grp, c.n, c.mean, c.total, c.sd, c.k, c.same, e.errors, e.seeds
+        SELECT c.row_id, c.benchmark, c.split, c.grp, c.n, c.mean, c.total, c.sd, c.k, c.same, e.errors, e.seeds, c.binary
         FROM cells AS c JOIN extra AS e USING (row_id, benchmark, split, grp)
     """
 
@@ -570,7 +573,9 @@ def leaderboard(
     seed), success gets the Wilson interval over the n samples. Where seeds replay samples,
     each sample's outcomes are averaged over its seeds first, then the mean and a Student-t
     interval are taken over the n per-sample means (clustered by sample; clipped to [0, 1]
-    for success, and of zero width when every sample has the same mean). Other metrics always get a Student-t interval over per-sample means. The
+    for success, and of zero width when every sample has the same mean). Other metrics get a Student-t interval
+    over per-sample means, except a yes/no metric (every value 0 or 1) played once per sample, which gets the
+    Wilson interval as success does. The
     title says how seeds were combined.
 
     Errors: an errored episode (``error`` not NULL) is a failure: success and score count
@@ -596,7 +601,7 @@ def leaderboard(
     averaged = single = False
     any_errors = False
     replays: set[int] = set()
-    for row_id, benchmark, split, grp, n, mean, total, sd, k, same, errors, seeds in records:
+    for row_id, benchmark, split, grp, n, mean, total, sd, k, same, errors, seeds, binary in records:
         n, mean, seeds = int(n), float(mean), sorted(seeds or [])
         seeds_seen.update(seeds)
         any_errors |= bool(errors)
@@ -610,7 +615,8 @@ def leaderboard(
                 lo, hi = max(0.0, lo), min(1.0, hi)
         else:
             single = True
-            lo, hi = wilson(float(total), n) if percent else mean_interval(mean, sd, n)
+            # A yes/no metric (every value 0 or 1, e.g. the probe's fidelity) is a proportion too.
+            lo, hi = wilson(float(total), n) if percent or binary else mean_interval(mean, sd, n)
         if metric in NON_NEGATIVE and lo is not None:  # a step count below 0 cannot be
             lo = max(0.0, lo)
         cells[(int(row_id), _column(benchmark, split, grp))] = Cell(mean, n, lo, hi, int(errors),

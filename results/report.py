@@ -176,21 +176,150 @@ def math_table(db, baseline: str, marks) -> ReportTable | None:
 
 
 def probe_table(db, baseline: str, marks) -> ReportTable | None:
-    """The channel probe: accuracy against chance, and how often the plan states the answer."""
+    """The channel probe: accuracy against chance, how often the plan states the target's own
+    fact, and fidelity (accuracy on those samples): what the channel loses, apart from what the
+    sender never said."""
     cells, title = measure_cells(db, measure="accuracy %", metric="success", benchmarks=["probe"], marks=marks,
                                  baseline=baseline)
     if cells.empty:
         return None
-    extra = []
-    for measure, metric in (("chance %", "chance"), ("plan states answer %", "answer_in_plan")):
-        more, _ = measure_cells(db, measure=measure, metric=metric, benchmarks=["probe"], marks=marks,
-                                baseline="-")  # descriptive columns: no test
-        extra.append(more)
+    extra = [measure_cells(db, measure="chance %", metric="chance", benchmarks=["probe"], marks=marks,
+                           baseline="-")[0]]  # descriptive columns: no test
+    # The plan's columns from the same rows as accuracy (a leaderboard of a metric that older runs
+    # lack would label its rows differently).
+    ladder = probe_ladder(db, marks)
+    for measure, name in (("plan states fact %", "fact_in_plan"), ("fidelity %", "fidelity")):
+        if not ladder.empty:
+            extra.append(pd.DataFrame([{
+                "row": line["label"], "column": line["column"], "measure": measure, "value": line[name],
+                "n": line[f"{name}_n"], "lo": line[f"{name}_lo"], "hi": line[f"{name}_hi"], "errors": 0}
+                for _, line in ladder.iterrows() if line[f"{name}_n"]]))
     cells = adjust(cells)
     cells = pd.concat([cells, *[e for e in extra if not e.empty]], ignore_index=True)
     wide = _wide(cells, "method", set(cells["measure"]), lambda line: f"{line['measure']} {line['column']}")
-    return ReportTable("probe", "Channel probe: accuracy, chance level, plans that state the answer",
-                       _notes(title, baseline, cells), cells, wide)
+    notes = _notes(title, baseline, cells) + [
+        "plan states fact: share of plans with a sentence naming the target and then the answer's colour; "
+        "fidelity: accuracy on those samples only (its n); both blank for no_comm, which sends no plan"]
+    return ReportTable("probe", "Channel probe: accuracy, chance level, plans that state the fact, fidelity",
+                       notes, cells, wide)
+
+
+RUNG_FIELDS = ("n_facts", "n_options", "plan_tokens")  # what a rung sets; plan tokens scale with facts
+
+
+def probe_ladder(db, marks=None) -> pd.DataFrame:
+    """The probe per configuration and rung (n_facts x n_options): accuracy and fidelity with
+    95% intervals. A configuration is a leaderboard row with the rung's own fields taken out of
+    its label; seeds pool as in the leaderboard (one sample played once: Wilson; replayed by
+    several seeds: Student-t over per-sample means). Errored samples count as failures in
+    accuracy and are left out of fidelity (they have no plan verdict)."""
+    labels = dict(lb.run_rows(db, marks=marks).itertuples(index=False, name=None))
+    with Store(db).reader() as con:
+        obs = con.execute("""
+            SELECT r.run_key, r.method, r.split, s.sample_id, r.seed,
+                   TRY_CAST(json_extract(r.spec, '$.benchmark_params.n_facts') AS INTEGER) AS n_facts,
+                   TRY_CAST(json_extract(r.spec, '$.benchmark_params.n_options') AS INTEGER) AS n_options,
+                   CASE WHEN s.error IS NULL AND s.success THEN 1.0 ELSE 0.0 END AS accuracy,
+                   TRY_CAST(json_extract(s.metrics, '$.fact_in_plan') AS DOUBLE) AS fact_in_plan,
+                   TRY_CAST(json_extract(s.metrics, '$.fidelity') AS DOUBLE) AS fidelity
+            FROM samples s JOIN runs r USING (run_key) WHERE r.benchmark = 'probe'""").df()
+    obs = obs[obs["run_key"].isin(labels)]
+    if obs.empty:
+        return pd.DataFrame()
+    obs["label"] = [labels[k] for k in obs["run_key"]]
+    lines = []
+    for (label, method, split, n_facts, n_options), g in obs.groupby(
+            ["label", "method", "split", "n_facts", "n_options"], sort=False):
+        line = {"label": label, "row": _without_rung(label), "method": method, "column": f"probe/{split}",
+                "n_facts": int(n_facts), "n_options": int(n_options), "chance": 1 / n_options,
+                "seeds": g["seed"].nunique()}
+        for measure in ("accuracy", "fact_in_plan", "fidelity"):
+            per_sample = g.dropna(subset=[measure]).groupby("sample_id")[measure]
+            means, k = per_sample.mean(), int(per_sample.count().max()) if len(per_sample) else 0
+            n = len(means)
+            if k > 1:
+                lo, hi = lb.mean_interval(float(means.mean()), float(means.std()), n)
+                lo, hi = (None, None) if lo is None else (max(0.0, lo), min(1.0, hi))
+            else:
+                lo, hi = lb.wilson(float(means.sum()), n) if n else (None, None)
+            line.update({measure: float(means.mean()) if n else None, f"{measure}_lo": lo, f"{measure}_hi": hi,
+                         f"{measure}_n": n})
+        lines.append(line)
+    return pd.DataFrame(lines).sort_values(["n_options", "n_facts", "method", "row"], ignore_index=True)
+
+
+def _without_rung(label: str) -> str:
+    """'latent[n_facts=4,preset=cpu] / ...' -> 'latent[preset=cpu] / ...'."""
+    head, sep, rest = label.partition(" / ")
+    if "[" in head:
+        name, _, inside = head.partition("[")
+        kept = [p.strip() for p in inside.rstrip("]").split(",") if p.split("=")[0].strip() not in RUNG_FIELDS]
+        head = name + (f"[{', '.join(kept)}]" if kept else "")
+    return head + sep + rest
+
+
+def ladder_table(db, baseline: str, marks) -> ReportTable | None:
+    """The probe ladder, one line per rung and configuration (two rungs at least)."""
+    ladder = probe_ladder(db, marks)
+    if ladder.empty or ladder[["n_facts", "n_options"]].drop_duplicates().shape[0] < 2:
+        return None
+
+    def cell(line, measure):
+        if line[measure] is None or pd.isna(line[measure]):
+            return "–"
+        lo, hi = line[f"{measure}_lo"], line[f"{measure}_hi"]
+        ci = "" if lo is None or pd.isna(lo) else f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+        return f"{100 * line[measure]:.1f}{ci} n={line[f'{measure}_n']}"
+
+    wide = pd.DataFrame([{"rung": f"{line['n_facts']} facts, {line['n_options']} options",
+                          "configuration": line["row"], "chance %": f"{100 * line['chance']:.1f}",
+                          "accuracy %": cell(line, "accuracy"), "plan states fact %": cell(line, "fact_in_plan"),
+                          "fidelity %": cell(line, "fidelity"),
+                          "seeds": line["seeds"]} for _, line in ladder.iterrows()]).set_index("rung")
+    notes = ["The channel probe at each rung (n_facts x n_options; plan tokens scale with the facts). "
+             "accuracy: all samples, errors count as failures; fidelity: accuracy where the plan states the "
+             "target's own fact (its n); 95% Wilson interval for one seed, Student-t over per-sample means "
+             "for several; chance = 1 / n_options"]
+    return ReportTable("ladder", "Channel probe ladder: accuracy and fidelity per rung", notes, ladder, wide)
+
+
+def ladder_plot(ladder: pd.DataFrame, path: Path) -> Path | None:
+    """Accuracy and fidelity against n_facts, one panel pair per n_options, a line per configuration (SVG)."""
+    if ladder.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    options = sorted(ladder["n_options"].unique())
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {row: cycle[i % len(cycle)] for i, row in enumerate(dict.fromkeys(ladder["row"]))}  # one per line
+    fig, axes = plt.subplots(len(options), 2, figsize=(9, 3.4 * len(options)), squeeze=False)
+    for (ax_a, ax_f), n_options in zip(axes, options, strict=True):
+        rung = ladder[ladder["n_options"] == n_options]
+        for row, g in rung.groupby("row", sort=False):
+            g = g.sort_values("n_facts")
+            for ax, measure in ((ax_a, "accuracy"), (ax_f, "fidelity")):
+                h = g.dropna(subset=[measure])
+                if h.empty:
+                    continue
+                lo = (h[measure] - h[f"{measure}_lo"].astype(float)).fillna(0)
+                hi = (h[f"{measure}_hi"].astype(float) - h[measure]).fillna(0)
+                ax.errorbar(h["n_facts"], 100 * h[measure], yerr=[100 * lo, 100 * hi], marker="o", capsize=3,
+                            label=row, color=colour[row])
+        for ax, measure in ((ax_a, "accuracy"), (ax_f, "fidelity")):
+            ax.axhline(100 / n_options, color="grey", linestyle=":", label="chance")
+            ax.set(xscale="log", xlabel="facts in the task", ylabel=f"{measure} %", ylim=(0, 101),
+                   title=f"{measure}, {n_options} options")
+            ax.set_xticks(sorted(rung["n_facts"].unique()), [str(x) for x in sorted(rung["n_facts"].unique())])
+            ax.minorticks_off()
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return path
 
 
 def ablation_table(db, baseline: str, marks) -> ReportTable | None:
@@ -334,10 +463,10 @@ def latency_table(db, marks) -> tuple[ReportTable | None, pd.DataFrame]:
 
 
 def tables(db: str | os.PathLike[str], baseline: str = "latent", marks: dict | None = None) -> dict[str, ReportTable]:
-    """Every table the results hold, by name (alfworld, math, probe, ablations, latency)."""
+    """Every table the results hold, by name (alfworld, math, probe, ladder, ablations, latency)."""
     present = _benchmarks_present(db)
     out: dict[str, ReportTable] = {}
-    builders = [("alfworld", alfworld_table), ("math", math_table), ("probe", probe_table)]
+    builders = [("alfworld", alfworld_table), ("math", math_table), ("probe", probe_table), ("probe", ladder_table)]
     for bench, build in builders:
         if bench in present and (t := build(db, baseline, marks)) is not None:
             out[t.name] = t
@@ -450,9 +579,9 @@ section { overflow-x: auto; }
 """
 
 
-def to_html(tables_: dict[str, ReportTable], plot_svg: str | None, meta: dict[str, str]) -> str:
-    """One self-contained page: every table, its notes, the efficiency plot inline (no script,
-    no network)."""
+def to_html(tables_: dict[str, ReportTable], plots: dict[str, tuple[str, str]], meta: dict[str, str]) -> str:
+    """One self-contained page: every table, its notes, the plots inline (name -> (title, SVG);
+    no script, no network)."""
     from html import escape
 
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>interlat-bench report</title>"
@@ -465,18 +594,17 @@ def to_html(tables_: dict[str, ReportTable], plot_svg: str | None, meta: dict[st
             parts.append(t.wide.reset_index().to_html(escape=True, border=0, index=False,
                                                       classes=f"report {escape(name)}"))
         parts.append("</section>")
-    if plot_svg:
-        body = plot_svg[plot_svg.index("<svg"):]  # inline: drop the XML prologue and doctype
-        parts.append(f"<section id='plot-efficiency'><h2>Communication time and success against K</h2>{body}"
-                     "</section>")
+    for name, (title, svg) in plots.items():
+        body = svg[svg.index("<svg"):]  # inline: drop the XML prologue and doctype
+        parts.append(f"<section id='plot-{escape(name)}'><h2>{escape(title)}</h2>{body}</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def write(db: str | os.PathLike[str], out: Path, *, baseline: str = "latent", marks: dict | None = None,
           html: bool = False) -> dict[str, Path]:
-    """Build every table and write report.md, report.json, <table>.csv / .tex, efficiency.svg
-    and (``html``) report.html into ``out``; each file is written atomically. Returns the paths."""
+    """Build every table and write report.md, report.json, <table>.csv / .tex, efficiency.svg and
+    ladder.svg (when those tables exist), and (``html``) report.html into ``out``; each file is written atomically. Returns the paths."""
     from datetime import datetime, timezone
 
     from interlat_bench.harness.core.atomic import write_text
@@ -495,15 +623,17 @@ def write(db: str | os.PathLike[str], out: Path, *, baseline: str = "latent", ma
         put(f"{name}.csv", t.cells.to_csv(index=False))
         if (tex := to_latex(t)):
             put(f"{name}.tex", tex)
-    svg = None
-    if "efficiency" in found and (plot := efficiency_plot(found["efficiency"].cells, out / ".efficiency.svg")):
-        svg = plot.read_text()
-        plot.unlink()
-        put("efficiency.svg", svg)
+    plots: dict[str, tuple[str, str]] = {}
+    for name, title, draw in (("efficiency", "Communication time and success against K", efficiency_plot),
+                              ("ladder", "Channel probe ladder: accuracy and fidelity per rung", ladder_plot)):
+        if name in found and (plot := draw(found[name].cells, out / f".{name}.svg")):
+            plots[name] = (title, plot.read_text())
+            plot.unlink()
+            put(f"{name}.svg", plots[name][1])
     if html:
         with Store(db).reader() as con:
             devices = sorted({str(r[0]) for r in con.execute("SELECT DISTINCT device FROM runs").fetchall()})
         meta = {"results": str(db), "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 "devices": ", ".join(devices), "baseline": baseline}
-        put("report.html", to_html(found, svg, meta))
+        put("report.html", to_html(found, plots, meta))
     return written

@@ -188,3 +188,54 @@ def test_report_html_on_probe_alfworld_and_math_runs_renders(results_env, tmp_pa
     assert dom.count("<table") >= 5 and "<svg" in dom
     ink = (pixels[..., :3] < 0.9).any(axis=-1).mean()  # share of pixels that are not white
     assert 0.01 < ink < 0.6, ink
+
+
+# -- the probe ladder ------------------------------------------------------------------------
+
+def _write_rung(db, method, n_facts, n_options, outcomes, stated, seed=0, training_seed=None):
+    """A probe run at one rung: ``outcomes`` 0/1 per sample, ``stated`` whether its plan states the fact."""
+    store = Store(db)
+    run_key = f"{method}-{n_facts}-{n_options}-{seed}"
+    spec = {"method": method, "seed": seed, "benchmark_params": {"n_facts": n_facts, "n_options": n_options},
+            "method_params": {"plan_tokens": 16 * n_facts},
+            "training": {"lr": 2e-5, "seed": seed if training_seed is None else training_seed}}
+    with store.writer() as con:
+        store.upsert_run(con, {"run_key": run_key, "method": method, "benchmark": "probe", "split": "test",
+                               "seed": seed, "receiver": "m", "sender": "m", "status": "complete", "device": "cpu",
+                               "spec": spec})
+        store.insert_samples(con, [
+            {"run_key": run_key, "sample_id": f"q{i}", "success": bool(ok), "score": float(ok), "steps": 1,
+             "metrics": {"chance": 1 / n_options, "fact_in_plan": int(st), "fidelity": int(ok) if st else None}}
+            for i, (ok, st) in enumerate(zip(outcomes, stated, strict=True))])
+
+
+def test_ladder_table_one_line_per_rung_and_configuration_with_fidelity_over_stated_samples(tmp_path):
+    db = tmp_path / "r.duckdb"
+    stated = [1] * 6 + [0] * 4
+    _write_rung(db, "latent", 1, 4, [1] * 6 + [0] * 4, stated)
+    _write_rung(db, "latent", 4, 8, [1, 1, 0, 0, 0, 0, 1, 0, 0, 0], stated)
+    _write_rung(db, "text", 4, 8, [1, 1, 1, 1, 1, 0, 0, 0, 0, 0], stated)
+    ladder = report.probe_ladder(db)
+    # plan_tokens differs with the rung; the rung's fields leave the label, so latent is one name.
+    assert set(ladder["row"]) == {"latent", "text"}
+    line = ladder[(ladder["row"] == "latent") & (ladder["n_facts"] == 4)].iloc[0]
+    assert (line["accuracy"], line["accuracy_n"]) == (0.3, 10)
+    assert (line["fidelity"], line["fidelity_n"]) == (pytest.approx(2 / 6), 6)  # the stated samples only
+    assert line["chance"] == 0.125 and line["fidelity_lo"] < 2 / 6 < line["fidelity_hi"]
+    t = report.tables(db)
+    assert "ladder" in t and len(t["ladder"].wide) == 3
+    probe = t["probe"].cells
+    fid = probe[probe["measure"] == "fidelity %"].set_index("row")["value"]
+    assert fid.to_dict() == pytest.approx({"latent[plan_tokens=16, n_facts=1, n_options=4]": 1.0,
+                                           "latent[plan_tokens=64, n_facts=4, n_options=8]": 2 / 6, "text": 5 / 6})
+    written = report.write(db, tmp_path / "rep", html=True)
+    assert "ladder.svg" in written and "<svg" in written["ladder.svg"].read_text()
+    assert "id='plot-ladder'" in written["report.html"].read_text()
+
+
+def test_seeds_that_train_their_own_receivers_pool_into_one_row(tmp_path):
+    db = tmp_path / "r.duckdb"
+    for seed in (0, 1, 2):  # training.seed follows the run's seed
+        _write_rung(db, "latent", 1, 4, [1, 0, 1, 0], [1, 1, 1, 1], seed=seed)
+    table = leaderboard(db, benchmarks=["probe"])
+    assert [r[0] for r in table.rows] == ["latent"] and table.rows[0][1].seeds == 3
