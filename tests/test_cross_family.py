@@ -61,7 +61,10 @@ def test_cross_family_pair_runs_end_to_end(results_env, sender, receiver, widths
         "--receiver", receiver, "--max-new-tokens", "3", "--param", "plan_tokens=6", "--param", "n_train=6",
         "--no-leaderboard"])
     assert out.exit_code == 0, out.output
-    assert "adapter warm-up: 300 steps on" in out.output  # rows matched across the tokenizers
+    from interlat_bench.benchmarks.probe import ProbeBenchmark
+
+    steps = ProbeBenchmark.train_overrides["adapter_warmup_steps"]
+    assert f"adapter warm-up: {steps} steps on" in out.output  # rows matched across the tokenizers
     con = duckdb.connect(str(results_env), read_only=True)
     rows = con.execute("""select r.method, r.spec->>'sender', r.spec->>'receiver', count(*), count(s.error),
                           avg(try_cast(s.metrics->>'message_rows' as double))
