@@ -223,7 +223,7 @@ def probe_ladder(db, marks=None) -> pd.DataFrame:
                    TRY_CAST(json_extract(s.metrics, '$.fact_in_plan') AS DOUBLE) AS fact_in_plan,
                    TRY_CAST(json_extract(s.metrics, '$.fidelity') AS DOUBLE) AS fidelity
             FROM samples s JOIN runs r USING (run_key) WHERE r.benchmark = 'probe'""").df()
-    obs = obs[obs["run_key"].isin(labels)]
+    obs = obs[obs["run_key"].isin(labels)].dropna(subset=["n_facts", "n_options"])  # runs that name their rung
     if obs.empty:
         return pd.DataFrame()
     obs["label"] = [labels[k] for k in obs["run_key"]]
