@@ -9,6 +9,7 @@ trains with, and what the L_plan / L_neg passes put in the slot.
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -367,6 +368,54 @@ def test_adapter_warm_up_pulls_rows_to_their_tokens_and_leaves_the_receiver_alon
     assert final is not None and error() < 0.2 * start
     assert all(torch.equal(v, lm.model.state_dict()[k]) for k, v in before_lm.items())
 
+    # With the cross-entropy term each row also singles out its own token among the plan's.
+    def picks(adapter):
+        vocabulary = sorted({t for ex in examples[1:] for t in ex.row_tokens})
+        with torch.no_grad():
+            return [[vocabulary[int(i)] for i in (adapter(ex.latents[:MAX_ROWS]) @ embed.weight[vocabulary].T)
+                     .argmax(-1)] == ex.row_tokens[:MAX_ROWS] for ex in examples[1:]]
+
+    torch.manual_seed(0)
+    with_ce = CommAdapter(SENDER_DIM, lm.hidden_size).to(lm.model.device)
+    warm_up_adapter(with_ce, embed, examples, replace(cfg, warmup_ce_weight=1.0), log=quiet)
+    assert all(picks(with_ce))
+    assert not torch.equal(with_ce.fc1.weight, adapter.fc1.weight)
+
+
+def test_plan_vocabulary_loss_is_cross_entropy_over_the_plan_tokens_only():
+    from interlat_bench.trainers.receiver import plan_vocabulary_loss
+
+    embed = torch.nn.Embedding(50, 8)
+    vocabulary = torch.tensor([3, 7, 20, 41])
+    tokens = torch.tensor([7, 41, 3])
+    rows = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    logits = rows @ embed.weight[vocabulary].T
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([1, 3, 0]))
+    assert torch.allclose(plan_vocabulary_loss(rows, tokens, embed, vocabulary), expected)
+    # A row at its own token's embedding costs less than one at a competitor's.
+    at_own = plan_vocabulary_loss(embed.weight[tokens].detach() * 5, tokens, embed, vocabulary)
+    at_other = plan_vocabulary_loss(embed.weight[tokens.roll(1)].detach() * 5, tokens, embed, vocabulary)
+    assert at_own < at_other
+
+
+def test_warm_up_cross_entropy_is_used_and_only_latent_receivers_are_keyed_by_adapter_settings():
+    from interlat_bench.benchmarks.probe import ProbeBenchmark
+    from interlat_bench.methods.interlat import ADAPTER_ONLY, Latent, NoComm, Text
+
+    assert ProbeBenchmark.train_overrides["warmup_ce_weight"] > 0
+    bench = ProbeBenchmark({})
+    latent = Latent({}).train_config(bench).key_dict()
+    assert latent["warmup_ce_weight"] == ProbeBenchmark.train_overrides["warmup_ce_weight"]
+    assert latent["adapter_warmup_steps"] == ProbeBenchmark.train_overrides["adapter_warmup_steps"]
+    # Settings that only an adapter reads leave the text and no_comm receivers (and their
+    # run keys) alone: tuning the warm-up must not retrain them.
+    for method in (Text({}), NoComm({})):
+        config = method.train_config(bench).key_dict()
+        assert not set(ADAPTER_ONLY) & set(config) or config["adapter_warmup_steps"] == 0
+        assert "warmup_ce_weight" not in config and "warmup_lr" not in config
+        assert {k: v for k, v in config.items() if k not in ADAPTER_ONLY} == \
+            {k: v for k, v in latent.items() if k not in ADAPTER_ONLY}
+
 
 def test_grouping_by_length_cuts_padding_keeps_every_example_once_and_leaves_old_keys_alone(math_train):
     from interlat_bench.trainers.receiver import (
@@ -401,7 +450,8 @@ def test_grouping_by_length_cuts_padding_keeps_every_example_once_and_leaves_old
 
     from interlat_bench.trainers.receiver import TRAIN_VERSION
 
-    legacy = {k: v for k, v in asdict(TrainConfig()).items() if k not in ("group_by_length", "detours", "warmup_lr")}
+    legacy = {k: v for k, v in asdict(TrainConfig()).items() if k not in ("group_by_length", "detours", "warmup_lr",
+                                                                            "warmup_ce_weight")}
     blob = json.dumps({"v": TRAIN_VERSION, "receiver": "tiny-llama", "kind": "none", "cfg": legacy,
                        "data": hashlib.sha256(b"a\nb").hexdigest(), "messages": None, "dtype": "float32",
                        "sender_dim": None}, sort_keys=True)
