@@ -447,6 +447,8 @@ def warm_up_adapter(adapter: CommAdapter, embed: nn.Embedding, examples: list[Ex
     rng = torch.Generator().manual_seed(cfg.seed)
     dev = embed.weight.device
     vocabulary = torch.tensor(sorted({t for ex in pairs for t in ex.row_tokens}), device=dev)
+    with torch.no_grad():  # the receiver's embeddings stay fixed during the warm-up: look them up once
+        candidates = embed(vocabulary).float()
     loss = None
     for _ in range(cfg.adapter_warmup_steps):
         batch = [pairs[int(i)] for i in torch.randint(len(pairs), (cfg.batch_size,), generator=rng)]
@@ -458,7 +460,7 @@ def warm_up_adapter(adapter: CommAdapter, embed: nn.Embedding, examples: list[Ex
                 target = embed(tokens).float()
             row_loss = nn.functional.mse_loss(rows, target)
             if cfg.warmup_ce_weight:
-                row_loss = row_loss + cfg.warmup_ce_weight * plan_vocabulary_loss(rows, tokens, embed, vocabulary)
+                row_loss = row_loss + cfg.warmup_ce_weight * plan_vocabulary_loss(rows, tokens, candidates, vocabulary)
             losses.append(row_loss)
         loss = torch.stack(losses).mean()
         opt.zero_grad()
@@ -468,13 +470,11 @@ def warm_up_adapter(adapter: CommAdapter, embed: nn.Embedding, examples: list[Ex
     return loss.item()
 
 
-def plan_vocabulary_loss(rows: torch.Tensor, tokens: torch.Tensor, embed: nn.Embedding,
+def plan_vocabulary_loss(rows: torch.Tensor, tokens: torch.Tensor, candidates: torch.Tensor,
                          vocabulary: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each row's dot products with the embeddings of ``vocabulary`` (sorted
-    token ids, holding every id in ``tokens``) against its own token: a softmax over the tokens
-    the rows can stand for, not the whole vocabulary."""
-    with torch.no_grad():
-        candidates = embed(vocabulary).float()
+    """Cross-entropy of each row's dot products with ``candidates``, the embeddings of
+    ``vocabulary`` (sorted token ids, holding every id in ``tokens``), against its own token: a
+    softmax over the tokens the rows can stand for, not the whole vocabulary."""
     return nn.functional.cross_entropy(rows @ candidates.T, torch.searchsorted(vocabulary, tokens))
 
 
