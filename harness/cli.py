@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import sys
 from pathlib import Path
 
@@ -17,8 +18,22 @@ from interlat_bench.harness.core.errors import UserError
 app = typer.Typer(help="Benchmark and ablation harness for agents that communicate in latent space.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Off a terminal: wide enough for any cell, while rich sizes a table to its content.
+WHOLE_CELLS_WIDTH = 10_000
+
+
+def _console(**kwargs) -> Console:
+    """A terminal's tables fit its width. Off a terminal (a pipe, a file) there is no width to fit,
+    so rich's default of 80 columns would cut cells to "conf…": there every cell is printed whole
+    (COLUMNS, where set, still wins)."""
+    screen = Console(soft_wrap=True, **kwargs)
+    if not screen.is_terminal and not os.environ.get("COLUMNS"):
+        screen.width = WHOLE_CELLS_WIDTH
+    return screen
+
+
+console = _console()
+err = _console(stderr=True)
 
 DbOpt = typer.Option(None, "--db", help="Results database (default: $INTERLAT_RESULTS/interlat.duckdb, else ./interlat-results/).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress or notes on stderr; tables and errors still print.")
@@ -584,10 +599,12 @@ def runs(
 @app.command()
 def show(
     run_key: str = typer.Argument(..., help="A run key or a unique prefix (see `interlat-bench runs`)."),
-    sample_id: str = typer.Argument(..., help="A sample id, or a unique part of one."),
+    sample_id: str | None = typer.Argument(None, help="A sample id, or a unique part of one; without it, "
+                                           "the run's samples are listed."),
     db: Path | None = DbOpt,
 ):
-    """Print one episode: the sender's plan, every turn the receiver saw and wrote, the outcome."""
+    """Print one episode: the sender's plan, every turn the receiver saw and wrote, the outcome.
+    With a run key alone: the run's samples, one line each."""
     with user_errors():
         import json
 
@@ -596,6 +613,9 @@ def show(
         from interlat_bench.results.store import Store
 
         _existing_db(db)
+        if sample_id is None:
+            _list_samples(Store(_db(db)), run_key)
+            return
         with Store(_db(db)).reader() as con:
             hits = con.execute("""
                 SELECT r.run_key, r.method, r.benchmark, r.split, r.sender, r.receiver, s.sample_id, s.success,
@@ -624,6 +644,29 @@ def show(
         for turn in turns:
             console.print(Text(f"[{turn['role']}]", style=f"bold {styles.get(turn['role'], '')}"))
             console.print(Text(turn["content"]))
+
+
+def _list_samples(store, run_key: str) -> None:
+    """One line per sample of the run that ``run_key`` starts: what `show RUN SAMPLE` takes."""
+    from rich.table import Table
+
+    with store.reader() as con:
+        found = con.execute("SELECT run_key, method, benchmark, split FROM runs WHERE starts_with(run_key, ?) "
+                            "ORDER BY run_key LIMIT 6", [run_key]).fetchall()
+        if len(found) != 1:
+            keys = ", ".join(f[0][:8] for f in found[:5]) or "none"
+            raise UserError(f"show {run_key}: expected one run, found {keys} (see `interlat-bench runs`)")
+        key, method, bench, split = found[0]
+        rows = con.execute("SELECT sample_id, success, score, steps, error FROM samples WHERE run_key = ? "
+                           "ORDER BY sample_id", [key]).fetchall()
+    table = Table(title=f"{method} | {bench}/{split} | run {key}: {len(rows)} samples "
+                        f"(`interlat-bench show {key[:8]} SAMPLE` prints one)", title_justify="left")
+    for column in ("sample", "success", "score", "steps", "error"):
+        table.add_column(column)
+    for sid, success, score, steps, error in rows:
+        table.add_row(sid, "-" if success is None else str(bool(success)), "-" if score is None else f"{score:g}",
+                      "-" if steps is None else str(steps), error or "")
+    console.print(table)
 
 
 @app.command()

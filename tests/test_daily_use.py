@@ -147,3 +147,33 @@ def test_progress_bars_on_a_terminal_show_count_rate_time_left_and_loss():
     final = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue()).split("\r")[-1]
     assert "train latent receiver" in final and "3/3" in final and "loss 0.25" in final
     assert re.search(r"[\d.]+/s", final) and "left" in final
+
+
+def test_runs_into_a_pipe_prints_every_cell_whole(day):
+    """`runs | cat`: off a terminal rich would fit 80 columns and cut cells to "conf…"."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    piped = subprocess.run([str(Path(sys.executable).parent / "interlat-bench"), "runs"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    keys = [r["run key"] for r in csv.DictReader(io.StringIO(invoke("runs", "-f", "csv").stdout))]
+    assert len(keys) >= 6 and all(key in piped.stdout for key in keys)
+    assert "configuration" in piped.stdout and "benchmark/split" in piped.stdout and "alfworld/seen" in piped.stdout
+    assert "…" not in piped.stdout
+
+
+def test_show_with_a_run_key_alone_lists_the_runs_samples(day):
+    rows = list(csv.DictReader(io.StringIO(invoke("runs", "-f", "csv").stdout)))
+    key = next(r["run key"] for r in rows if r["configuration"] == "text" and r["benchmark/split"] == "math/math500")
+    ids = [s["sample_id"] for s in json.loads(invoke("sql", f"select sample_id from samples where run_key = '{key}'",
+                                                    "-f", "json").stdout)]
+    out = invoke("show", key[:8]).stdout
+    assert out.startswith(f"text | math/math500 | run {key}: {len(ids)} samples")
+    assert ids and all(sid in out for sid in ids)
+    one = invoke("show", key[:8], ids[0]).stdout  # what the listing says to run next
+    assert f"sample {ids[0]}:" in one
+    assert "expected one run, found none" in invoke("show", "zzzz", ok=False).output
