@@ -828,13 +828,19 @@ def train(
             console.print(f"receiver checkpoint: {folder}")
 
 
-@app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+# --help goes to lm-eval too: its options are this command's.
+@app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                          "help_option_names": []})
 def lm_eval_cmd(ctx: typer.Context):
     """lm-eval's own command line with the `interlat` model registered:
-    `interlat-bench lm-eval --model interlat --model_args method=latent,task=math --tasks ...`."""
-    from interlat_bench.harness.lm_eval_model import main as lm_eval_main
+    `interlat-bench lm-eval --model interlat --model_args method=latent,task=math --tasks ...`
+    (`interlat-bench lm-eval run --help`: its options)."""
+    with user_errors():
+        from interlat_bench.harness.lm_eval_model import main as lm_eval_main
 
-    lm_eval_main(ctx.args)
+        code = lm_eval_main(ctx.args)
+    if code:
+        raise typer.Exit(code)
 
 
 def _version(value: bool) -> None:

@@ -19,9 +19,15 @@ Model args: ``method`` (latent | text | no_comm, or any method with a trained re
 ``interlat-bench train``) or ``task`` (a harness benchmark: its receiver is trained or reused
 from the cache as ``interlat-bench train`` would; with ``checkpoint`` it only sets the planner
 prompt and sender defaults), ``max_new_tokens`` (caps every reply), ``dtype``, ``seed``, and
-the method's own settings (``plan_tokens``, ``n_train``, ...). ``batch_size`` (lm-eval's
-``--batch_size``; ``auto``: 16) is how many ``generate_until`` replies the receiver decodes
-together; log-likelihoods run one context at a time on the receiver's KV-cached agent.
+the method's own settings (``plan_tokens``, ``n_train``, ...), and ``model`` (the name lm-eval
+files results under; ``main`` sets it from method, models and checkpoint or task, so two
+configurations never share an output folder). ``batch_size`` (lm-eval's ``--batch_size``) is how
+many ``generate_until`` replies the receiver decodes together: a number, or ``auto``/``auto:N``
+for ``AUTO_BATCH`` (no memory probe), either capped by ``--max_batch_size``; log-likelihoods run
+one context at a time on the receiver's KV-cached agent. ``--device`` is taken as lm-eval's
+``hf`` model takes it (a device this machine lacks falls back to cuda when present, else cpu).
+``--apply_chat_template`` is refused: the receiver always reads the context as the user turn
+of its own chat template, with the message in its slot.
 """
 
 from __future__ import annotations
@@ -43,6 +49,11 @@ from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.models import SMOLLM2
 
 MODEL_NAME = "interlat"
+# generate_until replies decoded together under --batch_size auto (lm-eval's hf model probes
+# memory for the largest; here replies are short and a fixed batch was fastest on CPU and GPU).
+AUTO_BATCH = 16
+# Our own model_args besides the method's settings.
+OWN_ARGS = ("method", "receiver", "sender", "checkpoint", "task", "max_new_tokens", "dtype", "seed", "model")
 # Under lm-eval's logger: its CLI configures that one alone, so our progress (sender plans,
 # "reusing trained receiver") shows next to its own.
 log = logging.getLogger("lm_eval.interlat")
@@ -60,10 +71,10 @@ class InterlatLM(LM):
     def __init__(self, method: str = "latent", receiver: str = SMOLLM2, sender: str = SMOLLM2,
                  checkpoint: str | None = None, task: str | None = None, max_new_tokens: int | None = None,
                  dtype: str = "auto", seed: int = 0, batch_size=1, max_batch_size=None, device=None,
-                 **params):
+                 model: str | None = None, **params):
         super().__init__()
         from interlat_bench.benchmarks.base import Benchmark
-        from interlat_bench.harness.core.models import resolve_dtype
+        from interlat_bench.harness.core.models import on_gpu, resolve_dtype, use_device
         from interlat_bench.harness.core.params import check_params
         from interlat_bench.harness.core.registry import benchmarks, methods
         from interlat_bench.harness.core.runspec import RunSpec
@@ -79,12 +90,11 @@ class InterlatLM(LM):
         unknown = sorted(set(params) - set(mcls.defaults))
         if unknown:
             raise UserError(f"interlat: unknown model_args {unknown}; method {method!r} takes "
-                            f"{sorted(mcls.defaults)} besides method, receiver, sender, checkpoint, task, "
-                            "max_new_tokens, dtype, seed")
+                            f"{sorted(mcls.defaults)} besides {', '.join(OWN_ARGS)}")
+        self.batch_size = _batch_size(batch_size, max_batch_size)
+        self.device_name = use_device(device)
         if dtype == "auto":  # as the CLI resolves it, so `task` finds the checkpoint `train` wrote
-            import torch
-
-            dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+            dtype = "bfloat16" if on_gpu() else "float32"
         resolve_dtype(dtype)
         if task:  # the spec `interlat-bench train -m <method> -t <task> -p ...` makes
             spec = expand(methods_csv=method, tasks_csv=task, seeds=[int(seed)], sender=sender,
@@ -118,10 +128,22 @@ class InterlatLM(LM):
         self.agent = self.method.agent(self.ctx, self.receiver)
         self.max_new_tokens = int(max_new_tokens) if max_new_tokens else None
         self.info = {"method": method, "sender": spec.sender, "receiver": receiver, "checkpoint": str(folder),
-                     "task": task, "method_params": dict(spec.method_params)}
+                     "task": task, "method_params": dict(spec.method_params), "device": self.device_name,
+                     "dtype": dtype, "batch_size": self.batch_size}
         self._messages: dict = {}
         self._planned: set[str] = set()
-        self.batch_size = int(batch_size) if str(batch_size).isdigit() and int(batch_size) > 0 else 16
+
+    @property
+    def device(self) -> str:
+        return self.device_name
+
+    def chat_template(self, chat_template=False):
+        if chat_template:
+            _refuse_chat_template()
+        return None
+
+    def apply_chat_template(self, chat_history, add_generation_prompt=True) -> str:
+        _refuse_chat_template()
 
     # -- the sender ----------------------------------------------------------------------
     def plan(self, contexts: list[str]) -> None:
@@ -231,21 +253,104 @@ class InterlatLM(LM):
         return {"interlat": self.info}
 
 
+def _refuse_chat_template():
+    raise UserError("interlat: --apply_chat_template is not supported: the receiver always reads the context "
+                    "as the user turn of its own chat template, with the message in its slot; run without it")
+
+
+def _batch_size(batch_size, max_batch_size) -> int:
+    """lm-eval's --batch_size (a number, auto or auto:N) within --max_batch_size."""
+    text = str(batch_size if batch_size is not None else 1).strip()
+    if text == "auto" or text.startswith("auto:"):
+        size = AUTO_BATCH
+    elif text.isdigit() and int(text) > 0:
+        size = int(text)
+    else:
+        raise UserError(f"interlat: --batch_size {text!r}: expected a positive number, auto or auto:N")
+    if max_batch_size not in (None, ""):
+        if not str(max_batch_size).isdigit() or int(max_batch_size) < 1:
+            raise UserError(f"interlat: --max_batch_size {max_batch_size!r}: expected a positive number")
+        size = min(size, int(max_batch_size))
+    return size
+
+
 # A lazy placeholder rather than the class: registering the same string twice is allowed, so this
 # module may run as `python -m` (as __main__) and be imported by the registry as well.
 model_registry.register(MODEL_NAME, target="interlat_bench.harness.lm_eval_model:InterlatLM")
 
 
+HELP_PREFACE = """\
+interlat-bench lm-eval: lm-eval's own command line, with the model `interlat` registered:
+  interlat-bench lm-eval --model interlat --model_args method=latent,task=math --tasks <tasks>
+model_args: method, receiver, sender, checkpoint or task, max_new_tokens, dtype, seed, model, and
+the method's settings (plan_tokens, n_train, ...). lm-eval's help follows.
+"""
+
+
+def _option(argv: list[str], name: str) -> tuple[int, str] | None:
+    """(index, value) of ``--name value`` or ``--name=value`` in ``argv``."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return i, argv[i + 1]
+        if arg.startswith(name + "="):
+            return i, arg[len(name) + 1:]
+    return None
+
+
+def run_name(model_args: str) -> str:
+    """A name that tells configurations apart, for lm-eval's output folder: without one (no
+    ``pretrained=`` or ``model=``) lm-eval files every interlat run under the same seeded random
+    name, so a latent and a no_comm run land together."""
+    args = dict(part.split("=", 1) for part in model_args.split(",") if "=" in part)
+    origin = (f"task-{args['task']}" if args.get("task") else "") + \
+        (f"ckpt-{Path(args['checkpoint']).name}" if args.get("checkpoint") else "")
+    parts = [MODEL_NAME, args.get("method", "latent"), f"{args.get('sender', SMOLLM2)}-to-{args.get('receiver', SMOLLM2)}",
+             origin, f"seed{args['seed']}" if args.get("seed") else ""]
+    return "_".join(p for p in parts if p)
+
+
+def with_defaults(argv: list[str]) -> list[str]:
+    """The command line lm-eval gets: for ``--model interlat``, ``model=<run_name>`` in the model
+    args (unless given) and ``--device`` resolved as the model will resolve it (lm-eval otherwise
+    records its default, cuda:0, on a machine without a GPU)."""
+    model = _option(argv, "--model")
+    if model is None or model[1] != MODEL_NAME:
+        return argv
+    argv = list(argv)
+    found = _option(argv, "--model_args")
+    if found is not None and not found[1].lstrip().startswith("{"):
+        i, value = found
+        parsed = [part.split("=", 1)[0].strip() for part in value.split(",") if part.strip()]
+        if "model" not in parsed and "pretrained" not in parsed:
+            named = f"{value},model={run_name(value)}" if value.strip() else f"model={run_name(value)}"
+            argv[i:i + (2 if argv[i] == "--model_args" else 1)] = ["--model_args", named]
+    elif found is None:
+        argv += ["--model_args", f"model={run_name('')}"]
+    device = _option(argv, "--device")
+    from interlat_bench.harness.core.models import use_device
+
+    resolved = use_device(device[1] if device else None)
+    if device is None:
+        argv += ["--device", resolved]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     """lm-eval's command line with ``interlat`` registered, e.g.
-    ``main(["--model", "interlat", "--model_args", "checkpoint=...", "--tasks", "..."])``."""
+    ``main(["--model", "interlat", "--model_args", "checkpoint=...", "--tasks", "..."])``.
+    A UserError (a bad model arg, --apply_chat_template) is one line on stderr and exit 2."""
     from lm_eval.__main__ import cli_evaluate
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(HELP_PREFACE)
     saved = sys.argv
-    sys.argv = ["lm-eval", *argv]  # lm-eval's parser reads sys.argv itself
+    sys.argv = ["lm-eval", *with_defaults(argv)]  # lm-eval's parser reads sys.argv itself
     try:
         cli_evaluate()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code or 2
     finally:
         sys.argv = saved
     return 0

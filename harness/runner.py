@@ -75,7 +75,7 @@ EPISODE_BATCH = {"cuda": 16, "cpu": 1}
 def episode_batch_default() -> int:
     from interlat_bench.harness.core.models import device
 
-    return EPISODE_BATCH.get(device(), 1)
+    return EPISODE_BATCH.get(device().split(":")[0], 1)
 
 # Per worker process: (benchmark, method, agent, messages) of the run being played.
 _WORKER: dict[str, tuple] = {}

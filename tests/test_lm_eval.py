@@ -212,3 +212,104 @@ def test_command_line_entry(env, tmp_path, capsys):
     assert result["results"]["interlat_test_mc"]["acc,none"] == 1.0
     assert result["config"]["model"] == "interlat" and result["config"]["interlat"]["method"] == "no_comm"
     assert "interlat_test_mc" in capsys.readouterr().out  # the metric table
+
+
+@pytest.fixture(autouse=True)
+def _lm_eval_logs_to_this_tests_stderr():
+    """lm-eval's CLI sets its log handler up once, on the stderr of the test that first ran it
+    (closed since): point it at this test's."""
+    import logging
+    import sys
+
+    for handler in logging.getLogger("lm_eval").handlers:
+        if type(handler) is logging.StreamHandler:  # not pytest's own capture handlers
+            handler.stream = sys.stderr
+
+
+def _main(argv, capsys):
+    from interlat_bench.harness.lm_eval_model import main
+
+    code = main(argv)
+    said = capsys.readouterr()
+    return code, said.out, said.err
+
+
+def _interlat_args(env, method: str) -> str:
+    return f"method={method},receiver=tiny-llama,sender=tiny-llama,checkpoint={env['checkpoint']}"
+
+
+def test_each_configuration_gets_its_own_output_folder_device_and_batch_size(env, tmp_path, capsys):
+    """As for lm-eval's hf model: --device is taken and recorded (not lm-eval's default cuda:0 on a
+    machine without one), --batch_size auto:N within --max_batch_size, and a latent and a no_comm
+    run are filed under different names."""
+    from interlat_bench.harness.core import models
+
+    common = ["--tasks", "interlat_test_mc", "--include_path", str(env["tasks"]), "--output_path", str(tmp_path)]
+    try:
+        code, _, err = _main(["--model", "interlat", "--model_args", _interlat_args(env, "latent") + ",plan_tokens=6",
+                              "--device", "cpu", "--batch_size", "auto:4", "--max_batch_size", "2", *common], capsys)
+        assert code == 0, err
+        code, _, err = _main(["--model", "interlat", "--model_args", _interlat_args(env, "no_comm"), *common], capsys)
+        assert code == 0, err
+    finally:
+        models.use_device(None)
+    saved = {json.loads(p.read_text())["config"]["interlat"]["method"]: p for p in tmp_path.rglob("results_*.json")}
+    assert set(saved) == {"latent", "no_comm"}
+    assert saved["latent"].parent != saved["no_comm"].parent
+    assert saved["latent"].parent.name.startswith("interlat_latent_tiny-llama-to-tiny-llama")
+    latent, no_comm = (json.loads(saved[m].read_text())["config"] for m in ("latent", "no_comm"))
+    assert latent["device"] == "cpu" and latent["interlat"]["device"] == "cpu"
+    assert latent["interlat"]["batch_size"] == 2
+    assert no_comm["device"] == no_comm["interlat"]["device"] == models.device()  # not cuda:0 without a GPU
+
+
+@pytest.mark.parametrize("extra, names", [
+    (["--apply_chat_template"], "--apply_chat_template is not supported"),
+    (["--batch_size", "many"], "--batch_size 'many'"),
+])
+def test_what_interlat_cannot_take_is_refused_in_one_line(env, tmp_path, capsys, extra, names):
+    code, _, err = _main(["--model", "interlat", "--model_args", _interlat_args(env, "no_comm"),
+                          "--tasks", "interlat_test_mc", "--include_path", str(env["tasks"]), *extra], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and len(lines) == 1 and names in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_an_unknown_model_arg_is_one_line_through_the_command(env):
+    from typer.testing import CliRunner
+
+    from interlat_bench.harness.cli import app
+
+    result = CliRunner().invoke(app, ["lm-eval", "--model", "interlat", "--model_args",
+                                      _interlat_args(env, "latent") + ",nosuch=1", "--tasks", "interlat_test_mc",
+                                      "--include_path", str(env["tasks"])])
+    said = result.output + (result.stderr or "")
+    assert result.exit_code == 1 and "unknown model_args ['nosuch']" in said
+    assert "Traceback" not in said and not isinstance(result.exception, UserError)
+
+
+def test_help_is_lm_evals_own():
+    from typer.testing import CliRunner
+
+    from interlat_bench.harness.cli import app
+
+    top = CliRunner().invoke(app, ["lm-eval", "--help"])
+    assert top.exit_code == 0 and "--model interlat" in top.output and "COMMAND" in top.output
+    run = CliRunner().invoke(app, ["lm-eval", "run", "--help"])
+    assert run.exit_code == 0
+    assert all(option in run.output for option in ("--model_args", "--max_batch_size", "--apply_chat_template"))
+
+
+def test_use_device_takes_what_the_machine_has_and_falls_back_otherwise():
+    import torch
+
+    from interlat_bench.harness.core import models
+
+    try:
+        assert models.use_device("cpu") == "cpu" and not models.on_gpu()
+        fallback = "cuda" if torch.cuda.is_available() else "cpu"
+        assert models.use_device(f"cuda:{torch.cuda.device_count()}") == fallback  # one past the last GPU
+        assert models.use_device("tpu") == fallback
+    finally:
+        models.use_device(None)
+    assert models.device() == fallback

