@@ -214,7 +214,7 @@ class InterlatLM(LM):
         return float(logp.gather(1, target[:, None]).sum()), bool((logp.argmax(-1) == target).all())
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        raise NotImplementedError(
+        raise UserError(
             "interlat: loglikelihood_rolling (perplexity tasks) is not supported: the receiver answers a "
             "task the sender planned for, and a rolling window over a document has no such task")
 

@@ -180,7 +180,7 @@ def test_multiple_choice_scores_every_choice_with_the_message(latent):
     for (_, is_greedy), (_, cont) in zip(outputs, args):
         greedy[cont.strip() == ANSWER].append(is_greedy)
     assert greedy[True] == [True] * len(DOCS) and not any(greedy[False])
-    with pytest.raises(NotImplementedError, match="rolling"):
+    with pytest.raises(UserError, match="rolling"):
         lm.loglikelihood_rolling([])
 
 
