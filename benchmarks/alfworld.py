@@ -44,6 +44,24 @@ def parse_action(reply: str) -> str:
     return lines[0].strip().lower() if lines else "look"
 
 
+def expert_facts(actions: list[str]) -> str:
+    """The privileged facts of ``sender_view=expert``, as the sender's planner prompt adds them."""
+    steps = "\n".join(f"{i}. {a}" for i, a in enumerate(actions, 1)) or "(none recorded)"
+    return ("Only you can see this: an expert solved this exact game with these actions, in this order. "
+            "Your plan should give them, in order:\n" + steps)
+
+
+def _actions_of(record: dict) -> list[str]:
+    """The expert's played actions in a recorded conversation (detours, marked context, left out)."""
+    return [parse_action(t["content"]) for t in record["conversation"]
+            if t["role"] == "assistant" and not t.get("context")]
+
+
+def _expert_actions(path: Path) -> dict[str, list[str]]:
+    with open(path, encoding="utf-8") as f:
+        return {rec["task_id"]: _actions_of(rec) for rec in map(json.loads, f)}
+
+
 @register_benchmark
 class AlfworldBenchmark(Benchmark):
     name = "alfworld"
@@ -52,9 +70,15 @@ class AlfworldBenchmark(Benchmark):
     planner_prompt = ALFWORLD_PLAN_PROMPT  # the SPEC's (section 2), from harness.core.prompts
     # action: "generate" (the receiver writes its reply, as in the paper) or "rank" (a
     # diagnostic: it picks the admissible command it finds most likely; tables label it).
-    defaults = {"max_steps": 20, "action": "generate"}
-    param_checks = {"max_steps": POSITIVE_INT, "action": one_of("generate", "rank")}
-    diagnostics = {"action": "rank"}
+    # sender_view: "task" (the paper: the sender sees what the receiver sees) or "expert" (an
+    # informed sender: its planner prompt also lists the handcoded expert's actions for this
+    # game, which the receiver never sees; a channel that carries the plan then carries a plan
+    # worth following, so methods differ even with small receivers. Tables label it.)
+    defaults = {"max_steps": 20, "action": "generate", "sender_view": "task"}
+    param_checks = {"max_steps": POSITIVE_INT, "action": one_of("generate", "rank"),
+                    "sender_view": one_of("task", "expert")}
+    diagnostics = {"action": "rank", "sender_view": "expert"}
+    unkeyed_defaults = {"sender_view": "task"}
     reply_tokens = 48  # one "Thought: ...\nAction: ..." turn
     cpu_limit = 2
     # Receiver training on CPU needs longer sequences than MATH: episodes are multi-turn.
@@ -72,7 +96,14 @@ class AlfworldBenchmark(Benchmark):
         if split not in self.splits:
             raise UserError(f"alfworld has no split {split!r} (choose from {', '.join(self.splits)})")
         paths = game_paths(split)[:limit]
-        return [Sample(game_id(p), task_text(p), {"game": str(p), "task_type": task_type(p)}) for p in paths]
+        samples = [Sample(game_id(p), task_text(p), {"game": str(p), "task_type": task_type(p)}) for p in paths]
+        if self.informed_sender:
+            from interlat_bench.benchmarks.alfworld_expert import collect_expert
+
+            actions = _expert_actions(collect_expert(split, limit=limit))
+            for sample in samples:
+                sample.data["sender_facts"] = expert_facts(actions.get(sample.id, []))
+        return samples
 
     def train_samples(self, limit: int | None = None, detours: int = 0) -> list[Sample]:
         from interlat_bench.benchmarks.alfworld_expert import collect_expert
@@ -83,9 +114,15 @@ class AlfworldBenchmark(Benchmark):
             for line in f:
                 rec = json.loads(line)
                 if rec["won"]:  # learn from successful demonstrations only
-                    out.append(Sample(rec["task_id"], rec["task"], {"conversation": rec["conversation"],
-                                                                   "task_type": rec["task_type"]}))
+                    data = {"conversation": rec["conversation"], "task_type": rec["task_type"]}
+                    if self.informed_sender:
+                        data["sender_facts"] = expert_facts(_actions_of(rec))
+                    out.append(Sample(rec["task_id"], rec["task"], data))
         return out
+
+    @property
+    def informed_sender(self) -> bool:
+        return self.params.get("sender_view", "task") == "expert"
 
     @property
     def plays_together(self) -> bool:

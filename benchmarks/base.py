@@ -88,6 +88,9 @@ class Benchmark:
     cpu_limit: ClassVar[int | None] = None  # samples per split on a CPU unless --limit
     # Settings that change outcomes, with their defaults (they enter the run key).
     defaults: ClassVar[dict[str, Any]] = {}
+    # Settings added after runs were recorded: at these values they stay out of the run key,
+    # so the runs recorded before them keep their keys (and their results).
+    unkeyed_defaults: ClassVar[dict[str, Any]] = {}
     # Changes to the receiver-training preset this benchmark needs (e.g. longer sequences).
     train_overrides: ClassVar[dict[str, Any]] = {}
     # This benchmark's defaults for method settings a method declares (e.g. shorter plans);
@@ -111,6 +114,13 @@ class Benchmark:
 
     def chance_note(self) -> str:
         return ""
+
+    def sender_task(self, sample: Sample) -> str:
+        """What the sender plans for: the task, plus the facts this benchmark's settings give the
+        sender alone (``data["sender_facts"]``, e.g. ALFWorld's ``sender_view=expert``). The
+        receiver never reads them: only what the message carries."""
+        facts = sample.data.get("sender_facts")
+        return f"{sample.task}\n\n{facts}" if facts else sample.task
 
     def data_files(self, split: str) -> list[Path]:
         """The files a split's samples (``train``: training conversations) are read from."""

@@ -118,6 +118,8 @@ def expand(
                 if mcls.uses_model else dict(receiver=None, dtype=None, decoding=DecodingSpec())
             bench_params = {**bcls.defaults, **mcls.benchmark_defaults.get(t, {}), **benchmark_params[t]}
             check_params("setting", bench_params, bcls.param_checks, f"benchmark {t}")
+            bench_params = {k: v for k, v in bench_params.items()
+                            if k not in bcls.unkeyed_defaults or v != bcls.unkeyed_defaults[k]}
             bench = bcls(bench_params)
             for split in splits:
                 data = bench.fingerprint(split, with_train=mcls.trained_with is not None)
