@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/interlat-bench run --methods latent,text --tasks alfworld
+	$(BIN)/interlat-bench run --grid grids/demo.yaml
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -187,7 +187,7 @@ def _params(values: list[str], flag: str = "--param") -> dict:
     return out
 
 
-GRID_KEYS = {"methods", "tasks", "splits", "seeds", "sender", "receiver", "limit", "max_steps", "max_new_tokens",
+GRID_KEYS = {"note", "methods", "tasks", "splits", "seeds", "sender", "receiver", "limit", "max_steps", "max_new_tokens",
              "dtype", "params", "settings", "tags"}
 TAG = r"[A-Za-z0-9][A-Za-z0-9_.:-]*"
 
@@ -340,12 +340,12 @@ def run(
         _run_with_progress(specs, _db(db), workers, tags, eval_batch, episode_workers, episode_batch)
         if leaderboard_after:
             try:
-                _leaderboards_after_run(specs, _db(db))
+                _leaderboards_after_run(specs, _db(db), note=file.get("note"))
             except UserError as exc:  # e.g. another run holds the database: the results are safe
                 err.print(f"leaderboard skipped: {exc}")
 
 
-def _leaderboards_after_run(specs, db: Path) -> None:
+def _leaderboards_after_run(specs, db: Path, note: str | None = None) -> None:
     shown = sorted({s.method for s in specs}), sorted({s.benchmark for s in specs})
     _print_leaderboard(db, *shown, None, "success", "rich")
     _print_chance(specs)
@@ -353,6 +353,34 @@ def _leaderboards_after_run(specs, db: Path) -> None:
         _print_leaderboard(db, shown[0], ["alfworld"], None, "steps_success", "rich")
         _print_leaderboard(db, shown[0], ["alfworld"], None, "steps", "rich")
         _print_leaderboard(db, shown[0], ["alfworld"], None, "valid_actions", "rich")
+    _print_against_no_comm(specs, db)
+    if note:  # the grid file's own words on what its table shows
+        console.print(note.strip(), highlight=False)
+
+
+def _print_against_no_comm(specs, db: Path) -> None:
+    """Where a run has a no_comm run beside it (same benchmark, settings, split and seed): is its
+    success rate above no communication beyond both 95% intervals? That is what tells a channel
+    that carries something from one that does not."""
+    from itertools import groupby
+
+    from interlat_bench.results.leaderboard import versus
+
+    def cell(spec):
+        return spec.benchmark, spec.split, repr(spec.benchmark_params), spec.seed
+
+    for (bench, split, _, seed), group in groupby(sorted(specs, key=cell), key=cell):
+        runs = {s.method: s.run_key for s in group if s.receiver is not None}
+        if "no_comm" not in runs or len(runs) < 2:
+            continue
+        for v in versus(db, runs, "no_comm"):
+            said = {"above": "above no_comm beyond both intervals",
+                    "below": "below no_comm beyond both intervals",
+                    "within": "not told apart from no_comm (intervals overlap)"}[v.verdict]
+            console.print(f"{bench}/{split} seed {seed}: {v.label} {100 * v.k / max(v.n, 1):.1f}% "
+                          f"[{100 * v.interval[0]:.1f}, {100 * v.interval[1]:.1f}] n={v.n} vs no_comm "
+                          f"{100 * v.reference_k / max(v.reference_n, 1):.1f}% [{100 * v.reference_interval[0]:.1f}, "
+                          f"{100 * v.reference_interval[1]:.1f}] n={v.reference_n}: {said}", highlight=False)
 
 
 def _print_plan(specs, db: Path) -> None:

@@ -116,6 +116,37 @@ def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+@dataclass
+class Versus:
+    """One run's success rate beside a reference run's (same benchmark and split), as counts and
+    95% Wilson intervals; errors count as failures. ``verdict``: above / below the reference
+    beyond both intervals (they do not overlap), or within (they overlap: no difference shown)."""
+
+    label: str
+    k: int
+    n: int
+    interval: tuple[float, float]
+    reference_k: int
+    reference_n: int
+    reference_interval: tuple[float, float]
+
+    @property
+    def verdict(self) -> str:
+        (lo, hi), (ref_lo, ref_hi) = self.interval, self.reference_interval
+        return "above" if lo > ref_hi else "below" if hi < ref_lo else "within"
+
+
+def versus(store_path: str | os.PathLike[str], runs: dict[str, str], reference: str) -> list[Versus]:
+    """Each run of ``runs`` (label -> run key) against the run labelled ``reference``."""
+    with Store(store_path).reader() as con:
+        counts = dict((key, (int(k or 0), int(n))) for key, k, n in con.execute(
+            "SELECT run_key, sum(CAST(coalesce(success, false) AS INTEGER)), count(*) FROM samples "
+            "WHERE list_contains(?, run_key) GROUP BY 1", [list(runs.values())]).fetchall())
+    ref_k, ref_n = counts.get(runs[reference], (0, 0))
+    return [Versus(label, *counts.get(key, (0, 0)), wilson(*counts.get(key, (0, 0))), ref_k, ref_n,
+                   wilson(ref_k, ref_n)) for label, key in runs.items() if label != reference]
+
+
 def t975(df: int) -> float:
     """Two-sided 95% Student-t quantile (table up to 30 df, Cornish-Fisher expansion above)."""
     if df < 1:

@@ -177,3 +177,16 @@ def test_show_with_a_run_key_alone_lists_the_runs_samples(day):
     one = invoke("show", key[:8], ids[0]).stdout  # what the listing says to run next
     assert f"sample {ids[0]}:" in one
     assert "expected one run, found none" in invoke("show", "zzzz", ok=False).output
+
+
+def test_after_a_run_each_method_is_set_against_no_comm_and_the_grid_note_is_printed(day):
+    grid = day["root"] / "noted.yaml"
+    grid.write_text(GRID + "note: |\n  Read this last.\n")
+    out = invoke("run", "--grid", str(grid), "-q").stdout  # the same cells: nothing to compute
+    assert "0 samples computed" in out
+    found = re.findall(r"^(math/math500|alfworld/seen) seed 0: (latent|text) ([\d.]+)% \[[\d.]+, [\d.]+\] n=1 "
+                       r"vs no_comm [\d.]+% \[[\d.]+, [\d.]+\] n=1: (.+)$", out, flags=re.M)
+    assert sorted((t, m) for t, m, *_ in found) == sorted(
+        (t, m) for t in ("math/math500", "alfworld/seen") for m in ("latent", "text"))
+    assert all(said == "not told apart from no_comm (intervals overlap)" for *_, said in found)  # n = 1
+    assert out.rstrip().endswith("Read this last.")

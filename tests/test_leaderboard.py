@@ -547,3 +547,22 @@ def test_unfinished_runs_are_left_out_until_completed_and_filters_by_tag_key_and
     by_param = leaderboard(path, filters=Filters(params={"rho": 0.5}))
     assert _cells(by_param)[("latent", "math/test")].value == 0.5
     assert not _cells(leaderboard(path, filters=Filters(params={"rho": 0.7})))
+
+
+def test_versus_no_comm_counts_errors_as_failures_and_needs_both_intervals_apart(tmp_path):
+    from interlat_bench.results.leaderboard import versus
+
+    store = Store(tmp_path / "r.duckdb")
+    with store.writer() as con:
+        _add_run(con, store, "k_none", "no_comm", "probe", "test", 0, [1] * 5 + [0] * 35)
+        _add_run(con, store, "k_lat", "latent", "probe", "test", 0, [1] * 36 + [0] * 2, errors=2)
+        _add_run(con, store, "k_txt", "text", "probe", "test", 0, [1] * 9 + [0] * 31)
+        _add_run(con, store, "k_low", "cross_task", "probe", "test", 0, [0] * 40)
+    found = {v.label: v for v in versus(store.path, {"latent": "k_lat", "text": "k_txt", "no_comm": "k_none",
+                                                     "cross_task": "k_low"}, "no_comm")}
+    assert set(found) == {"latent", "text", "cross_task"}
+    assert (found["latent"].k, found["latent"].n) == (36, 40)  # the 2 errors are failures
+    assert found["latent"].interval == wilson(36, 40) and found["latent"].reference_interval == wilson(5, 40)
+    assert found["latent"].verdict == "above"
+    assert found["text"].verdict == "within"  # 22.5% vs 12.5%: the intervals overlap
+    assert found["cross_task"].verdict == "within"  # 0% [0, 8.8] overlaps [5.5, 26.1]
