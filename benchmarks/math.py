@@ -40,22 +40,27 @@ def _read(path: Path, graded: bool) -> tuple[Sample, ...]:
     answer, its ``answer`` field or else the ``\\boxed{}`` of its solution; training rows need
     only their solution."""
     samples = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                row = json.loads(line)
-                answer = row.get("answer") or last_boxed(row["solution"])
-                samples.append(Sample(
-                    id=row["unique_id"],
-                    task=row["problem"],
-                    data={"answer": answer, "solution": row["solution"],
-                          "level": _level(row.get("level")), "subject": row.get("subject") or row.get("type")},
-                ))
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:  # not an object, a key missing
-                raise UserError(f"{path}:{n}: expected a JSON object with unique_id, problem, solution ({e})") from None
-            if graded and not answer:  # it would be graded against nothing: never a success, never an error
-                raise UserError(f"{path}:{n}: no reference answer (neither an `answer` field nor a \\boxed{{}} "
-                                "in its solution)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_no = e.object[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line_no}: not UTF-8 text (byte {e.object[e.start]:#04x})") from None
+    lines = text.split("\n")  # not splitlines(): JSON strings may hold U+2028 and friends
+    for n, line in enumerate(lines[:-1] if lines[-1] == "" else lines, 1):
+        try:
+            row = json.loads(line)
+            answer = row.get("answer") or last_boxed(row["solution"])
+            samples.append(Sample(
+                id=row["unique_id"],
+                task=row["problem"],
+                data={"answer": answer, "solution": row["solution"],
+                      "level": _level(row.get("level")), "subject": row.get("subject") or row.get("type")},
+            ))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:  # not an object, a key missing
+            raise UserError(f"{path}:{n}: expected a JSON object with unique_id, problem, solution ({e})") from None
+        if graded and not answer:  # it would be graded against nothing: never a success, never an error
+            raise UserError(f"{path}:{n}: no reference answer (neither an `answer` field nor a \\boxed{{}} "
+                            "in its solution)")
     if not samples:  # an empty split would run nothing and still exit 0
         raise UserError(f"{path}: no problems in it (an empty file)")
     return tuple(samples)

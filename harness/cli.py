@@ -14,6 +14,7 @@ from rich.console import Console
 
 from interlat_bench.harness.core.atomic import check_writable
 from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.entry import INTERRUPTED
 
 app = typer.Typer(help="Benchmark and ablation harness for agents that communicate in latent space.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -26,7 +27,7 @@ def _console(**kwargs) -> Console:
     """A terminal's tables fit its width. Off a terminal (a pipe, a file) there is no width to fit,
     so rich's default of 80 columns would cut cells to "conf…": there every cell is printed whole
     (COLUMNS, where set, still wins)."""
-    screen = Console(soft_wrap=True, **kwargs)
+    screen = Console(soft_wrap=True, emoji=False, **kwargs)  # a path "x.py:x:" is text, not an emoji
     if not screen.is_terminal and not os.environ.get("COLUMNS"):
         screen.width = WHOLE_CELLS_WIDTH
     return screen
@@ -70,14 +71,32 @@ def user_errors():
     except PermissionError as e:  # a folder or file of someone else's, or read-only
         err.print(f"[bold red]error:[/bold red] permission denied: {e.filename or e}", highlight=False)
         raise typer.Exit(1) from None
+    except (IsADirectoryError, NotADirectoryError) as e:  # a folder where a file goes, or the other way
+        where = e.filename2 or e.filename
+        err.print(f"[bold red]error:[/bold red] {where}: {e.strerror.lower()} (a folder and a file in each "
+                  "other's place)", highlight=False)
+        raise typer.Exit(1) from None
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
-        # Files are written whole or not at all (harness.core.atomic) and ingest is one transaction.
-        where = f" ({e.filename})" if e.filename else ""
-        err.print(f"[bold red]error:[/bold red] {e.strerror}{where}: what was stored before is intact; "
-                  "make room (or choose another folder) and run again", highlight=False)
-        raise typer.Exit(1) from None
+        _stored_intact(e.strerror, e.filename)
+    except Exception as e:
+        if not _disk_full(e):
+            raise
+        _stored_intact("No space left on device", None)
+
+
+def _disk_full(exc: Exception) -> bool:
+    """DuckDB reports a full disk as its own error (a failed write of the database or its WAL)."""
+    return type(exc).__module__.split(".")[0] in ("duckdb", "_duckdb") and "No space left on device" in str(exc)
+
+
+def _stored_intact(what: str, filename: str | None) -> None:
+    # Files are written whole or not at all (harness.core.atomic) and ingest is one transaction.
+    where = f" ({filename})" if filename else ""
+    err.print(f"[bold red]error:[/bold red] {what}{where}: what was stored before is intact; "
+              "make room (or choose another folder) and run again", highlight=False)
+    raise typer.Exit(1) from None
 
 
 def _check_cache() -> None:
@@ -126,7 +145,18 @@ def _known_in_db(db: Path, column: str, wanted: list[str], flag: str) -> None:
         _refuse_unknown(flag, name, present, f"no such {column} in {db}", "present")
 
 
+def _known_run_keys(db: Path, prefixes: list[str]) -> None:
+    from interlat_bench.results.store import Store
+
+    with Store(db).reader() as con:
+        keys = [r[0] for r in con.execute("SELECT run_key FROM runs").fetchall()]
+    for prefix in prefixes:
+        if not any(k.startswith(prefix) for k in keys):
+            raise UserError(f"--run-key {prefix!r}: no run's key starts so (see `interlat-bench runs`)")
+
+
 BUILTIN_METRICS = ("success", "score", "steps", "steps_success")
+RUN_STATUSES = ("running", "complete", "partial", "interrupted", "failed")
 
 
 def _metric_keys(db: Path) -> list[str]:
@@ -169,7 +199,11 @@ def _known_tags(db: Path, tags: list[str]) -> None:
 def _db(db: Path | None) -> Path:
     from interlat_bench.harness.core.settings import default_db
 
-    return db or default_db()
+    path = db or default_db()
+    if path.is_dir():
+        raise UserError(f"--db {path}: a folder stands where the results database file should be "
+                        "(give the .duckdb file)")
+    return path
 
 
 def _params(values: list[str], flag: str = "--param") -> dict:
@@ -223,6 +257,8 @@ def _read_grid(path: Path) -> dict:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except OSError as exc:
         raise UserError(f"--grid {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--grid {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at {exc.start})") from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise UserError(f"--grid {path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'} "
                         f"({str(exc).splitlines()[0]})") from None
@@ -539,6 +575,7 @@ def leaderboard(
         _known_by(path, by)
         tags = _tags(tag)
         _known_tags(path, tags)
+        _known_run_keys(path, run_key)
         filters = Filters(tags=tags or None, run_keys=run_key or None, params=_params(param) or None,
                           unfinished=unfinished)
         _print_leaderboard(path, split_csv(methods) or None, split_csv(tasks) or None,
@@ -567,6 +604,8 @@ def runs(
         from interlat_bench.results.store import prune as prune_runs
 
         _table_format(format)
+        if status is not None and status not in RUN_STATUSES:
+            raise UserError(f"--status {status!r}: expected one of {', '.join(RUN_STATUSES)}")
         _existing_db(db)
         store = Store(_db(db))
         do_ingest(store, _db(db).parent / "shards", warn=err.print)  # statuses as of now
@@ -702,7 +741,8 @@ def report(
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder to write into (default: report/ beside "
                                     "the database)."),
     html: bool = typer.Option(False, "--html", help="Also write one self-contained report.html."),
-    baseline: str = typer.Option("latent", help="The method every row is compared with (paired tests)."),
+    baseline: str | None = typer.Option(None, help="The method every row is compared with (paired tests; "
+                                        "default latent)."),
     db: Path | None = DbOpt,
 ):
     """Tables in the paper's layouts (ALFWorld, MATH, probe, ablations), paired significance,
@@ -710,7 +750,8 @@ def report(
     with user_errors():
         from interlat_bench.results import report as rp
 
-        _existing_db(db)
+        _known_in_db(_existing_db(db), "method", [baseline] if baseline else [], "--baseline")
+        baseline = baseline or "latent"
         folder = out or _db(db).parent / "report"
         if folder.exists() and not folder.is_dir():
             raise UserError(f"--out {folder}: a file stands there; the report is a folder of tables")
@@ -740,6 +781,8 @@ def sql(
         from interlat_bench.results.store import query_readonly
 
         _table_format(format, ("rich", "csv", "json"))
+        if output is not None and output.is_dir():
+            raise UserError(f"--output {output}: a folder stands there; give a file name")
         columns, rows = query_readonly(_existing_db(db), query)
         if format == "rich" and output is None:
             table = Table(*columns)
@@ -972,8 +1015,7 @@ def main() -> None:
 
     def say_interrupted() -> None:
         if said.acquire(blocking=False):
-            err.print("interrupted: files are written whole or not at all; run the same command again to go on",
-                      highlight=False)
+            err.print(INTERRUPTED, highlight=False)
             sys.stderr.flush()
 
     def end_regardless() -> None:

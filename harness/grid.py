@@ -47,6 +47,10 @@ def check_numbers(*, limit: int | None, seeds: Iterable[int], decoding: Decoding
     bad_seed = next((s for s in seeds if s < 0), None)
     if bad_seed is not None:
         raise UserError(f"--seeds {bad_seed}: expected integers >= 0")
+    seeds = list(seeds)
+    twice = next((s for i, s in enumerate(seeds) if s in seeds[:i]), None)
+    if twice is not None:  # the same replicate twice would count its samples twice
+        raise UserError(f"--seeds {','.join(map(str, seeds))}: seed {twice} is given twice")
     if decoding is not None:
         if decoding.max_new_tokens < 0:  # 0 means: the benchmark's default reply length
             raise UserError(f"--max-new-tokens {decoding.max_new_tokens}: expected a number of tokens >= 1")

@@ -269,9 +269,14 @@ def read_shard(path: Path) -> list[dict[str, Any]]:
 
 def quarantine(root: Path, path: Path) -> Path:
     """Move a malformed file out of the way (``root/.quarantine/<run_key>/``), keeping it
-    for inspection; later ingests never see it again."""
+    for inspection; later ingests never see it again. A name already set aside there is kept:
+    the newcomer gets ``name.1``, ``name.2``, ..."""
     target = root / QUARANTINE / path.parent.name / path.name
     target.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        if not target.exists():
+            break
+        target = target.with_name(f"{path.name}.{n}")
     os.replace(path, target)
     return target
 
@@ -430,7 +435,8 @@ def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, i
             counts["interrupted"] = len(dead)
             con.commit()
         except BaseException:
-            con.rollback()
+            with contextlib.suppress(Exception):  # a failed commit (full disk) has ended it itself
+                con.rollback()
             raise
     counts["runs"] = len(run_rows)
     for folder, text in run_texts:

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from interlat_bench.harness.cli import app
+from interlat_bench.harness.entry import INTERRUPTED
 
 TINY = ["--receiver", "tiny-llama", "--sender", "tiny-llama", "--no-leaderboard"]
 
@@ -66,6 +67,18 @@ CORPUS = [
     (["sql", "drop table runs"], {}, "DROP"),
     (["sql", "select * from nosuch"], {}, "nosuch"),
     (["sql", "call enable_logging('x')"], {}, "sql"),
+    (["run", "-m", "text_zeroshot", "-t", "math", "--limit", "1", *TINY], {"MATH_DATA": "{math_binary}"},
+     "math500_test.jsonl:2: not UTF-8 text (byte 0xff)"),
+    (["run", "--grid", "{binary_grid}", "--dry-run", *TINY], {}, "binary.yaml: not UTF-8 text"),
+    (["run", "-m", "no_comm_zeroshot", "-t", "math", "--seeds", "0,1,0", *TINY], {}, "seed 0 is given twice"),
+    (["run", "-m", "latent", "-t", "math", "--method-path", "{noclass_x}", *TINY], {}, "noclass.py:x:"),
+    (["report", "--out", "{under_file}"], {}, "a folder and a file in each other's place"),
+    (["report", "--baseline", "nosuch"], {}, "--baseline 'nosuch': no such method"),
+    (["sql", "select 1", "-o", "{dir}", "-f", "csv"], {}, "a folder stands there"),
+    (["runs", "--status", "bogus"], {}, "--status 'bogus': expected one of running"),
+    (["runs", "--prune", "--status", "bogus"], {}, "--status 'bogus'"),
+    (["leaderboard", "-k", "zzzz"], {}, "--run-key 'zzzz': no run's key starts so"),
+    (["ingest", "--db", "{dir}"], {}, "a folder stands where the results database file should be"),
     (["collect", "--task", "math", "--split", "nosplit", "--sender", "tiny-llama"], {}, "split 'nosplit'"),
     (["collect", "--task", "math", "--split", "test", "--limit", "0", "--sender", "tiny-llama"], {}, "--limit"),
 ]
@@ -97,6 +110,13 @@ def recorded(tmp_path_factory):
     (root / "math_empty").mkdir()
     (root / "math_blank").mkdir()
     (root / "math_blank" / "math500_test.jsonl").write_text("")
+    (root / "math_binary").mkdir()
+    (root / "math_binary" / "math500_test.jsonl").write_bytes(
+        b'{"unique_id": "a", "problem": "1+1?", "solution": "x", "answer": "2"}\n'
+        b'{"unique_id": "b", "problem": "1+1\xff?", "solution": "x", "answer": "2"}\n')
+    (root / "binary.yaml").write_bytes(b'methods: [text_zeroshot]\ntasks: [math]\nnote: "\xff\xfe"\n')
+    (root / "noclass.py").write_text("x = 1\n")
+    (root / "a_dir").mkdir()
     (root / "math_unanswered").mkdir()
     (root / "math_unanswered" / "math500_test.jsonl").write_text(
         '{"unique_id": "a", "problem": "1+1?", "solution": "It is $\\\\boxed{2}$."}\n'
@@ -109,7 +129,10 @@ def test_bad_input_fails_in_one_line_and_changes_nothing(recorded, monkeypatch, 
     root, base_env = recorded
     fill = {"{empty}": str(root / "empty_model"), "{garbage}": str(root / "garbage.duckdb"),
             "{missing}": str(root / "missing.duckdb"), "{file}": str(root / "a_file"),
-            **{f"{{{name}}}": str(root / name) for name in ("math_empty", "math_blank", "math_unanswered")}}
+            "{binary_grid}": str(root / "binary.yaml"), "{noclass_x}": str(root / "noclass.py") + ":x",
+            "{under_file}": str(root / "a_file" / "sub"), "{dir}": str(root / "a_dir"),
+            **{f"{{{name}}}": str(root / name) for name in ("math_empty", "math_blank", "math_unanswered",
+                                                           "math_binary")}}
     for k, v in {**base_env, **env}.items():
         monkeypatch.setenv(k, fill.get(v, v))
     db = root / "results" / "interlat.duckdb"
@@ -227,6 +250,13 @@ def test_a_run_record_with_a_bad_time_is_set_aside_once_and_the_commands_go_on(r
         again = CliRunner().invoke(app, command)
         assert again.exit_code == 0, again.output + again.stderr
         assert "set aside" not in again.stderr
+    # A second bad record under the same key is set aside beside the first, which is kept.
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_text('{"run_key": "0123456789abcdef", "status": "complete", "created_at": "tomorrow"}\n')
+    assert CliRunner().invoke(app, ["ingest"]).exit_code == 0
+    kept = results / "shards" / ".quarantine" / bad.parent.name
+    assert sorted(p.name for p in kept.iterdir()) == ["run.json", "run.json.1"]
+    assert "yesterday" in (kept / "run.json").read_text() and "tomorrow" in (kept / "run.json.1").read_text()
 
 
 def test_a_limit_beyond_the_split_says_so_in_one_line(recorded, tmp_path, monkeypatch):
@@ -372,6 +402,53 @@ def test_a_full_disk_is_one_line_and_the_database_stays_intact(recorded, tmp_pat
     assert f"exit 1\n{_snapshot(results / 'interlat.duckdb')}" in said, said
     assert "No space left on device" in said and "what was stored before is intact" in said, said
     assert "Traceback" not in said and said.count("error") == 1, said
+
+
+@pytest.mark.parametrize("command", [["ingest"], ["runs"]])
+def test_ingesting_onto_a_full_disk_is_one_line_and_the_database_stays_intact(recorded, tmp_path, monkeypatch,
+                                                                               command):
+    """Pending shards too big for what is left: the commit fails; `runs` ingests first, too."""
+    import json
+    import sys
+
+    results = _copy_results(recorded, tmp_path, monkeypatch)
+    key = _status(results / "interlat.duckdb")[0][0]
+    row = {"table": "samples", "run_key": key, "success": False, "score": 0.0, "metrics": {"output": "y" * 100},
+           "created_at": "2026-12-05T16:42:59"}
+    (results / "shards" / key).mkdir(parents=True, exist_ok=True)
+    (results / "shards" / key / "1-1-0.jsonl").write_text(
+        "".join(json.dumps({**row, "sample_id": f"s{i}"}) + "\n" for i in range(3000)))
+    db = tmp_path / "full" / "results" / "interlat.duckdb"
+    then_digest = ["sh", "-c", '"$0" -m interlat_bench.harness.cli "$@"; echo "exit $?"; sha256sum "$DB"',
+                   sys.executable, *command, "--db", str(db)]
+    code, said = _cli(_full_disk(tmp_path, results), [], {"DB": str(db)}, tmp_path, then_digest)
+    assert f"exit 1\n{_snapshot(results / 'interlat.duckdb')}" in said, said
+    assert "No space left on device" in said and "what was stored before is intact" in said, said
+    assert "Traceback" not in said and said.count("error") == 1, said
+
+
+def test_ctrl_c_while_the_command_line_is_still_importing_is_one_line_and_exit_130(tmp_path):
+    """The script's first act catches Ctrl-C: here it comes while Typer is being imported."""
+    import subprocess
+    import sys
+
+    script = """if True:
+        import importlib.abc, os, signal, sys
+
+        class CtrlCOnTyper(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "typer":
+                    os.kill(os.getpid(), signal.SIGINT)
+                return None
+
+        sys.meta_path.insert(0, CtrlCOnTyper())
+        sys.argv = ["interlat-bench", "runs"]
+        from interlat_bench.harness.entry import main
+        main()
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == INTERRUPTED and not done.stdout
 
 
 def _press_ctrl_c():
