@@ -390,18 +390,23 @@ def _full_disk(tmp_path, results) -> list[str]:
     return prefix
 
 
-def test_a_full_disk_is_one_line_and_the_database_stays_intact(recorded, tmp_path, monkeypatch):
+def _assert_full_disk_is_one_line_and_intact(tmp_path, results, command: list[str]) -> None:
+    """``command`` on a full disk holding a copy of ``results``: one error line, exit 1, and the
+    database's digest as before. The mount lives as long as the command, so the same shell then
+    prints the digest."""
     import sys
 
-    results = _copy_results(recorded, tmp_path, monkeypatch)
     db = tmp_path / "full" / "results" / "interlat.duckdb"
-    # The mount lives as long as the command: the same command then prints the database's digest.
     then_digest = ["sh", "-c", '"$0" -m interlat_bench.harness.cli "$@"; echo "exit $?"; sha256sum "$DB"',
-                   sys.executable, *MORE, "--db", str(db)]
+                   sys.executable, *command, "--db", str(db)]
     code, said = _cli(_full_disk(tmp_path, results), [], {"DB": str(db)}, tmp_path, then_digest)
     assert f"exit 1\n{_snapshot(results / 'interlat.duckdb')}" in said, said
     assert "No space left on device" in said and "what was stored before is intact" in said, said
     assert "Traceback" not in said and said.count("error") == 1, said
+
+
+def test_a_full_disk_is_one_line_and_the_database_stays_intact(recorded, tmp_path, monkeypatch):
+    _assert_full_disk_is_one_line_and_intact(tmp_path, _copy_results(recorded, tmp_path, monkeypatch), MORE)
 
 
 @pytest.mark.parametrize("command", [["ingest"], ["runs"]])
@@ -409,7 +414,6 @@ def test_ingesting_onto_a_full_disk_is_one_line_and_the_database_stays_intact(re
                                                                                command):
     """Pending shards too big for what is left: the commit fails; `runs` ingests first, too."""
     import json
-    import sys
 
     results = _copy_results(recorded, tmp_path, monkeypatch)
     key = _status(results / "interlat.duckdb")[0][0]
@@ -418,13 +422,7 @@ def test_ingesting_onto_a_full_disk_is_one_line_and_the_database_stays_intact(re
     (results / "shards" / key).mkdir(parents=True, exist_ok=True)
     (results / "shards" / key / "1-1-0.jsonl").write_text(
         "".join(json.dumps({**row, "sample_id": f"s{i}"}) + "\n" for i in range(3000)))
-    db = tmp_path / "full" / "results" / "interlat.duckdb"
-    then_digest = ["sh", "-c", '"$0" -m interlat_bench.harness.cli "$@"; echo "exit $?"; sha256sum "$DB"',
-                   sys.executable, *command, "--db", str(db)]
-    code, said = _cli(_full_disk(tmp_path, results), [], {"DB": str(db)}, tmp_path, then_digest)
-    assert f"exit 1\n{_snapshot(results / 'interlat.duckdb')}" in said, said
-    assert "No space left on device" in said and "what was stored before is intact" in said, said
-    assert "Traceback" not in said and said.count("error") == 1, said
+    _assert_full_disk_is_one_line_and_intact(tmp_path, results, command)
 
 
 def test_ctrl_c_while_the_command_line_is_still_importing_is_one_line_and_exit_130(tmp_path):
