@@ -199,8 +199,10 @@ def _known_tags(db: Path, tags: list[str]) -> None:
 def _db(db: Path | None) -> Path:
     from interlat_bench.harness.core.settings import default_db
 
-    path = db or default_db()
-    if path.is_dir():
+    path, folder = db or default_db(), False
+    with contextlib.suppress(OSError):  # an unreadable folder above it is for the command to report
+        folder = path.is_dir()
+    if folder:
         raise UserError(f"--db {path}: a folder stands where the results database file should be "
                         "(give the .duckdb file)")
     return path
