@@ -122,6 +122,10 @@ class Benchmark:
         facts = sample.data.get("sender_facts")
         return f"{sample.task}\n\n{facts}" if facts else sample.task
 
+    def sender_tasks(self, samples: list[Sample]) -> list[tuple[str, str]]:
+        """(id, what the sender plans for) of each sample: what a collection takes."""
+        return [(s.id, self.sender_task(s)) for s in samples]
+
     def data_files(self, split: str) -> list[Path]:
         """The files a split's samples (``train``: training conversations) are read from."""
         raise NotImplementedError

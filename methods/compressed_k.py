@@ -46,5 +46,5 @@ class CompressedK(Latent):
         student = load_student(folder, dtype=ctx.spec.dtype)
         k = int(self.params["k"])
         with progress.track(f"send {k} latent steps (trained student)", len(samples)) as stage:
-            return send_latent_steps(student.lm.model, student.lm.tokenizer, [(s.id, ctx.benchmark.sender_task(s)) for s in samples], k,
+            return send_latent_steps(student.lm.model, student.lm.tokenizer, ctx.benchmark.sender_tasks(samples), k,
                                      head=student.head, log=progress.counter(stage))

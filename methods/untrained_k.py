@@ -27,5 +27,5 @@ class UntrainedK(Latent):
 
         sender, k = ctx.model(ctx.spec.sender), int(self.params["k"])
         with progress.track(f"send {k} latent steps ({ctx.spec.sender})", len(samples)) as stage:
-            return send_latent_steps(sender.model, sender.tokenizer, [(s.id, ctx.benchmark.sender_task(s)) for s in samples], k,
+            return send_latent_steps(sender.model, sender.tokenizer, ctx.benchmark.sender_tasks(samples), k,
                                      log=progress.counter(stage))

@@ -63,3 +63,23 @@ def test_an_unknown_sender_view_is_refused():
         expand(methods_csv="text", tasks_csv="alfworld", seeds=[0], sender="tiny-llama", receiver="tiny-llama",
                settings={"sender_view": "oracle"})
     assert benchmarks.get("alfworld").diagnostics["sender_view"] == "expert"  # tables label the informed rows
+
+
+def test_the_sender_is_given_the_facts_when_it_plans(results_env):
+    """The collection reads `sender_task`: the same game with and without the facts is planned
+    from different prompts (a different collection), with them in the prompt it was given."""
+    from interlat_bench.harness.core.runspec import RunSpec
+    from interlat_bench.methods.base import RunContext
+    from interlat_bench.methods.sending import SENDER_DEFAULTS, collect_plans
+
+    plans = {}
+    for view in ("task", "expert"):
+        bench = AlfworldBenchmark({"sender_view": view})
+        spec = RunSpec.make(method="text", benchmark="alfworld", split="seen", receiver="tiny-llama",
+                            sender="tiny-llama")
+        plans[view] = collect_plans(RunContext(spec, bench, log=lambda *_: None), bench.samples("seen", limit=1),
+                                    {**SENDER_DEFAULTS, "plan_tokens": 4})
+    assert plans["task"].key != plans["expert"].key
+    informed = AlfworldBenchmark({"sender_view": "expert"})
+    [(_, told)] = informed.sender_tasks(informed.samples("seen", limit=1))
+    assert "an expert solved this exact game" in told
