@@ -64,13 +64,9 @@ def main() -> None:
     base = None
     with tempfile.TemporaryDirectory() as tmp:
         if args.method != "no_comm_zeroshot":  # train or load the receiver before any timing
-            from interlat_bench.benchmarks.alfworld import AlfworldBenchmark
-            from interlat_bench.harness.core.registry import methods
-            from interlat_bench.harness.runner import train_stage
-            from interlat_bench.methods.base import RunContext
+            from interlat_bench.harness.runner import Cell
 
-            method = methods.get(args.method)(dict(spec.method_params))
-            train_stage(RunContext(spec, AlfworldBenchmark(dict(spec.benchmark_params)), log=print), method)
+            Cell(spec).checkpoint()
         for i, (label, batch, workers) in enumerate(ways):
             secs, actions, stages = play(spec, Path(tmp) / str(i) / "r.duckdb", batch, workers)
             base = base or (secs, actions)

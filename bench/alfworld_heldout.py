@@ -22,12 +22,10 @@ from pathlib import Path
 from interlat_bench.benchmarks.alfworld import AlfworldBenchmark, task_text
 from interlat_bench.benchmarks.alfworld_env import game_id, game_paths, task_type
 from interlat_bench.benchmarks.base import Sample
-from interlat_bench.harness.core.registry import methods
 from interlat_bench.harness.grid import expand
-from interlat_bench.harness.runner import train_stage
-from interlat_bench.methods.base import RunContext
+from interlat_bench.harness.runner import Cell
 from interlat_bench.results.leaderboard import wilson
-from interlat_bench.trainers import receiver as rc
+from interlat_bench.trainers import config as rc
 
 
 def main() -> None:
@@ -43,8 +41,8 @@ def main() -> None:
                     sender="smollm2-135m", receiver="smollm2-135m", dtype="float32",
                     method_params={"preset": "cpu"})
     bench = AlfworldBenchmark(dict(spec.benchmark_params))
-    method = methods.get(args.method)(dict(spec.method_params))
-    ctx = RunContext(spec, bench, log=lambda m: print(m, flush=True))
+    cell = Cell(spec, bench, log=lambda m: print(m, flush=True), checkpoint=Path(args.checkpoint) if args.checkpoint else None)
+    method = cell.method
     cfg = method.train_config(bench)
     trained_on = {s.id for s in bench.train_samples(limit=cfg.n_train, detours=cfg.detours)}
     # The last games of the training split (game_paths takes task types in turn, so these are
@@ -54,11 +52,10 @@ def main() -> None:
         raise SystemExit(f"n_train={cfg.n_train} trains on the last {args.games} games: lower one of them")
     samples = [Sample(game_id(p), task_text(p), {"game": str(p), "task_type": task_type(p)}) for p in held]
     start = time.perf_counter()
-    folder = Path(args.checkpoint) if args.checkpoint else train_stage(ctx, method)
+    folder = cell.checkpoint()
     print(f"receiver {folder} ({time.perf_counter() - start:.0f} s); preset cpu with {changes or 'no changes'}; "
           f"{len(samples)} held-out training games (not among its {len(trained_on)})", flush=True)
-    agent = method.agent(ctx, rc.load_receiver(folder, dtype=spec.dtype))
-    messages = method.messages(ctx, samples, None)
+    agent, messages = cell.agent(), cell.messages(samples)
     wins = valid = turns = 0
     for s in samples:
         record = bench.play(s, agent, method.message_for(s, messages, spec.seed))

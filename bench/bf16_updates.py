@@ -21,7 +21,8 @@ import torch
 from interlat_bench.benchmarks.math import MathBenchmark
 from interlat_bench.harness.core import conversation as conv
 from interlat_bench.harness.core import models
-from interlat_bench.trainers.receiver import SlotReceiver, build_examples, preset, train_receiver
+from interlat_bench.trainers.config import preset
+from interlat_bench.trainers.receiver import SlotReceiver, build_examples, train_receiver
 
 
 def matrices(model) -> dict[str, torch.Tensor]:

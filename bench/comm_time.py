@@ -29,7 +29,6 @@ from interlat_bench.harness.core.prompts import (
     ALFWORLD_PLAN_PROMPT,
     PAPER_TOP_K,
     PAPER_TOP_P,
-    paper_temperature,
 )
 
 
@@ -50,7 +49,7 @@ def main() -> None:
     sender = load(args.sender, dtype="float32")
     samples = AlfworldBenchmark().samples("seen", args.tasks)
     tasks = [(s.id, s.task) for s in samples]
-    dec = Decoding(greedy=False, temperature=paper_temperature("alfworld"), top_p=PAPER_TOP_P, top_k=PAPER_TOP_K,
+    dec = Decoding(greedy=False, temperature=AlfworldBenchmark.plan_temperature, top_p=PAPER_TOP_P, top_k=PAPER_TOP_K,
                    max_new_tokens=args.plan_tokens)
     full, steps, rows = [], {k: [] for k in ks}, []
     for r in range(args.rounds):

@@ -20,8 +20,8 @@ import torch
 from interlat_bench.benchmarks.math import MathBenchmark
 from interlat_bench.harness.core import models
 from interlat_bench.harness.core.generation import Decoding
+from interlat_bench.methods.agents import ReceiverAgent
 from interlat_bench.methods.base import NO_MESSAGE
-from interlat_bench.methods.receiver import ReceiverAgent
 
 
 def evaluate(lm, dec, samples, batch: int) -> tuple[float, list[str], int, int]:

@@ -17,9 +17,8 @@ import time
 
 def main() -> None:
     from interlat_bench.benchmarks.alfworld import AlfworldBenchmark
-    from interlat_bench.harness.core.runspec import RunSpec
-    from interlat_bench.methods.base import RunContext
-    from interlat_bench.methods.sending import SENDER_DEFAULTS, collect_plans
+    from interlat_bench.collectors.plans import collect_plans
+    from interlat_bench.methods.sending import SENDER_DEFAULTS, plan_collection
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--split", default="seen")
@@ -32,10 +31,9 @@ def main() -> None:
     start = time.perf_counter()
     bench = AlfworldBenchmark({"sender_view": "expert"})
     samples = bench.samples(args.split, limit=args.limit)
-    spec = RunSpec.make(method="text", benchmark="alfworld", split=args.split, receiver=args.sender,
-                        sender=args.sender)
     params = {**SENDER_DEFAULTS, "plan_tokens": args.plan_tokens, "plan_greedy": args.greedy}
-    plans = collect_plans(RunContext(spec, bench, log=print), samples, params)
+    plans = collect_plans(plan_collection(params, bench, sender=args.sender, dtype="float32", seed=0),
+                          bench.sender_tasks(samples))
     restated = listed = 0
     for sample in samples:
         actions = [line.split(". ", 1)[1] for line in sample.data["sender_facts"].splitlines() if line[:1].isdigit()]

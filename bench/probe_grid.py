@@ -35,7 +35,7 @@ def main() -> None:
     env = {**os.environ, "INTERLAT_CACHE": str(work / "cache"), "INTERLAT_RESULTS": str(work / "results")}
     env.setdefault("INTERLAT_MODELS", str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                                           / "interlat-bench" / "models"))
-    cmd = [sys.executable, "-m", "interlat_bench.harness.cli", "run", "--methods", args.methods,
+    cmd = [sys.executable, "-m", "interlat_bench.harness.entry", "run", "--methods", args.methods,
            "--tasks", "probe", "--no-leaderboard", *[a for a in extra if a != "--"]]
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, text=True, capture_output=True)

@@ -44,7 +44,7 @@ def main() -> None:
     walls = {}
     for n_options in _ints(args.options):
         for n_facts in _ints(args.facts):
-            cmd = [sys.executable, "-m", "interlat_bench.harness.cli", "run", "--methods", args.methods,
+            cmd = [sys.executable, "-m", "interlat_bench.harness.entry", "run", "--methods", args.methods,
                    "--tasks", "probe", "--seeds", args.seeds, "--setting", f"n_facts={n_facts}",
                    "--setting", f"n_options={n_options}", "--no-leaderboard", *[a for a in extra if a != "--"]]
             start = time.perf_counter()

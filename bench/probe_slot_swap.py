@@ -29,8 +29,8 @@ from interlat_bench.benchmarks.probe import ProbeBenchmark, fact_in_plan
 from interlat_bench.collectors.messages import load_messages
 from interlat_bench.harness.core.generation import Decoding
 from interlat_bench.harness.core.message import Message, MessageKind
-from interlat_bench.methods.receiver import ReceiverAgent
-from interlat_bench.trainers.receiver import load_receiver
+from interlat_bench.methods.agents import ReceiverAgent
+from interlat_bench.trainers.checkpoint import load_receiver
 
 
 def main() -> None:

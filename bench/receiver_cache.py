@@ -25,8 +25,8 @@ from interlat_bench.benchmarks.alfworld_expert import REACT_INSTRUCTION, expert_
 from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness.core import models
 from interlat_bench.harness.core.generation import Decoding
+from interlat_bench.methods.agents import ReceiverAgent
 from interlat_bench.methods.base import Message
-from interlat_bench.methods.receiver import ReceiverAgent
 
 # An unseen game the expert needs 25 steps for: enough real observations for 20 turns.
 GAME = "pick_two_obj_and_place-KeyChain-None-Safe-219/trial_T20190909_012027_782483"

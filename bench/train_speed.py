@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 
@@ -70,7 +71,7 @@ def main() -> None:
         method = methods.get("no_comm")({"preset": args.preset, "n_train": args.n_train})
         cfg = method.train_config(bench)
         if args.max_len:
-            cfg = rc.replace(cfg, max_len=args.max_len)
+            cfg = replace(cfg, max_len=args.max_len)
         examples = rc.build_examples(tok, bench.train_samples(limit=cfg.n_train), {}, "none", cfg)
         tokens = sum(rc.sequence_length(ex) for ex in examples)
         order = grouped_order(examples, cfg)
@@ -84,7 +85,7 @@ def main() -> None:
             continue
         took = {}
         for grouped in (False, True):
-            took[grouped] = train_once(args.receiver, examples, rc.replace(cfg, group_by_length=grouped))
+            took[grouped] = train_once(args.receiver, examples, replace(cfg, group_by_length=grouped))
             print(f"  one epoch, {'grouped' if grouped else 'random '}: {took[grouped]:.1f} s, "
                   f"{tokens / took[grouped]:.0f} tokens/s")
         print(f"  grouped / random time: {took[True] / took[False]:.2f} (speed-up {took[False] / took[True]:.2f}x)")

@@ -68,6 +68,7 @@ class AlfworldBenchmark(Benchmark):
     splits = ("seen", "unseen")
     default_splits = ("seen", "unseen")
     planner_prompt = ALFWORLD_PLAN_PROMPT  # the SPEC's (section 2), from harness.core.prompts
+    plan_temperature = 0.7  # SPEC section 2
     # action: "generate" (the receiver writes its reply, as in the paper) or "rank" (a
     # diagnostic: it picks the admissible command it finds most likely; tables label it).
     # sender_view: "task" (the paper: the sender sees what the receiver sees) or "expert" (an
@@ -78,6 +79,7 @@ class AlfworldBenchmark(Benchmark):
     param_checks = {"max_steps": POSITIVE_INT, "action": one_of("generate", "rank"),
                     "sender_view": one_of("task", "expert")}
     diagnostics = {"action": "rank", "sender_view": "expert"}
+    after_run_metrics = ("steps_success", "steps", "valid_actions")  # SPEC section 7: steps over successes and all
     unkeyed_defaults = {"sender_view": "task"}
     reply_tokens = 48  # one "Thought: ...\nAction: ..." turn
     cpu_limit = 2
@@ -91,6 +93,12 @@ class AlfworldBenchmark(Benchmark):
     def data_files(self, split: str) -> list[Path]:
         """The games of a split: each game file and the trial record beside it."""
         return [f for p in game_paths(split) for f in (p, p.parent / "traj_data.json") if f.exists()]
+
+    @classmethod
+    def report_tables(cls, db, baseline, marks):
+        from interlat_bench.results import report
+
+        return [report.alfworld_table(db, baseline, marks)]  # the paper's Table 1 layout
 
     def samples(self, split: str, limit: int | None = None) -> list[Sample]:
         if split not in self.splits:
@@ -130,13 +138,17 @@ class AlfworldBenchmark(Benchmark):
         generation; the ranking diagnostic plays one game at a time."""
         return self.params.get("action", "generate") == "generate"
 
+    def action_reply(self, action: str) -> str:
+        return f"Action: {action}"  # the ReAct turn's action line, as the expert's conversations write it
+
     def play(self, sample: Sample, agent: Agent, message) -> Record:
         episode = _Episode(self, sample, agent, message)
         try:
             episode.start()
             while not episode.done:
                 if self.params.get("action") == "rank":
-                    reply = agent.choose(episode.feedback, sorted(episode.info.get("admissible") or []), episode.info)
+                    options = sorted(episode.info.get("admissible") or [])
+                    reply = agent.choose(episode.feedback, [self.action_reply(a) for a in options], episode.info)
                 else:
                     reply = agent.respond(episode.feedback, episode.info)
                 episode.act(reply)

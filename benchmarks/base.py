@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from interlat_bench.harness.core.message import Message
 from interlat_bench.harness.core.params import Check
-from interlat_bench.harness.core.prompts import DEFAULT_PLAN_PROMPT
+from interlat_bench.harness.core.prompts import DEFAULT_PLAN_PROMPT, FALLBACK_TEMPERATURE
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,9 @@ class Agent(Protocol):
     may use (admissible commands, the expert's action); LLM agents ignore it.
     ``needs_expert``: the benchmark must compute the expert's action for ``info`` (it costs
     a planner call per step, so only the oracle asks for it).
+
+    What an agent can do beyond this is declared by the protocols below and found once per
+    run cell (``Capabilities.of``).
     """
 
     needs_expert: bool
@@ -62,28 +65,71 @@ class Agent(Protocol):
     def respond(self, observation: str | None = None, info: dict | None = None) -> str: ...
 
     def choose(self, observation: str | None, options: list[str], info: dict | None = None) -> str:
-        """Reply with one of ``options`` (a benchmark's ranking diagnostic, e.g. ALFWorld's
-        ``action=rank``); an agent that already acts within them may just ``respond``."""
+        """Reply with one of ``options``, each a whole reply in the benchmark's format
+        (``Benchmark.action_reply``; ALFWorld's ``action=rank``); an agent that already acts
+        within them may just ``respond``."""
         ...
 
     def timings_ms(self) -> dict[str, float]: ...
-
-    def prefetch(self, episodes: list[tuple[str, Message, Sample]]) -> None:
-        """Optional: decode the first replies of several single-reply episodes (prompt,
-        message, sample) together, ahead of their ``begin``/``respond``."""
-        ...
 
     def episode_metrics(self) -> dict[str, Any]:
         """Facts about the episode's replies (e.g. how many the token cap cut); {} for none."""
         ...
 
 
+@runtime_checkable
+class Prefetching(Protocol):
+    """Decodes the first replies of several single-reply episodes (prompt, message, sample)
+    together, ahead of their ``begin``/``respond``."""
+
+    def prefetch(self, episodes: list[tuple[str, Message, Sample]]) -> None: ...
+
+
+@runtime_checkable
+class Lockstep(Protocol):
+    """Plays several multi-turn episodes at once, one ``sibling`` each, every turn's replies
+    from one ``respond_together(agents, observations)`` call."""
+
+    def sibling(self) -> Agent: ...
+
+    def can_respond_together(self) -> bool: ...
+
+    @staticmethod
+    def respond_together(agents: Sequence[Agent], observations: Sequence[str | None]) -> list[str]: ...
+
+
+@runtime_checkable
+class Transcribing(Protocol):
+    """Writes the episode's turns as it saw them (what `interlat-bench show` prints)."""
+
+    def transcript(self, message: Message) -> list[dict[str, str]]: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the runner may ask of an agent beyond the ``Agent`` protocol, found once."""
+
+    prefetch: bool = False
+    lockstep: bool = False
+    transcript: bool = False
+
+    @classmethod
+    def of(cls, agent: Agent | None) -> Capabilities:
+        if agent is None:
+            return cls()
+        return cls(prefetch=isinstance(agent, Prefetching),
+                   lockstep=isinstance(agent, Lockstep) and agent.can_respond_together(),
+                   transcript=isinstance(agent, Transcribing))
+
+
 class Benchmark:
     name: ClassVar[str]
+    description: ClassVar[str] = ""  # `ls NAME` shows it (else the class docstring's first line)
     splits: ClassVar[tuple[str, ...]]
     default_splits: ClassVar[tuple[str, ...]]  # evaluated when --splits is not given
     # The prompt the sender plans from, given the sample's task text (see harness.core.prompts).
     planner_prompt: ClassVar[str] = DEFAULT_PLAN_PROMPT
+    plan_temperature: ClassVar[float] = FALLBACK_TEMPERATURE  # the sender's, when it samples its plans
     reply_tokens: ClassVar[int] = 256  # receiver tokens per reply unless --max-new-tokens
     cpu_limit: ClassVar[int | None] = None  # samples per split on a CPU unless --limit
     # Settings that change outcomes, with their defaults (they enter the run key).
@@ -103,6 +149,12 @@ class Benchmark:
 
     # Checks for the settings above (harness.core.params), applied where a run is specified.
     param_checks: ClassVar[dict[str, Check]] = {}
+
+    # What a run prints after its success table: more leaderboards, by metric (ALFWorld's
+    # steps, SPEC section 7), and per run the share of samples whose 0/1 metric is 1, with
+    # its label (the probe's plans that state the answer).
+    after_run_metrics: ClassVar[tuple[str, ...]] = ()
+    after_run_rates: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: dict[str, Any] | None = None):
         self.params = dict(params or {})
@@ -155,6 +207,19 @@ class Benchmark:
 
     def play(self, sample: Sample, agent: Agent, message: Message) -> Record:
         raise NotImplementedError
+
+    @classmethod
+    def report_tables(cls, db, baseline: str, marks) -> list:
+        """This benchmark's tables in `interlat-bench report` (``results.report`` builders); by
+        default its success rate per method and split, with intervals and paired tests."""
+        from interlat_bench.results import report
+
+        return [report.success_table(db, cls.name, baseline, marks)]
+
+    def action_reply(self, action: str) -> str:
+        """An action as a reply in this benchmark's format: what an agent that chooses among
+        actions (``Agent.choose``) scores and what a reference policy says."""
+        return action
 
     @property
     def plays_together(self) -> bool:

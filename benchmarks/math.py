@@ -72,6 +72,8 @@ class MathBenchmark(Benchmark):
     splits = ("math500", "test")
     default_splits = ("math500",)
     planner_prompt = MATH_PLAN_PROMPT  # harness.core.prompts: shared with the collector CLI
+    plan_temperature = 0.8  # SPEC section 2
+    after_run_rates = {"boxed": "replies with a \\boxed answer"}
     reply_tokens = 320
     cpu_limit = 10
 
@@ -84,6 +86,12 @@ class MathBenchmark(Benchmark):
         if not path.exists():
             raise UserError(f"MATH split {split!r}: {path} is missing (expected {FILES[split]})")
         return [path]
+
+    @classmethod
+    def report_tables(cls, db, baseline, marks):
+        from interlat_bench.results import report
+
+        return [report.math_table(db, baseline, marks)]  # overall, by level, by subject
 
     def samples(self, split: str, limit: int | None = None) -> list[Sample]:
         if split not in FILES:

@@ -98,6 +98,7 @@ class ProbeBenchmark(Benchmark):
     splits = ("test",)
     default_splits = ("test",)
     planner_prompt = PROBE_PLAN_PROMPT
+    after_run_rates = {"answer_in_plan": "plans that state the answer"}
     reply_tokens = 8      # a colour word and the end of the turn
     cpu_limit = None      # every test sample: they are cheap
     defaults = {"seed": 0, "n_facts": 1, "n_options": 4, "answer_position": "random", "n_test": 256,
@@ -152,6 +153,12 @@ class ProbeBenchmark(Benchmark):
 
     def data_files(self, split: str):
         return []  # generated, not read: the settings in the run key fix the data
+
+    @classmethod
+    def report_tables(cls, db, baseline, marks):
+        from interlat_bench.results import report
+
+        return [report.probe_table(db, baseline, marks), report.ladder_table(db, baseline, marks)]
 
     def samples(self, split: str, limit: int | None = None) -> list[Sample]:
         if split not in self.splits:

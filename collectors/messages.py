@@ -67,8 +67,6 @@ from interlat_bench.harness.core.prompts import (
     MATH_PLAN_PROMPT,  # noqa: F401  (re-exported)
     PAPER_TOP_K,
     PAPER_TOP_P,
-    paper_temperature,
-    plan_prompt,
 )
 from interlat_bench.harness.core.seeds import item_seed
 from interlat_bench.harness.core.settings import cache_dir, process_rank
@@ -612,9 +610,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-root", default=None, help="default: <INTERLAT_CACHE>/messages")
     args = ap.parse_args(argv)
     tasks = read_tasks(args.tasks_file)[:args.limit]
-    temperature = args.temperature if args.temperature is not None else paper_temperature(args.prompt)
+    from interlat_bench.harness.core.prompts import FALLBACK_TEMPERATURE
+    from interlat_bench.harness.core.registry import benchmarks
+
+    # --prompt names a benchmark (its planner prompt and temperature), else it is the template.
+    bench = benchmarks.get(args.prompt) if args.prompt in benchmarks.names() else None
+    temperature = args.temperature if args.temperature is not None else \
+        bench.plan_temperature if bench else FALLBACK_TEMPERATURE
     cfg = CollectConfig(
-        sender=args.sender, dtype=args.dtype, prompt_template=plan_prompt(args.prompt),
+        sender=args.sender, dtype=args.dtype, prompt_template=bench.planner_prompt if bench else args.prompt,
         decoding=Decoding(greedy=not args.sample, temperature=temperature, top_p=args.top_p,
                           top_k=args.top_k, max_new_tokens=args.max_new_tokens),
         seed=args.seed, batch_size=args.batch_size, keep_rows=args.keep_rows)

@@ -1,10 +1,11 @@
-"""Expand CLI choices (methods x tasks x splits x seeds) into RunSpecs."""
+"""Grids: a grid file or the command line's choices (methods x tasks x splits x seeds) expanded into RunSpecs."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from interlat_bench.harness.core.errors import UserError
@@ -133,13 +134,20 @@ def expand(
                         # A seed is a whole replicate: the receiver is trained with it too.
                         training = mcls({**base, **params}).train_config(bench, seed).key_dict() \
                             if mcls.trained_with is not None else None
-                        specs.append(RunSpec.make(
+                        spec = RunSpec.make(
                             method=m, benchmark=t, split=split, **model,
                             sender=(receiver if mcls.plans_with_receiver else sender) if mcls.needs_sender() else None, seed=seed,
                             method_params={**base, **params}, benchmark_params=bench_params,
                             limit=_limit_for(limit, bcls, mcls), data=data, training=training,
-                        ))
+                        )
+                        specs.append(with_stages(spec, bench))
     return specs
+
+
+def with_stages(spec: RunSpec, bench) -> RunSpec:
+    """The spec with the stages its method declares for it (``Method.stages``)."""
+    method = methods.get(spec.method)(dict(spec.method_params))
+    return replace(spec, stages=method.stages(bench, spec))
 
 
 def method_configs(mcls, given: dict[str, Any]) -> list[dict[str, Any]]:
@@ -152,3 +160,125 @@ def method_configs(mcls, given: dict[str, Any]) -> list[dict[str, Any]]:
     if empty is not None:
         raise UserError(f"--param {empty}=[]: expected at least one value")
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def key_values(values: list[str], flag: str = "--param") -> dict:
+    """``key=value`` pairs; a value is JSON where it parses (numbers, lists), else text."""
+    import json
+
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise UserError(f"{flag} {v!r}: expected key=value")
+        k, raw = v.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[k.strip()] = raw
+    return out
+
+
+TAG = r"[A-Za-z0-9][A-Za-z0-9_.:-]*"
+
+
+def tags(values: list[str], flag: str = "--tag") -> list[str]:
+    """Run labels, comma-separated or repeated."""
+    import re
+
+    found = [t for v in values for t in v.split(",") if t]
+    for tag in found:
+        if not re.fullmatch(TAG, tag):
+            raise UserError(f"{flag} {tag!r}: expected letters, digits, '_', '.', ':' or '-'")
+    return found
+
+
+def concrete_dtype(dtype: str) -> str:
+    """Resolve `auto` now so the run key records the dtype actually used."""
+    if dtype != "auto":
+        from interlat_bench.harness.core.models import resolve_dtype
+
+        resolve_dtype(dtype)  # validates
+        return dtype
+    import torch
+
+    return "bfloat16" if torch.cuda.is_available() else "float32"
+
+
+GRID_KEYS = {"note", "methods", "tasks", "splits", "seeds", "sender", "receiver", "limit", "max_steps", "max_new_tokens",
+             "dtype", "params", "settings", "tags"}
+_INTEGERS = ("limit", "max_steps", "max_new_tokens")
+
+
+def read_grid(path: Path) -> dict:
+    """A grid file as the run options it stands for: lists become comma-separated strings,
+    params and settings stay mappings (a list value sweeps, as `--param 'k=[a,b]'` does)."""
+    import tomllib
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except OSError as exc:
+        raise UserError(f"--grid {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--grid {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at {exc.start})") from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"--grid {path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'} "
+                        f"({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--grid {path}: expected a mapping of run options ({', '.join(sorted(GRID_KEYS))})")
+    unknown = sorted(set(data) - GRID_KEYS)
+    if unknown:
+        raise UserError(f"--grid {path}: unknown key {unknown[0]!r} (expected {', '.join(sorted(GRID_KEYS))})")
+    out = {}
+    for key, value in data.items():
+        if key in ("params", "settings"):
+            if not isinstance(value, dict):
+                raise UserError(f"--grid {path}: {key} must be a mapping of name: value")
+            out[key] = value
+        elif isinstance(value, list):
+            out[key] = ",".join(str(v) for v in value)
+        elif key in _INTEGERS and not isinstance(value, int):
+            raise UserError(f"--grid {path}: {key} must be an integer, got {value!r}")
+        else:
+            out[key] = value if key in _INTEGERS else str(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What `run` was asked for: the cells, the labels for their runs, the grid file's note."""
+
+    specs: list[RunSpec]
+    tags: list[str]
+    note: str | None = None
+
+
+def from_options(grid: Path | None, given: dict[str, Any], *, params: dict[str, Any], settings: dict[str, Any],
+                 tag_values: list[str], sample: bool = False, temperature: float = 0.7,
+                 lookup_tokens: int = 8) -> Grid:
+    """The run's cells from its options (``given``: methods, tasks, splits, sender, receiver, seeds,
+    limit, max_steps, max_new_tokens, dtype; None where unset) over a grid file's, which the
+    command line overrides key by key."""
+    file = read_grid(grid) if grid else {}
+    chosen = {k: v if v is not None else file.get(k) for k, v in given.items()}
+    if not chosen["methods"] or not chosen["tasks"]:
+        raise UserError("give --methods and --tasks (or a --grid file with methods and tasks)")
+    seeds = "0" if chosen["seeds"] is None else chosen["seeds"]  # given empty: a slip, not seed 0
+    try:
+        seed_list = [int(s) for s in split_csv(seeds)]
+    except ValueError:
+        seed_list = []
+    if not seed_list:
+        raise UserError(f"--seeds {seeds!r}: expected comma-separated integers")
+    max_steps = chosen["max_steps"]
+    specs = expand(
+        methods_csv=chosen["methods"], tasks_csv=chosen["tasks"], splits_csv=chosen["splits"], seeds=seed_list,
+        sender=chosen["sender"] or "smollm2-135m", receiver=chosen["receiver"] or "smollm2-135m",
+        dtype=concrete_dtype(chosen["dtype"] or "auto"), limit=chosen["limit"],
+        decoding=DecodingSpec(greedy=not sample, temperature=temperature,
+                              max_new_tokens=chosen["max_new_tokens"] or 0, lookup_tokens=lookup_tokens),
+        method_params={**file.get("params", {}), **params},
+        settings={**file.get("settings", {}), **settings, **({"max_steps": max_steps} if max_steps is not None else {})},
+    )
+    return Grid(specs, tags([*tag_values, *split_csv(file.get("tags"))]), file.get("note"))

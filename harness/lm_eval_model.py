@@ -78,10 +78,9 @@ class InterlatLM(LM):
         from interlat_bench.harness.core.params import check_params
         from interlat_bench.harness.core.registry import benchmarks, methods
         from interlat_bench.harness.core.runspec import RunSpec
-        from interlat_bench.harness.grid import expand
-        from interlat_bench.harness.runner import train_stage
-        from interlat_bench.methods.base import RunContext
-        from interlat_bench.trainers.receiver import load_receiver
+        from interlat_bench.harness.grid import expand, with_stages
+        from interlat_bench.harness.playing import Player
+        from interlat_bench.harness.runner import Cell
 
         mcls = methods.get(method)
         if mcls.trained_with is None:
@@ -106,32 +105,32 @@ class InterlatLM(LM):
                                 sender=sender if mcls.needs_sender() else None, seed=int(seed), dtype=dtype,
                                 method_params={**mcls.defaults, **params})
             bench = Benchmark()  # the generic planner prompt
-        self.ctx = RunContext(spec, bench, log=log.info)
-        self.method = mcls(dict(spec.method_params))
+            spec = with_stages(spec, bench)
         if checkpoint:
             folder = Path(checkpoint)
             if not (folder / "DONE").exists():
                 raise UserError(f"interlat: checkpoint={folder} is not a finished receiver checkpoint "
                                 "(a folder printed by `interlat-bench train`)")
-        elif task:
-            folder = train_stage(self.ctx, self.method)
-        else:
+        elif not task:
             raise UserError("interlat: give checkpoint=<receiver folder> (from `interlat-bench train`) "
                             "or task=<benchmark> (train or reuse its receiver)")
-        self.receiver = load_receiver(folder, dtype=dtype)
+        # The driver's stages, as a harness cell builds them (a given checkpoint stands for training).
+        self.cell = Cell(spec, bench, log=log.info, checkpoint=Path(checkpoint) if checkpoint else None)
+        folder, self.method, self.receiver = self.cell.checkpoint(), self.cell.method, self.cell.receiver()
         if self.method.sends is MessageKind.LATENT and self.receiver.adapter is None:
             raise UserError(f"interlat: {folder} has no adapter: a {self.receiver.kind} receiver "
                             "cannot read latents")
         if self.receiver.kind is not self.method.trained_with:  # an ablation: a latent receiver, empty slot
             log.warning("interlat: receiver trained with %s, evaluated with method %s",
                         self.receiver.kind, method)
-        self.agent = self.method.agent(self.ctx, self.receiver)
+        self.agent = self.cell.agent()
         self.max_new_tokens = int(max_new_tokens) if max_new_tokens else None
         self.info = {"method": method, "sender": spec.sender, "receiver": receiver, "checkpoint": str(folder),
                      "task": task, "method_params": dict(spec.method_params), "device": self.device_name,
                      "dtype": dtype, "batch_size": self.batch_size}
         self._messages: dict = {}
         self._planned: set[str] = set()
+        self.player = Player(spec, bench, self.method, self.agent, self._messages)
 
     @property
     def device(self) -> str:
@@ -150,19 +149,13 @@ class InterlatLM(LM):
         """The sender's messages for every new context, in one batched (cached) collection."""
         new = [s for s in map(sample_for, dict.fromkeys(contexts)) if s.id not in self._planned]
         if new:
-            self._messages.update(self.method.messages(self.ctx, new, self.receiver))
+            self._messages.update(self.cell.messages(new))
             self._planned.update(s.id for s in new)
 
     def message(self, context: str):
-        """What the receiver reads for ``context``, as ``runner._play`` gives it to a sample."""
-        import torch
-
-        from interlat_bench.harness.core.seeds import item_seed
-
+        """What the receiver reads for ``context``, as a harness cell gives it to a sample."""
         self.plan([context])
-        sample = sample_for(context)
-        rng = torch.Generator().manual_seed(item_seed(self.ctx.spec.seed, sample.id, "transform"))
-        return self.method.transform(self.method.message_for(sample, self._messages, self.ctx.spec.seed), rng)
+        return self.player.message(sample_for(context))
 
     def _begin(self, context: str) -> None:
         self.agent.begin(context, self.message(context), sample_for(context))
@@ -246,7 +239,7 @@ class InterlatLM(LM):
     def _prefetch(self, contexts: list[str]) -> None:
         """Replies to the next contexts (those with this reply's token cap) in one batch."""
         contexts = list(dict.fromkeys(contexts))
-        if len(contexts) > 1 and hasattr(self.agent, "prefetch"):
+        if len(contexts) > 1 and self.player.can.prefetch:
             self.agent.prefetch([(c, self.message(c), sample_for(c)) for c in contexts])
 
     def get_model_info(self) -> dict:

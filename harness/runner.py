@@ -1,9 +1,13 @@
-"""Run grid cells, each in one direction: samples -> receiver training (on the sender's
-training messages) -> the sender's evaluation messages -> evaluation -> records.
+"""The driver: every way in (``run``, ``collect``, ``train``, the lm-eval model) builds a run
+cell's stages here, from the specs its method declared (``harness.core.stages``), in one
+direction:
 
-``run_cell`` owns the stages and calls each once, in order; a method only declares what
-goes into them (``methods.base.Method``). Finished samples are skipped (resume), records are
-appended to shards as they come and ingested into DuckDB once.
+    samples -> training plans -> receiver training -> student training -> evaluation messages
+            -> play (``harness.playing``) -> records (shards, then DuckDB)
+
+``Cell`` builds each stage once, on demand, from ``spec.stages``; ``run_cell`` runs them in
+order and records. Finished samples are skipped (resume), records are appended to shards as
+they come and ingested into DuckDB once.
 """
 
 from __future__ import annotations
@@ -17,11 +21,10 @@ from pathlib import Path
 
 from interlat_bench.harness.core import progress
 from interlat_bench.harness.core.errors import UserError
-from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.registry import benchmarks, methods
 from interlat_bench.harness.core.runspec import RunSpec
-from interlat_bench.harness.core.seeds import item_seed
-from interlat_bench.harness.core.timing import clock_ms
+from interlat_bench.harness.core.stages import LatentSteps, PlanCollection, StudentTraining
+from interlat_bench.harness.playing import EVAL_BATCH, EpisodeWorkers, Player, episode_batch_default
 from interlat_bench.methods.base import RunContext
 from interlat_bench.results.shards import ShardWriter, ingest, resume_ids
 from interlat_bench.results.store import Store, add_tags
@@ -62,200 +65,104 @@ def _run_row(spec: RunSpec, status: str, device: str | None, tags: tuple[str, ..
             "git_sha": _git_sha(), "versions": _versions(), "device": device, "tags": list(tags) or None}
 
 
-# Replies decoded together on single-reply benchmarks (MATH, probe). Not part of the run key:
-# each row's reply is the one it gets alone, up to the float rounding of a padded batch.
-EVAL_BATCH = 16
-# Episodes of a multi-turn benchmark played in lockstep where it allows (ALFWorld), each
-# turn's replies decoded in one batch (same proviso). On a GPU a decode step costs about the
-# same for 1 row as for 16; on a CPU a batch of 12 trained-receiver games ran 1.17x one game
-# at a time with prompt lookup, 4 games 0.98x (bench/alfworld_episodes.py), so one at a time.
-EPISODE_BATCH = {"cuda": 16, "cpu": 1}
+class Cell:
+    """One run cell's stages, each built once from its spec (``spec.stages``) when first needed:
+    the receiver's training plans and checkpoint, the student (compressed_k), the evaluation
+    messages, the agent."""
+
+    def __init__(self, spec: RunSpec, bench=None, log=print, deepspeed: str | None = None,
+                 checkpoint: Path | None = None):
+        """``bench``: the benchmark, where it is not a registered one (the lm-eval model's);
+        ``checkpoint``: a receiver trained before, used instead of the training stage."""
+        self.spec, self.log, self.deepspeed = spec, log, deepspeed
+        self.bench = bench or benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
+        self.method = methods.get(spec.method)(dict(spec.method_params))
+        self.stages = spec.stages or self.method.stages(self.bench, spec)
+        self.ctx = RunContext(spec=spec, benchmark=self.bench, log=log)
+        self._folder, self._receiver, self._training = checkpoint, None, None
+
+    # -- receiver training -------------------------------------------------------------
+    def training_data(self):
+        """(training samples, the sender's plans for them or None): what the receiver trains on."""
+        if self._training is None:
+            from interlat_bench.trainers.config import TrainConfig
+
+            stage = self.stages.receiver
+            cfg = TrainConfig(**stage.config())
+            train = self.bench.train_samples(limit=cfg.n_train, detours=cfg.detours)
+            plans = collect(stage.plans, self.bench.sender_tasks(train)) if stage.plans is not None else None
+            self._training = (train, plans)
+        return self._training
+
+    def checkpoint(self) -> Path | None:
+        """The trained receiver's folder (trained now or found in the cache); None for a method
+        whose receiver is used as it is."""
+        stage = self.stages.receiver
+        if stage is None or self._folder is not None:
+            return self._folder
+        from interlat_bench.trainers.config import TrainConfig
+        from interlat_bench.trainers.receiver import train_receiver
+
+        train, plans = self.training_data()
+        self._folder = train_receiver(stage.receiver, stage.kind, train, plans or {}, TrainConfig(**stage.config()),
+                                      messages_key=plans.key if plans is not None else None, dtype=stage.dtype,
+                                      deepspeed=self.deepspeed, log=self.log, layout=stage.layout,
+                                      plan_prompt=stage.plan_prompt, sender_ref=stage.sender)
+        return self._folder
+
+    def receiver(self):
+        """The trained receiver, loaded (None where there is none)."""
+        if self._receiver is None and self.checkpoint() is not None:
+            from interlat_bench.trainers.checkpoint import load_receiver
+
+            self._receiver = load_receiver(self.checkpoint(), dtype=self.spec.dtype)
+        return self._receiver
+
+    # -- the sender at evaluation --------------------------------------------------------
+    def messages(self, samples: list) -> dict:
+        """Sample id -> what the sender passes on, as shipped (``Method.shipped``)."""
+        stage = self.stages.messages
+        if stage is None:
+            return {}
+        tasks = self.bench.sender_tasks(samples)
+        if isinstance(stage, PlanCollection):
+            return {tid: self.method.shipped(m) for tid, m in collect(stage, tasks).items()}
+        return self._latent_steps(stage, tasks)
+
+    def _latent_steps(self, stage: LatentSteps, tasks) -> dict:
+        from interlat_bench.collectors.latent_steps import send_latent_steps
+
+        if stage.student is None:
+            model, head, who = self.ctx.model(stage.sender), None, stage.sender
+            model, tokenizer = model.model, model.tokenizer
+        else:
+            student = self.student(stage.student)
+            model, tokenizer, head, who = student.lm.model, student.lm.tokenizer, student.head, "trained student"
+        with progress.track(f"send {stage.k} latent steps ({who})", len(tasks)) as counter:
+            return send_latent_steps(model, tokenizer, tasks, stage.k, head=head, log=progress.counter(counter))
+
+    def student(self, stage: StudentTraining):
+        """compressed_k's student, trained against the frozen receiver on the receiver's own
+        training tasks and plans (or found in the cache), loaded."""
+        from interlat_bench.trainers.compression import CompressConfig, load_student, train_student
+
+        receiver = self.receiver()
+        train, plans = self.training_data()
+        cfg = CompressConfig(k=stage.k, epochs=stage.epochs, lr=stage.lr, head_lr=stage.head_lr,
+                             batch_size=receiver.cfg.batch_size, seed=receiver.cfg.seed)
+        folder = train_student(self.spec.sender, receiver, receiver.folder, train, plans, cfg, messages_key=plans.key,
+                               plan_prompt=self.stages.receiver.plan_prompt, dtype=self.spec.dtype, log=self.log)
+        return load_student(folder, dtype=self.spec.dtype)
+
+    def agent(self):
+        return self.method.agent(self.ctx, self.receiver())
 
 
-def episode_batch_default() -> int:
-    from interlat_bench.harness.core.models import device
+def collect(stage: PlanCollection, tasks) -> dict:
+    """The collection stage (``collectors.plans``)."""
+    from interlat_bench.collectors.plans import collect_plans
 
-    return EPISODE_BATCH.get(device().split(":")[0], 1)
-
-# Per worker process: (benchmark, method, agent, messages) of the run being played.
-_WORKER: dict[str, tuple] = {}
-
-
-def _set_up_worker(spec: RunSpec, receiver=None, messages: dict | None = None) -> None:
-    bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
-    method = methods.get(spec.method)(dict(spec.method_params))
-    agent = method.agent(RunContext(spec=spec, benchmark=bench), receiver)
-    _WORKER.clear()
-    _WORKER[spec.run_key] = (bench, method, agent, messages or {})
-
-
-def _start_episode_worker(spec: RunSpec, folder: str | None, messages: dict, threads: int) -> None:
-    """Initializer of a process that plays LLM episodes (``--episode-workers``): its own copy
-    of the receiver (loaded from the trained checkpoint ``folder``) on ``threads`` threads."""
-    import torch
-
-    from interlat_bench.trainers.receiver import load_receiver
-
-    _die_with_parent()
-    torch.set_num_threads(threads)
-    _set_up_worker(spec, load_receiver(folder, dtype=spec.dtype) if folder is not None else None, messages)
-
-
-def _play_in_worker(args):
-    """Play one sample in a worker process: (spec, sample). A reference policy's worker
-    (``parallel_episodes``: no model, no messages) sets itself up on its first sample."""
-    spec, sample = args
-    if spec.run_key not in _WORKER:
-        _set_up_worker(spec)
-    bench, method, agent, messages = _WORKER[spec.run_key]
-    return _play(spec, bench, method, agent, messages, sample)
-
-
-def _die_with_parent() -> None:
-    """Worker initializer: end this worker when the run's process dies, even by SIGKILL
-    (Linux prctl PR_SET_PDEATHSIG); elsewhere workers finish their current episode."""
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-
-
-def _message(spec: RunSpec, method, messages, sample):
-    """The message ``sample``'s receiver gets, as changed on the way (seeded per sample)."""
-    import torch
-
-    rng = torch.Generator().manual_seed(item_seed(spec.seed, sample.id, "transform"))
-    return method.transform(method.message_for(sample, messages, spec.seed), rng)
-
-
-def _play(spec: RunSpec, bench, method, agent, messages, sample, start: float | None = None):
-    """One sample -> Record; a failure becomes an error record (retried on the next run).
-    ``start``: when the sample began to be waited for (its batch's start), else now."""
-    from interlat_bench.benchmarks.base import Record
-
-    start = clock_ms() if start is None else start
-    message = None
-    try:
-        message = _message(spec, method, messages, sample)
-        record = bench.play(sample, agent, message)
-    except Exception as e:  # one broken sample must not sink the run
-        record = Record.from_error(sample.id, e)
-    return _finish(record, message, agent, start)
-
-
-def _finish(record, message, agent, start: float):
-    """What every played record carries: the message's accounting, the episode's transcript,
-    and the evaluation wall time of the sample as waited for: transform, receiver turns (with
-    its batch's, when decoded together), environment or grading (the sender's generation ran
-    before, batched, in the collection stage)."""
-    from interlat_bench.benchmarks.base import Record
-
-    if record.error is None:
-        try:
-            record.metrics.update(message.stats())
-            if hasattr(agent, "transcript"):  # what `interlat-bench show` prints
-                record.metrics["transcript"] = agent.transcript(message)
-            # A message read back from the cache cost no sender time now: record none rather
-            # than replay the time of the run that generated it.
-            if message.kind is not MessageKind.NONE and not message.from_cache:
-                record.timings_ms.setdefault("sender", message.sender_ms)
-        except Exception as e:
-            record = Record.from_error(record.sample_id, e)
-    record.timings_ms["wall"] = clock_ms() - start
-    return record
-
-
-def _play_together(spec, bench, method, agent, messages, chunk, log):
-    """Play ``chunk``'s multi-turn episodes in lockstep (``bench.play_together``), one
-    ``agent.sibling()`` each, every turn's replies decoded in one batch; yield each record
-    as its episode ends. A sample whose message fails fails alone; if the batch itself fails
-    (e.g. out of memory), the episodes it had not finished are played one at a time."""
-    start = clock_ms()
-    together = []
-    for sample in chunk:
-        try:
-            together.append((sample, _message(spec, method, messages, sample)))
-        except Exception:
-            yield _play(spec, bench, method, agent, messages, sample, start)
-    agents = [agent.sibling() for _ in together]
-    ended: set[int] = set()
-    try:
-        for i, record in bench.play_together([s for s, _ in together], agents, [m for _, m in together],
-                                             type(agent).respond_together):
-            ended.add(i)
-            yield _finish(record, together[i][1], agents[i], start)
-    except Exception as exc:
-        left = [sample for i, (sample, _) in enumerate(together) if i not in ended]
-        log(f"playing {len(together)} episodes together failed ({type(exc).__name__}: {exc}); "
-            f"playing the {len(left)} left one at a time")
-        for sample in left:
-            yield _play(spec, bench, method, agent, messages, sample)
-
-
-@dataclass
-class EpisodeWorkers:
-    """LLM episodes of a multi-turn benchmark played in ``n`` processes, each loading the
-    receiver from ``folder`` (None: a method whose receiver is the plain model)."""
-
-    n: int
-    folder: str | None
-
-
-def _records(spec, bench, method, agent, messages, todo, workers: int, eval_batch: int = 1, log=print,
-             episode_workers: EpisodeWorkers | None = None, episode_batch: int = 1):
-    """Yield records; reference policies play in ``workers`` processes (``agent`` None: each
-    worker builds its own), LLM episodes in ``episode_workers``. On a single-reply benchmark
-    an agent that can ``prefetch`` decodes ``eval_batch`` replies at a time; on a multi-turn
-    benchmark that plays games together, ``episode_batch`` episodes are played in lockstep."""
-    if agent is None:
-        import multiprocessing
-        import os
-
-        # spawn: the parent holds torch/OpenMP threads a fork would break. Workers are recycled
-        # because every ALFWorld game leaves a few MB behind in its process (multiprocessing.Pool:
-        # ProcessPoolExecutor's max_tasks_per_child can hang on CPython 3.11, gh-115634).
-        ctx_mp = multiprocessing.get_context("spawn")
-        if episode_workers is not None:  # each process loads a model: never recycled
-            n = min(episode_workers.n, len(todo))
-            init = (spec, episode_workers.folder, messages, max(1, (os.cpu_count() or 1) // n))
-            with ctx_mp.Pool(n, initializer=_start_episode_worker, initargs=init) as pool:
-                yield from pool.imap(_play_in_worker, [(spec, s) for s in todo])
-            return
-        with ctx_mp.Pool(min(workers, len(todo)), initializer=_die_with_parent, maxtasksperchild=25) as pool:
-            yield from pool.imap(_play_in_worker, [(spec, s) for s in todo])
-        return
-    if episode_batch > 1 and len(todo) > 1 and bench.plays_together and hasattr(agent, "respond_together") \
-            and agent.can_respond_together():
-        for at in range(0, len(todo), episode_batch):
-            yield from _play_together(spec, bench, method, agent, messages, todo[at:at + episode_batch], log)
-        return
-    batched = eval_batch > 1 and hasattr(agent, "prefetch") and bool(todo) \
-        and bench.single_reply_prompt(todo[0]) is not None
-    for at in range(0, len(todo), eval_batch if batched else 1):
-        chunk = todo[at:at + eval_batch] if batched else todo[at:at + 1]
-        start = clock_ms()
-        if len(chunk) > 1:
-            _prefetch(spec, bench, method, agent, messages, chunk, log)
-        for sample in chunk:
-            yield _play(spec, bench, method, agent, messages, sample, start)
-
-
-def _prefetch(spec, bench, method, agent, messages, chunk, log) -> None:
-    """Have ``agent`` decode the chunk's replies in one batch. A sample whose message fails
-    is left to fail alone in ``_play``; a batch that fails is played one sample at a time.
-    ``_play`` makes each message again: transforms draw from a per-sample seed, so it is the
-    same message, and the agent takes the prefetched reply only for the same prompt."""
-    episodes = []
-    for sample in chunk:
-        with contextlib.suppress(Exception):
-            episodes.append((bench.single_reply_prompt(sample), _message(spec, method, messages, sample), sample))
-    if len(episodes) < 2:
-        return
-    try:
-        agent.prefetch(episodes)
-    except Exception as exc:  # e.g. out of memory at this batch size
-        log(f"a batch of {len(episodes)} replies failed ({type(exc).__name__}: {exc}); playing them one at a time")
+    return collect_plans(stage, tasks)
 
 
 def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sample=None,
@@ -263,9 +170,8 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
              eval_batch: int = EVAL_BATCH, episode_workers: int = 1,
              episode_batch: int | None = None) -> CellResult:
     """Compute what is left of one cell. ``episode_batch``: None for this device's default."""
-    bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
-    method = methods.get(spec.method)(dict(spec.method_params))
-    samples = bench.samples(spec.split, spec.limit)
+    cell = Cell(spec, log=log)
+    samples = cell.bench.samples(spec.split, spec.limit)
     if spec.limit is not None and len(samples) < spec.limit:  # the split is all there is: say so
         log(f"--limit {spec.limit}: {spec.benchmark}/{spec.split} has {len(samples)} samples; running all of them")
     done = resume_ids(store, shard_root, spec.run_key)
@@ -277,8 +183,8 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
         return CellResult(spec, len(samples), 0, 0)
     with writer.alive():  # a killed run is then seen as interrupted, not running forever
         try:
-            return _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers, tags,
-                                 eval_batch, episode_workers, episode_batch)
+            return _compute_cell(cell, samples, todo, writer, on_sample, workers, tags, eval_batch,
+                                 episode_workers, episode_batch)
         except BaseException as exc:  # the row says how the run ended; the error goes on up
             from interlat_bench.harness.core.models import device
 
@@ -287,33 +193,30 @@ def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sam
             raise
 
 
-def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, workers, tags,
-                  eval_batch, episode_workers, episode_batch) -> CellResult:
+def _compute_cell(cell: Cell, samples, todo, writer, on_sample, workers, tags, eval_batch, episode_workers,
+                  episode_batch) -> CellResult:
     from interlat_bench.harness.core.models import device
-    from interlat_bench.trainers.receiver import load_receiver
 
+    spec, bench, method, log = cell.spec, cell.bench, cell.method, cell.log
     writer.write_run(_run_row(spec, "running", device(), tags))
-    ctx = RunContext(spec=spec, benchmark=bench, log=log)
-    folder = train_stage(ctx, method)
-    receiver = load_receiver(folder, dtype=spec.dtype) if folder is not None else None
+    folder = cell.checkpoint()
     # Messages for every sample of the cell, not only those left to play: the collection's
     # cache key stays that of the whole cell, and a method that draws another sample's
-    # message (cross_task) draws the same one after a resume. A sender trained against the
-    # receiver (compressed_k) gets it here.
-    messages = method.messages(ctx, samples, receiver)
+    # message (cross_task) draws the same one after a resume.
+    messages = cell.messages(samples)
     parallel = workers > 1 and method.parallel_episodes and len(todo) > 1
     # LLM episodes of a multi-turn benchmark in processes of their own (single-reply ones batch).
     spread = EpisodeWorkers(episode_workers, None if folder is None else str(folder)) \
         if episode_workers > 1 and method.uses_model and not parallel and len(todo) > 1 \
         and bench.single_reply_prompt(todo[0]) is None else None
-    agent = None if parallel or spread else method.agent(ctx, receiver)
     if spread:
         log(f"playing {len(todo)} episodes in {min(spread.n, len(todo))} processes, each with its own receiver")
+    player = Player(spec, bench, method, None if parallel or spread else cell.agent(), messages, log)
     errors = successes = 0
     with progress.track(f"evaluate {spec.label()}", len(todo)) as stage, contextlib.closing(writer):
         together = episode_batch_default() if episode_batch is None else episode_batch
-        for record in _records(spec, bench, method, agent, messages, todo, workers, eval_batch, log, spread,
-                               together):
+        for record in player.records(todo, workers=workers, eval_batch=eval_batch, episode_batch=together,
+                                     episode_workers=spread):
             if record.error:
                 errors += 1
                 log(f"sample {record.sample_id} failed: {record.error}")
@@ -332,22 +235,44 @@ def _compute_cell(spec, bench, method, samples, todo, writer, log, on_sample, wo
     return CellResult(spec, len(samples), len(todo), errors)
 
 
-def train_stage(ctx: RunContext, method, deepspeed: str | None = None):
-    """Train the method's receiver, or find it in the checkpoint cache; its folder, or None
-    for a method whose receiver is used as it is. Training messages are the sender's plans
-    for the training samples, collected with the method's sender settings."""
-    if method.trained_with is None:
-        return None
-    from interlat_bench.methods.sending import collect_plans
-    from interlat_bench.trainers.receiver import train_receiver
+def one_spec(method: str, task: str, *, sender: str, receiver: str, dtype: str, params: dict,
+             split: str | None = None) -> RunSpec:
+    """The cell `collect` and `train` name: one method on one task (its first default split;
+    training reads the train split whichever split is evaluated)."""
+    from interlat_bench.harness.grid import concrete_dtype, expand
 
-    cfg = method.train_config(ctx.benchmark, ctx.spec.seed)
-    train = ctx.benchmark.train_samples(limit=cfg.n_train, detours=cfg.detours)
-    plans = collect_plans(ctx, train, method.params) if method.trained_with is not MessageKind.NONE else None
-    return train_receiver(ctx.spec.receiver, method.trained_with, train, plans or {}, cfg,
-                          messages_key=plans.key if plans is not None else None, dtype=ctx.spec.dtype,
-                          deepspeed=deepspeed, log=ctx.log, layout=method.layout,
-                          plan_prompt=ctx.benchmark.planner_prompt, sender_ref=ctx.spec.sender)
+    split = split or benchmarks.get(task).default_splits[0]
+    specs = expand(methods_csv=method, tasks_csv=task, splits_csv=split, sender=sender, receiver=receiver,
+                   dtype=concrete_dtype(dtype), method_params=params)
+    if len(specs) != 1:
+        raise UserError("give exactly one --method, --task and --split")
+    return specs[0]
+
+
+def train(method: str, task: str, *, sender: str, receiver: str, dtype: str, params: dict,
+          deepspeed: str | None = None, log=print) -> Path:
+    """`interlat-bench train`: the receiver stage of the cell ``method`` x ``task``."""
+    from interlat_bench.harness.core.models import check_ref
+
+    spec = one_spec(method, task, sender=sender, receiver=receiver, dtype=dtype, params=params)
+    for flag, ref in (("--receiver", spec.receiver), ("--sender", spec.sender)):
+        if ref is not None:
+            check_ref(ref, flag)
+    if spec.stages.receiver is None:
+        raise UserError(f"method {method!r} has no trained receiver")
+    return Cell(spec, log=log, deepspeed=deepspeed).checkpoint()
+
+
+def collect_split(task: str, split: str, *, sender: str, dtype: str, params: dict, limit: int | None = None,
+                  keep_rows: int | None = None):
+    """`interlat-bench collect`: the sender's plans (latent's collection stage) for a split's
+    samples (``train``: the receiver's training tasks)."""
+    from dataclasses import replace
+
+    spec = one_spec("latent", task, sender=sender, receiver=sender, dtype=dtype, params=params)
+    bench = benchmarks.get(task)(dict(spec.benchmark_params))
+    samples = bench.train_samples(limit) if split == "train" else bench.samples(split, limit)
+    return collect(replace(spec.stages.messages, keep_rows=keep_rows), bench.sender_tasks(samples))
 
 
 @dataclass

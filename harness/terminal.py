@@ -131,3 +131,16 @@ def setup(console: Console, *, quiet: bool = False, verbose: bool = False, log_f
         progress.use(Bars(console))
     else:  # a log or a pipe: about ten lines per stage (the log file keeps them under -q)
         progress.use(lambda name, total: progress.Lines(name, total, log.info))
+
+
+def run_progress() -> dict:
+    """What `run` tells on stderr as it goes (``runner.run_grid``'s callbacks): each cell as it
+    starts, and with ``-v`` each sample's outcome."""
+
+    def on_start(spec, total, todo):
+        log.info(f"{spec.label()}  key {spec.run_key}: {total - todo} done, {todo} to compute")
+
+    def on_sample(record):
+        log.debug(f"  {record.sample_id}: " + ("error" if record.error else ("ok" if record.success else "x")))
+
+    return {"log": log.info, "on_start": on_start, "on_sample": on_sample}

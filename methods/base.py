@@ -1,12 +1,13 @@
 """The declaration every communication method makes, and what it sees while a cell runs.
 
-A method declares; the runner (``harness.runner.run_cell``) does the work, in one
-direction: samples -> receiver training -> sender messages -> evaluation -> records.
+A method declares; the runner (``harness.runner``) builds each stage from its spec
+(``harness.core.stages``), in one direction: samples -> receiver training -> sender
+messages -> evaluation -> records.
 A method says
 - what its receiver is trained with (``trained_with``: a ``MessageKind``, or None for a
   receiver used as it is) and with which settings (``train_config``);
 - what the sender passes on at evaluation (``sends``) and, where it is not the collected
-  plan, how (``messages``);
+  plan, how (``stages``: e.g. K latent steps of a trained student);
 - which message a sample receives (``message_for``) and how it changes on the way
   (``transform``: perturbations, truncation), drawing from a per-sample seeded generator;
 - which agent acts (``agent``), given the trained receiver.
@@ -24,12 +25,14 @@ from interlat_bench.harness.core.conversation import Layout
 from interlat_bench.harness.core.message import NO_MESSAGE, Message, MessageKind
 from interlat_bench.harness.core.params import Check
 from interlat_bench.harness.core.runspec import RunSpec
+from interlat_bench.harness.core.stages import ReceiverTraining, Stages
 
 if TYPE_CHECKING:  # torch stays out of `--help`
     import torch
 
     from interlat_bench.benchmarks.base import Agent, Benchmark, Sample
-    from interlat_bench.trainers.receiver import Receiver, TrainConfig
+    from interlat_bench.trainers.checkpoint import Receiver
+    from interlat_bench.trainers.config import TrainConfig
 
 __all__ = ["NO_MESSAGE", "Message", "MessageKind", "Method", "RunContext"]
 
@@ -92,18 +95,28 @@ class Method:
         """The training settings of a method with ``trained_with`` set, for the run's ``seed``."""
         raise NotImplementedError(f"method {self.name!r} trains no receiver")
 
-    def messages(self, ctx: RunContext, samples: list[Sample], receiver: Receiver | None) -> dict[str, Message]:
-        """Sample id -> what the sender passes on. The default: the plans collected with this
-        method's sender settings (``methods.sending``), sent as ``sends`` says. ``receiver``:
-        the trained receiver, for a sender trained against it (compressed_k)."""
-        if self.sends is MessageKind.NONE:
-            return {}
-        from interlat_bench.methods.sending import collect_plans
+    def stages(self, benchmark: Benchmark, spec: RunSpec) -> Stages:
+        """The stages this method's cells build, resolved once when the grid is expanded. By
+        default: a receiver trained with ``trained_with`` (on plans collected with this method's
+        sender settings, where it reads plans), and at evaluation those plans sent as ``sends``
+        says. A method that sends otherwise declares its own ``messages`` stage."""
+        from interlat_bench.methods.sending import plan_collection
 
-        plans = collect_plans(ctx, samples, self.params)
-        if self.sends is MessageKind.TEXT:
-            return {tid: m.as_text() for tid, m in plans.items()}
-        return dict(plans)
+        def plans():
+            return plan_collection(self.params, benchmark, sender=spec.sender, dtype=spec.dtype, seed=spec.seed)
+
+        receiver = None
+        if self.trained_with is not None:
+            reads_plans = self.trained_with is not MessageKind.NONE
+            receiver = ReceiverTraining(
+                receiver=spec.receiver, kind=self.trained_with, layout=self.layout, dtype=spec.dtype,
+                settings=tuple(sorted(self.train_config(benchmark, spec.seed).key_dict().items())),
+                plan_prompt=benchmark.planner_prompt, sender=spec.sender, plans=plans() if reads_plans else None)
+        return Stages(receiver=receiver, messages=plans() if self.sends is not MessageKind.NONE else None)
+
+    def shipped(self, message: Message) -> Message:
+        """A collected plan as the sender passes it on: its text alone where ``sends`` is TEXT."""
+        return message.as_text() if self.sends is MessageKind.TEXT else message
 
     def message_for(self, sample: Sample, messages: dict[str, Message], seed: int) -> Message:
         """The message ``sample``'s receiver gets; its own by default."""

@@ -33,7 +33,7 @@ class TrainedReceiver(Method):
     param_checks = TRAIN_CHECKS
 
     def train_config(self, benchmark, seed: int = 0):
-        from interlat_bench.trainers.receiver import preset
+        from interlat_bench.trainers.config import preset
 
         # Benchmark-specific sizing applies to the CPU preset only; `paper` stays as published.
         sizing = benchmark.train_overrides if self.params["preset"] == "quick" else {}
@@ -45,7 +45,7 @@ class TrainedReceiver(Method):
         return preset(self.params["preset"], **overrides)
 
     def agent(self, ctx, receiver):
-        from interlat_bench.methods.receiver import ReceiverAgent
+        from interlat_bench.methods.agents import ReceiverAgent
 
         slot = receiver.slot if receiver.layout is Layout.SLOT else None
         return ReceiverAgent(receiver.lm, ctx.decoding(), seed=ctx.spec.seed, slot_encoder=slot,

@@ -19,8 +19,8 @@ class _ReferenceMethod(Method):
 class _Policy:
     needs_expert = False
 
-    def __init__(self, seed: int):
-        self.seed = seed
+    def __init__(self, seed: int, action_reply=str):
+        self.seed, self.reply = seed, action_reply  # the benchmark writes an action as a reply
 
     def begin(self, prompt, message, sample) -> None:
         self.rng = random.Random(item_seed(self.seed, sample.id, "policy"))
@@ -39,13 +39,13 @@ class ExpertPolicy(_Policy):
     needs_expert = True
 
     def respond(self, observation=None, info=None) -> str:
-        return f"Action: {(info or {}).get('expert_action') or 'look'}"
+        return self.reply((info or {}).get("expert_action") or "look")
 
 
 class RandomPolicy(_Policy):
     def respond(self, observation=None, info=None) -> str:
         options = sorted((info or {}).get("admissible") or ["look"])
-        return f"Action: {self.rng.choice(options)}"
+        return self.reply(self.rng.choice(options))
 
 
 @register_method
@@ -58,7 +58,7 @@ class Oracle(_ReferenceMethod):
     benchmark_defaults = {"alfworld": {"max_steps": 200}}
 
     def agent(self, ctx, receiver):
-        return ExpertPolicy(ctx.spec.seed)
+        return ExpertPolicy(ctx.spec.seed, ctx.benchmark.action_reply)
 
 
 @register_method
@@ -67,4 +67,4 @@ class RandomActions(_ReferenceMethod):
     description = "uniform over admissible commands, seeded (lower bound)"
 
     def agent(self, ctx, receiver):
-        return RandomPolicy(ctx.spec.seed)
+        return RandomPolicy(ctx.spec.seed, ctx.benchmark.action_reply)

@@ -42,6 +42,6 @@ class CoTFull(TrainedReceiver):
     defaults = {**TRAIN_DEFAULTS, **SENDER_DEFAULTS}
     param_checks = {**TRAIN_CHECKS, **SENDER_CHECKS}
 
-    def messages(self, ctx, samples, receiver):
+    def shipped(self, message):
         # Its own plan: recorded (rows, text) but marked internal, so it ships 0 bytes.
-        return {tid: replace(m, internal=True) for tid, m in super().messages(ctx, samples, receiver).items()}
+        return replace(super().shipped(message), internal=True)

@@ -9,8 +9,11 @@ batch, as waited for.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from interlat_bench.harness.core.params import POSITIVE_INT
 from interlat_bench.harness.core.registry import register_method
+from interlat_bench.harness.core.stages import LatentSteps
 from interlat_bench.methods.interlat import Latent
 
 
@@ -21,11 +24,5 @@ class UntrainedK(Latent):
     defaults = {**Latent.defaults, "k": 8}
     param_checks = {**Latent.param_checks, "k": POSITIVE_INT}
 
-    def messages(self, ctx, samples, receiver):
-        from interlat_bench.collectors.latent_steps import send_latent_steps
-        from interlat_bench.harness.core import progress
-
-        sender, k = ctx.model(ctx.spec.sender), int(self.params["k"])
-        with progress.track(f"send {k} latent steps ({ctx.spec.sender})", len(samples)) as stage:
-            return send_latent_steps(sender.model, sender.tokenizer, ctx.benchmark.sender_tasks(samples), k,
-                                     log=progress.counter(stage))
+    def stages(self, benchmark, spec):
+        return replace(super().stages(benchmark, spec), messages=LatentSteps(spec.sender, int(self.params["k"])))

@@ -14,7 +14,7 @@ class NoCommZeroShot(Method):
     description = "untrained receiver solves alone (no message)"
 
     def agent(self, ctx, receiver):
-        from interlat_bench.methods.receiver import ReceiverAgent
+        from interlat_bench.methods.agents import ReceiverAgent
 
         return ReceiverAgent(ctx.model(ctx.spec.receiver), ctx.decoding(), seed=ctx.spec.seed)
 

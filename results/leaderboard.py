@@ -25,6 +25,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from interlat_bench.harness.core.errors import UserError
+from interlat_bench.results import render
 from interlat_bench.results.store import Store
 
 Z95 = 1.959963984540054
@@ -740,23 +741,11 @@ def render_rich(table: Table) -> RichTable:
     return out
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def render_markdown(table: Table) -> str:
     """A GitHub-flavoured Markdown table, preceded by the title in bold."""
-    header = [table.row_header, *table.columns]
-    lines = []
-    if table.title:
-        lines += [f"**{_md_escape(table.title)}**", ""]
-    lines.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
-    lines.append("| " + " | ".join(["---"] + ["---:"] * len(table.columns)) + " |")
-    for row in table.rows:
-        label, *cells = row
-        parts = [_md_escape(str(label))] + [_md_escape(format_cell(c, table.percent)) for c in cells]
-        lines.append("| " + " | ".join(parts) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[str(label), *(format_cell(c, table.percent) for c in cells)] for label, *cells in table.rows]
+    return render.markdown([table.row_header, *table.columns], rows, table.title or None,
+                           ["---"] + ["---:"] * len(table.columns))
 
 
 def render_csv(table: Table) -> str:

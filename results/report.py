@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -462,14 +463,37 @@ def latency_table(db, marks) -> tuple[ReportTable | None, pd.DataFrame]:
 # -- the whole report ------------------------------------------------------------------------
 
 
-def tables(db: str | os.PathLike[str], baseline: str = "latent", marks: dict | None = None) -> dict[str, ReportTable]:
-    """Every table the results hold, by name (alfworld, math, probe, ladder, ablations, latency)."""
-    present = _benchmarks_present(db)
+def success_table(db, benchmark: str, baseline: str, marks) -> ReportTable | None:
+    """A benchmark's success rate per method and split: the table of a benchmark that declares
+    no layout of its own (``Benchmark.report_tables``)."""
+    cells, title = measure_cells(db, measure="success %", metric="success", benchmarks=[benchmark], marks=marks,
+                                 baseline=baseline)
+    if cells.empty:
+        return None
+    cells = adjust(cells)
+    wide = _wide(cells, "method", {"success %"}, lambda line: f"{line['measure']} {line['column'].split('/', 1)[1]}")
+    return ReportTable(benchmark, f"{benchmark}: success per method and split", _notes(title, baseline, cells),
+                       cells, wide)
+
+
+TableBuilder = Callable[[Any, str, Any], list]
+
+
+def tables(db: str | os.PathLike[str], baseline: str = "latent", marks: dict | None = None,
+           per_benchmark: dict[str, TableBuilder] | None = None) -> dict[str, ReportTable]:
+    """Every table the results hold, by name: each benchmark's (``per_benchmark``: name ->
+    builder of its tables, ``Benchmark.report_tables``; else its success table), ablations,
+    latency and efficiency. ``per_benchmark`` None: the registered benchmarks' own."""
+    if per_benchmark is None:
+        from interlat_bench.harness.core.registry import benchmarks
+
+        per_benchmark = {name: cls.report_tables for name, cls in benchmarks.items()}
     out: dict[str, ReportTable] = {}
-    builders = [("alfworld", alfworld_table), ("math", math_table), ("probe", probe_table), ("probe", ladder_table)]
-    for bench, build in builders:
-        if bench in present and (t := build(db, baseline, marks)) is not None:
-            out[t.name] = t
+    for bench in sorted(_benchmarks_present(db)):
+        build = per_benchmark.get(bench) or (lambda db_, b, m, bench=bench: [success_table(db_, bench, b, m)])
+        for t in build(db, baseline, marks):
+            if t is not None:
+                out[t.name] = t
     if (t := ablation_table(db, baseline, marks)) is not None:
         out[t.name] = t
     latency, eff = latency_table(db, marks)
@@ -602,14 +626,14 @@ def to_html(tables_: dict[str, ReportTable], plots: dict[str, tuple[str, str]], 
 
 
 def write(db: str | os.PathLike[str], out: Path, *, baseline: str = "latent", marks: dict | None = None,
-          html: bool = False) -> dict[str, Path]:
+          html: bool = False, per_benchmark: dict[str, TableBuilder] | None = None) -> dict[str, Path]:
     """Build every table and write report.md, report.json, <table>.csv / .tex, efficiency.svg and
     ladder.svg (when those tables exist), and (``html``) report.html into ``out``; each file is written atomically. Returns the paths."""
     from datetime import datetime, timezone
 
     from interlat_bench.harness.core.atomic import write_text
 
-    found = tables(db, baseline=baseline, marks=marks)
+    found = tables(db, baseline=baseline, marks=marks, per_benchmark=per_benchmark)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
 

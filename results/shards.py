@@ -585,3 +585,16 @@ def _merge(con) -> dict[str, int]:
     con.execute("DROP TABLE _best")
     con.execute("DROP TABLE _kept_timings")
     return {"samples": int(n_samples), "timings": int(n_timings), "skipped": int(skipped)}
+
+
+def prune_runs(store: Store, shard_root: Path, run_keys: list[str]) -> int:
+    """Delete these runs with their samples, timings and pending shards; how many runs the
+    database held."""
+    import shutil
+
+    from interlat_bench.results.store import prune
+
+    gone = prune(store, run_keys)
+    for key in run_keys:
+        shutil.rmtree(Path(shard_root) / key, ignore_errors=True)
+    return gone

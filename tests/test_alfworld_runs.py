@@ -130,7 +130,7 @@ def _gone(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker death signal is Linux-only")
 def test_sigkill_with_workers_ends_them_marks_the_run_interrupted_and_resume_loses_nothing(results_env):
-    cmd = [sys.executable, "-m", "interlat_bench.harness.cli", "run", "-m", "random", "-t", "alfworld",
+    cmd = [sys.executable, "-m", "interlat_bench.harness.entry", "run", "-m", "random", "-t", "alfworld",
            "--splits", "seen", "--limit", "8", "--max-steps", "60", "--workers", "2", "--no-leaderboard"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -169,7 +169,7 @@ def test_read_only_results_folder_is_refused_before_any_work(tmp_path, command):
     results = tmp_path / "results"
     (results / "shards" / "0123456789abcdef").mkdir(parents=True)  # a folder a run left
     before = sorted(p.name for p in results.iterdir())
-    done = subprocess.run([*_read_only(results), sys.executable, "-m", "interlat_bench.harness.cli", *command,
+    done = subprocess.run([*_read_only(results), sys.executable, "-m", "interlat_bench.harness.entry", *command,
                            "--db", str(results / "interlat.duckdb")],
                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)},
                           timeout=300)
@@ -213,7 +213,7 @@ def test_unreadable_results_folder_is_one_line_and_leaves_it_as_it_was(tmp_path,
     before = sorted(p.name for p in results.iterdir())
     prefix = _unreadable(results)
     try:
-        done = subprocess.run([*prefix, sys.executable, "-m", "interlat_bench.harness.cli", *command,
+        done = subprocess.run([*prefix, sys.executable, "-m", "interlat_bench.harness.entry", *command,
                                "--db", str(results / "interlat.duckdb")],
                               capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)},
                               timeout=300)
@@ -350,7 +350,7 @@ def _cli(prefix: list[str], args: list[str], env: dict, cwd, command: list[str] 
     import subprocess
     import sys
 
-    command = command or [sys.executable, "-m", "interlat_bench.harness.cli", *args]
+    command = command or [sys.executable, "-m", "interlat_bench.harness.entry", *args]
     done = subprocess.run([*prefix, *command], capture_output=True,
                           text=True, cwd=cwd, env={**os.environ, **env, "HOME": str(cwd)}, timeout=300)
     return done.returncode, done.stdout + done.stderr
@@ -397,7 +397,7 @@ def _assert_full_disk_is_one_line_and_intact(tmp_path, results, command: list[st
     import sys
 
     db = tmp_path / "full" / "results" / "interlat.duckdb"
-    then_digest = ["sh", "-c", '"$0" -m interlat_bench.harness.cli "$@"; echo "exit $?"; sha256sum "$DB"',
+    then_digest = ["sh", "-c", '"$0" -m interlat_bench.harness.entry "$@"; echo "exit $?"; sha256sum "$DB"',
                    sys.executable, *command, "--db", str(db)]
     code, said = _cli(_full_disk(tmp_path, results), [], {"DB": str(db)}, tmp_path, then_digest)
     assert f"exit 1\n{_snapshot(results / 'interlat.duckdb')}" in said, said
@@ -470,14 +470,13 @@ def _interrupt_in_a_query():
 def test_ctrl_c_at_the_entry_point_is_one_line_and_exit_130(monkeypatch, capsys, app_):
     import signal
 
-    from interlat_bench.harness import cli
+    from interlat_bench.harness import entry
 
-    monkeypatch.setattr(cli, "app", app_)
-    monkeypatch.setattr(cli, "INTERRUPT_GRACE_S", 1e9)  # its watchdog would end pytest itself
+    monkeypatch.setattr(entry, "INTERRUPT_GRACE_S", 1e9)  # its watchdog would end pytest itself
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit) as exit_:
-            cli.main()
+            entry.main(app_)
     finally:
         signal.signal(signal.SIGINT, handler)
     said = capsys.readouterr()
@@ -487,7 +486,7 @@ def test_ctrl_c_at_the_entry_point_is_one_line_and_exit_130(monkeypatch, capsys,
 
 _CLEAN_UP_HANGS = """
 import sys, threading
-from interlat_bench.harness import cli
+from interlat_bench.harness import entry
 
 def app():
     try:
@@ -496,8 +495,8 @@ def app():
     except KeyboardInterrupt:
         threading.Event().wait()  # a clean-up that never ends, as DuckDB's at times after an interrupt
 
-cli.app, cli.INTERRUPT_GRACE_S = app, 1.0
-cli.main()
+entry.INTERRUPT_GRACE_S = 1.0
+entry.main(app)
 """
 
 
@@ -539,7 +538,7 @@ def test_ctrl_c_during_a_slow_command_is_one_line_and_exit_130(recorded, tmp_pat
     before = _snapshot(results / "interlat.duckdb")
     # The child starts with SIGINT ignored, as a job started with `&` from a script does (CI runs so): a
     # signal sent before the entry point installs its handler would be lost and the query run on.
-    proc = subprocess.Popen([sys.executable, "-m", "interlat_bench.harness.cli", "sql",
+    proc = subprocess.Popen([sys.executable, "-m", "interlat_bench.harness.entry", "sql",
                              "SELECT count(*) FROM range(1000000000000) t(i) WHERE i % 7 = 3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))

@@ -7,8 +7,10 @@ import torch
 
 from interlat_bench.benchmarks.probe import ProbeBenchmark
 from interlat_bench.harness.core.message import Message, MessageKind
+from interlat_bench.trainers.checkpoint import load_receiver
 from interlat_bench.trainers.compression import CompressConfig, load_student, train_student
-from interlat_bench.trainers.receiver import TrainConfig, load_receiver, train_receiver
+from interlat_bench.trainers.config import TrainConfig
+from interlat_bench.trainers.receiver import train_receiver
 
 HIDDEN = 64  # tiny-llama, sender and receiver
 

@@ -76,7 +76,7 @@ def test_cross_family_pair_runs_end_to_end(results_env, sender, receiver, widths
     assert by_method["latent"][:2] == (sender, receiver)
     assert by_method["latent"][4] == 6  # one slot row per sender plan token
 
-    from interlat_bench.trainers.receiver import load_receiver
+    from interlat_bench.trainers.checkpoint import load_receiver
 
     recv = load_receiver(_latent_checkpoint(results_env))
     assert (recv.adapter.sender_dim, recv.adapter.receiver_dim) == widths
@@ -96,7 +96,8 @@ def _latent_checkpoint(results_env):
 def test_text_slot_reads_the_plan_in_the_receivers_own_tokens(toks):
     from interlat_bench.benchmarks.probe import ProbeBenchmark
     from interlat_bench.methods.base import Message, MessageKind
-    from interlat_bench.trainers.receiver import TrainConfig, build_examples
+    from interlat_bench.trainers.config import TrainConfig
+    from interlat_bench.trainers.receiver import build_examples
 
     smol, gemma = toks
     sample = ProbeBenchmark({}).train_samples(limit=1)[0]

@@ -25,7 +25,8 @@ SCRIPT = """
 import sys
 from pathlib import Path
 from interlat_bench.benchmarks.math import MathBenchmark
-from interlat_bench.trainers.receiver import preset, train_receiver
+from interlat_bench.trainers.config import preset
+from interlat_bench.trainers.receiver import train_receiver
 samples = MathBenchmark().train_samples(limit=4)
 cfg = preset("quick", n_train=4, max_len=48, batch_size=2)
 print("CHECKPOINT", train_receiver("tiny-llama", "none", samples, {}, cfg,
@@ -59,7 +60,7 @@ def test_two_cpu_processes_train_one_receiver_with_zero2_and_write_it_once(tmp_p
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
     out = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), "-m",
-                          "interlat_bench.harness.cli", "train", "-m", "no_comm", "-t", "math", "--receiver",
+                          "interlat_bench.harness.entry", "train", "-m", "no_comm", "-t", "math", "--receiver",
                           "tiny-llama", "-p", "n_train=8", "--deepspeed", str(REPO / "trainers" / "zero2.json")],
                          capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -136,7 +136,7 @@ def test_training_reports_progress_and_library_notices_stay_off_stdout(tmp_path)
     import sys
 
     env = {**os.environ, "INTERLAT_RESULTS": str(tmp_path / "results"), "INTERLAT_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "interlat_bench.harness.cli", "run", "-m", "no_comm", "-t", "probe",
+    proc = subprocess.run([sys.executable, "-m", "interlat_bench.harness.entry", "run", "-m", "no_comm", "-t", "probe",
                            "--limit", "1", "--param", "n_train=8", "--receiver", "tiny-llama", "--no-leaderboard"],
                           env=env, capture_output=True, text=True,
                           timeout=600)

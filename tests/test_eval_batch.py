@@ -10,8 +10,8 @@ from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness.cli import app
 from interlat_bench.harness.core import models
 from interlat_bench.harness.core.generation import Decoding
+from interlat_bench.methods.agents import ReceiverAgent
 from interlat_bench.methods.base import Message
-from interlat_bench.methods.receiver import ReceiverAgent
 
 # Its greedy replies differ from prompt to prompt (the tiny Llama's are all newlines).
 MODEL = "tiny-gemma3"
@@ -96,9 +96,9 @@ def test_a_run_records_the_same_replies_at_any_batch(results_env, tmp_path):
 def test_cli_default_is_the_runners():
     import inspect
 
-    from interlat_bench.harness import cli, runner
+    from interlat_bench.harness import cli, playing
 
-    assert inspect.signature(cli.run).parameters["eval_batch"].default.default == runner.EVAL_BATCH
+    assert inspect.signature(cli.run).parameters["eval_batch"].default.default == playing.EVAL_BATCH
 
 
 def test_rows_that_finish_leave_the_batch_without_changing_the_others():

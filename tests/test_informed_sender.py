@@ -68,17 +68,15 @@ def test_an_unknown_sender_view_is_refused():
 def test_the_sender_is_given_the_facts_when_it_plans(results_env):
     """The collection reads `sender_task`: the same game with and without the facts is planned
     from different prompts (a different collection), with them in the prompt it was given."""
-    from interlat_bench.harness.core.runspec import RunSpec
-    from interlat_bench.methods.base import RunContext
-    from interlat_bench.methods.sending import SENDER_DEFAULTS, collect_plans
+    from interlat_bench.collectors.plans import collect_plans
+    from interlat_bench.methods.sending import SENDER_DEFAULTS, plan_collection
 
     plans = {}
     for view in ("task", "expert"):
         bench = AlfworldBenchmark({"sender_view": view})
-        spec = RunSpec.make(method="text", benchmark="alfworld", split="seen", receiver="tiny-llama",
-                            sender="tiny-llama")
-        plans[view] = collect_plans(RunContext(spec, bench, log=lambda *_: None), bench.samples("seen", limit=1),
-                                    {**SENDER_DEFAULTS, "plan_tokens": 4})
+        stage = plan_collection({**SENDER_DEFAULTS, "plan_tokens": 4}, bench, sender="tiny-llama", dtype="float32",
+                                seed=0)
+        plans[view] = collect_plans(stage, bench.sender_tasks(bench.samples("seen", limit=1)))
     assert plans["task"].key != plans["expert"].key
     informed = AlfworldBenchmark({"sender_view": "expert"})
     [(_, told)] = informed.sender_tasks(informed.samples("seen", limit=1))

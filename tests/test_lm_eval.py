@@ -67,18 +67,18 @@ def train_tiny_receiver():
     stage does (collect_plans -> train_receiver), at a learning rate that makes it learn REPLY's
     start (about 10 s on 2 cores; the separation loss, off here, would triple it)."""
     from interlat_bench.benchmarks.base import Benchmark, Sample
-    from interlat_bench.harness.core.runspec import RunSpec
-    from interlat_bench.methods.base import RunContext
-    from interlat_bench.methods.sending import collect_plans
-    from interlat_bench.trainers.receiver import TrainConfig, train_receiver
+    from interlat_bench.collectors.plans import collect_plans
+    from interlat_bench.methods.sending import SENDER_DEFAULTS, plan_collection
+    from interlat_bench.trainers.config import TrainConfig
+    from interlat_bench.trainers.receiver import train_receiver
 
     tasks = [f"Task {i}: what is the code?" for i in range(8)]
     samples = [Sample(f"t{i}", task, {"conversation": [{"role": "user", "content": task},
                                                       {"role": "assistant", "content": REPLY}]})
                for i, task in enumerate(tasks)]
-    spec = RunSpec.make(method="latent", benchmark="lm_eval", split="lm_eval", receiver="tiny-llama",
-                        sender="tiny-llama")
-    plans = collect_plans(RunContext(spec, Benchmark(), log=lambda *_: None), samples, {"plan_tokens": 6})
+    bench = Benchmark()
+    stage = plan_collection({**SENDER_DEFAULTS, "plan_tokens": 6}, bench, sender="tiny-llama", dtype="float32", seed=0)
+    plans = collect_plans(stage, bench.sender_tasks(samples))
     cfg = TrainConfig(n_train=8, epochs=12, batch_size=8, lr=3e-3, adapter_lr=1e-3, max_len=48,
                       neg_weight=0.0)
     return train_receiver("tiny-llama", "latent", samples, plans, cfg, messages_key=plans.key,

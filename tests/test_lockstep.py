@@ -11,8 +11,8 @@ from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness.cli import app
 from interlat_bench.harness.core import models
 from interlat_bench.harness.core.generation import Decoding
+from interlat_bench.methods.agents import ReceiverAgent
 from interlat_bench.methods.base import Message
-from interlat_bench.methods.receiver import ReceiverAgent
 
 # Sliding-window layers (Gemma-3) are not batched this way; SmolLM2 and the tiny Qwen are not
 # windowed. SmolLM2's greedy replies differ per prompt (the tiny models' are all newlines).
@@ -147,12 +147,12 @@ def test_alfworld_games_played_together_are_the_games_played_one_at_a_time(resul
 
 
 def test_games_play_one_at_a_time_on_a_cpu_by_default():
-    from interlat_bench.harness import runner
+    from interlat_bench.harness import playing
 
     # Measured on 2 CPU cores (bench/alfworld_episodes.py): lockstep is no reliable gain there.
-    assert runner.EPISODE_BATCH["cpu"] == 1 and runner.EPISODE_BATCH["cuda"] > 1
-    expected = runner.EPISODE_BATCH["cuda" if torch.cuda.is_available() else "cpu"]
-    assert runner.episode_batch_default() == expected
+    assert playing.EPISODE_BATCH["cpu"] == 1 and playing.EPISODE_BATCH["cuda"] > 1
+    expected = playing.EPISODE_BATCH["cuda" if torch.cuda.is_available() else "cpu"]
+    assert playing.episode_batch_default() == expected
 
 
 @pytest.mark.slow

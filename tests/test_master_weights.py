@@ -11,7 +11,8 @@ import torch
 
 from interlat_bench.benchmarks.math import MathBenchmark
 from interlat_bench.harness.core import models
-from interlat_bench.trainers.receiver import preset, train_receiver
+from interlat_bench.trainers.config import preset
+from interlat_bench.trainers.receiver import train_receiver
 
 
 def _moved(folder, before: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

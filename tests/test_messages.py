@@ -106,10 +106,8 @@ def test_cli_prompt_collects_what_the_harness_collects(task, sample, tmp_path, m
     from interlat_bench.benchmarks.alfworld import AlfworldBenchmark
     from interlat_bench.benchmarks.base import Sample
     from interlat_bench.benchmarks.math import MathBenchmark
-    from interlat_bench.harness.core import prompts
-    from interlat_bench.harness.core.runspec import RunSpec
-    from interlat_bench.methods.base import RunContext
-    from interlat_bench.methods.sending import SENDER_DEFAULTS, collect_plans
+    from interlat_bench.collectors.plans import collect_plans
+    from interlat_bench.methods.sending import SENDER_DEFAULTS, plan_collection
 
     seen = []
 
@@ -124,14 +122,13 @@ def test_cli_prompt_collects_what_the_harness_collects(task, sample, tmp_path, m
     mc.main(["--sender", "tiny-llama", "--tasks-file", str(tasks_file), "--prompt", task,
              "--max-new-tokens", str(SENDER_DEFAULTS["plan_tokens"])] + (["--sample"] if sample else []))
     bench = {"math": MathBenchmark, "alfworld": AlfworldBenchmark}[task]()
-    spec = RunSpec.make(method="latent", benchmark=task, split=bench.default_splits[0], receiver="tiny-llama",
-                        sender="tiny-llama")
-    collect_plans(RunContext(spec=spec, benchmark=bench, log=lambda _: None), [Sample(i, t) for i, t in TASKS[:3]],
-                {**SENDER_DEFAULTS, "plan_greedy": not sample})
+    stage = plan_collection({**SENDER_DEFAULTS, "plan_greedy": not sample}, bench, sender="tiny-llama",
+                            dtype="float32", seed=0)
+    collect_plans(stage, bench.sender_tasks([Sample(i, t) for i, t in TASKS[:3]]))
     (cli, cli_tasks), (harness, harness_tasks) = seen
-    assert cli.prompt_template == harness.prompt_template == bench.planner_prompt == prompts.PLAN_PROMPTS[task]
+    assert cli.prompt_template == harness.prompt_template == bench.planner_prompt
     assert cli.decoding == harness.decoding
-    assert cli.decoding.temperature == prompts.PAPER_TEMPERATURE[task] == {"math": 0.8, "alfworld": 0.7}[task]
+    assert cli.decoding.temperature == bench.plan_temperature == {"math": 0.8, "alfworld": 0.7}[task]
     assert mc.content_key(cli, cli_tasks) == mc.content_key(harness, harness_tasks)
 
 

@@ -9,16 +9,17 @@ from interlat_bench.harness.core import conversation as conv
 from interlat_bench.harness.core.generation import Decoding
 from interlat_bench.harness.core.message import NO_MESSAGE
 from interlat_bench.harness.core.models import load
-from interlat_bench.methods.receiver import ReceiverAgent
+from interlat_bench.methods.agents import ReceiverAgent
 
-OPTIONS = ["go to shelf 1", "look", "open drawer 2", "take apple 1 from countertop 3"]
+# Whole replies in ALFWorld's format (AlfworldBenchmark.action_reply), as the benchmark offers them.
+OPTIONS = [f"Action: {a}" for a in ("go to shelf 1", "look", "open drawer 2", "take apple 1 from countertop 3")]
 
 
 def reply_logprob(lm, messages: list[dict], reply: str) -> float:
     """Log-probability of the assistant reply (with its end-of-turn token) by one full forward."""
     tok = lm.tokenizer
     head = conv.tokenize(tok, conv.render(tok, messages, add_generation_prompt=True))
-    ids = conv.tokenize(tok, f"Action: {reply}")
+    ids = conv.tokenize(tok, reply)
     end = sorted(ReceiverAgent(lm, Decoding()).eos)[0]
     full = torch.tensor(head + ids + [end], device=lm.model.device)[None]
     with torch.no_grad():
@@ -37,7 +38,7 @@ def test_choose_takes_the_most_likely_option_and_keeps_the_cache_consistent():
     opening = list(cached.messages)
     scores = {o: reply_logprob(lm, opening, o) for o in OPTIONS}
     chosen = cached.choose(None, OPTIONS)
-    assert chosen == f"Action: {max(scores, key=scores.get)}"
+    assert chosen == max(scores, key=scores.get)
     assert fresh.choose(None, OPTIONS) == chosen
     # Cache + pending hold exactly the history: nothing of the chosen reply lost or doubled.
     assert cached.past.get_seq_length() + len(cached.pending) == len(cached.history_ids) == len(fresh.history)

@@ -5,8 +5,8 @@ import torch
 from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness.core import models
 from interlat_bench.harness.core.generation import Decoding, cache_arg
+from interlat_bench.methods.agents import ReceiverAgent
 from interlat_bench.methods.base import Message
-from interlat_bench.methods.receiver import ReceiverAgent
 
 
 def _play(agent, turns=4):

@@ -36,7 +36,7 @@ def test_key_ignores_limit_and_param_order_but_not_outputs():
 def test_key_follows_what_a_training_preset_holds_not_its_name(monkeypatch):
     from dataclasses import replace
 
-    from interlat_bench.trainers import receiver
+    from interlat_bench.trainers import config as receiver
 
     def key(method, **params):
         [cell] = expand(methods_csv=method, tasks_csv="alfworld", splits_csv="seen", seeds=[0], sender="s",
@@ -169,8 +169,8 @@ def test_numbers_that_cannot_be_right_are_refused(kwargs, message):
 
 def test_method_checks_name_the_presets_and_curricula_that_exist():
     from interlat_bench.methods.interlat import TRAIN_CHECKS
+    from interlat_bench.trainers.config import PRESETS
     from interlat_bench.trainers.curriculum import MODES
-    from interlat_bench.trainers.receiver import PRESETS
 
     assert all(TRAIN_CHECKS["preset"].test(p) for p in PRESETS)
     assert all(TRAIN_CHECKS["curriculum"].test(m) for m in MODES)

@@ -345,12 +345,12 @@ def test_add_writes_fast_samples_together_slow_ones_at_once_and_flush_writes_the
 
 def test_a_run_interrupted_by_ctrl_c_keeps_the_samples_it_finished(tmp_path, monkeypatch):
     """The runner writes through ``add``; whatever ends its loop, the buffer is flushed."""
-    from interlat_bench.harness import runner
+    from interlat_bench.harness import playing, runner
     from interlat_bench.harness.core.runspec import RunSpec
 
     played = []
 
-    def records(spec, bench, method, agent, messages, todo, *rest):
+    def records(self, todo, **options):
         from interlat_bench.benchmarks.base import Record
 
         for s in todo:
@@ -359,7 +359,7 @@ def test_a_run_interrupted_by_ctrl_c_keeps_the_samples_it_finished(tmp_path, mon
             played.append(s.id)
             yield Record(sample_id=s.id, success=True, score=1.0, steps=1)
 
-    monkeypatch.setattr(runner, "_records", records)
+    monkeypatch.setattr(playing.Player, "records", records)
     spec = RunSpec.make(method="random", benchmark="probe", split="test", receiver=None, limit=20)
     store = Store(tmp_path / "results" / "r.duckdb")
     with pytest.raises(KeyboardInterrupt):

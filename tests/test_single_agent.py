@@ -6,7 +6,8 @@ from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness.core import conversation as conv
 from interlat_bench.harness.core.message import Message, MessageKind
 from interlat_bench.harness.core.models import tokenizer_for_tiny
-from interlat_bench.trainers.receiver import build_examples, preset
+from interlat_bench.trainers.config import preset
+from interlat_bench.trainers.receiver import build_examples
 
 PLAN_PROMPT = "Plan for: {task}"
 SAMPLE = Sample("t1", "the key is in the blue box", {"conversation": [

@@ -20,16 +20,11 @@ from interlat_bench.harness.core import conversation as conv
 from interlat_bench.harness.core import models
 from interlat_bench.methods.base import Message
 from interlat_bench.trainers.adapter import CommAdapter
+from interlat_bench.trainers.checkpoint import load_receiver
+from interlat_bench.trainers.config import TrainConfig
 from interlat_bench.trainers.curriculum import Curriculum
 from interlat_bench.trainers.losses import LossWeights, combine, plan_alignment_loss, separation_loss
-from interlat_bench.trainers.receiver import (
-    IGNORE,
-    SlotReceiver,
-    TrainConfig,
-    build_examples,
-    load_receiver,
-    train_receiver,
-)
+from interlat_bench.trainers.receiver import IGNORE, SlotReceiver, build_examples, train_receiver
 
 SENDER_DIM = 64  # tiny-llama's hidden size: the fake sender is tiny-llama
 MAX_ROWS = 6     # slot limit of the trained checkpoints below; every message is longer
@@ -171,15 +166,14 @@ def test_sequence_labels_ignore_prefix_bop_slot_eop(kind, math_train):
 
 @pytest.mark.parametrize("kind", ["latent", "text"])
 def test_slot_rows_identical_at_training_and_evaluation(kind, trained, math_train, monkeypatch):
-    from interlat_bench.methods import interlat, sending
+    from interlat_bench.methods import interlat
 
     folder = trained.latent if kind == "latent" else trained.text
     sample = math_train[0]
     msg = trained.messages[sample.id]
     # Evaluation: the method's own messages/message_for/transform and the loaded receiver's slot.
     method = interlat.Latent() if kind == "latent" else interlat.Text()
-    monkeypatch.setattr(sending, "collect_plans", lambda ctx, samples, params: {sample.id: msg})
-    messages = method.messages(None, [sample], None)
+    messages = {sample.id: method.shipped(msg)}  # the plan as the method's sender ships it
     sent = method.transform(method.message_for(sample, messages, 0), torch.Generator())
     assert sent.kind == kind
     receiver = load_receiver(folder)
@@ -419,13 +413,9 @@ def test_warm_up_cross_entropy_is_used_and_only_latent_receivers_are_keyed_by_ad
 
 
 def test_grouping_by_length_cuts_padding_keeps_every_example_once_and_leaves_old_keys_alone(math_train):
-    from interlat_bench.trainers.receiver import (
-        PRESETS,
-        LengthBatches,
-        checkpoint_key,
-        padding_share,
-        sequence_length,
-    )
+    from interlat_bench.trainers.checkpoint import checkpoint_key
+    from interlat_bench.trainers.config import PRESETS
+    from interlat_bench.trainers.receiver import LengthBatches, padding_share, sequence_length
 
     tok = models.tokenizer("tiny-llama")
     cfg = TrainConfig(max_len=512)
@@ -449,7 +439,7 @@ def test_grouping_by_length_cuts_padding_keeps_every_example_once_and_leaves_old
     import json
     from dataclasses import asdict
 
-    from interlat_bench.trainers.receiver import TRAIN_VERSION
+    from interlat_bench.trainers.checkpoint import TRAIN_VERSION
 
     legacy = {k: v for k, v in asdict(TrainConfig()).items() if k not in ("group_by_length", "detours", "warmup_lr",
                                                                             "warmup_ce_weight")}

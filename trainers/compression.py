@@ -30,8 +30,9 @@ from interlat_bench.harness.core.atomic import atomic_folder
 from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.prompts import LATENT_STEP_PROMPT
 from interlat_bench.harness.core.settings import cache_dir
+from interlat_bench.trainers.checkpoint import Receiver
 from interlat_bench.trainers.losses import align_loss, compression_kl_loss
-from interlat_bench.trainers.receiver import Example, Receiver, SlotReceiver, build_examples
+from interlat_bench.trainers.receiver import Example, SlotReceiver, build_examples
 from interlat_bench.trainers.slot import slot_rows
 
 COMPRESS_VERSION = 1

@@ -13,13 +13,11 @@ Checkpoints are content-addressed by everything that changes the weights.
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
 import json
 import math
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +25,12 @@ import torch
 from torch import nn
 
 from interlat_bench.harness.core import conversation as conv
-from interlat_bench.harness.core.atomic import atomic_folder, set_aside
-from interlat_bench.harness.core.message import Message, MessageKind
+from interlat_bench.harness.core.atomic import set_aside
+from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.settings import cache_dir, process_rank
 from interlat_bench.trainers.adapter import CommAdapter
+from interlat_bench.trainers.checkpoint import checkpoint_key, checkpoint_problem, save
+from interlat_bench.trainers.config import TrainConfig
 from interlat_bench.trainers.curriculum import Curriculum
 from interlat_bench.trainers.losses import (
     LossWeights,
@@ -41,93 +41,7 @@ from interlat_bench.trainers.losses import (
 )
 from interlat_bench.trainers.slot import slot_rows
 
-TRAIN_VERSION = 2  # 2: supervision ends at the assistant turn's end-of-turn token (conv.encode)
 IGNORE = -100
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    n_train: int | None = 32        # training conversations (None: all)
-    epochs: float = 1.0
-    batch_size: int = 2
-    grad_accum: int = 1
-    lr: float = 2e-5                # receiver
-    adapter_lr: float = 1e-4
-    warmup_ratio: float = 0.0
-    max_len: int = 384              # tokens after the slot (the conversation), truncated
-    max_slot_rows: int = 128
-    plan_weight: float = 0.5
-    neg_weight: float = 0.1
-    margin: float = 0.3
-    adaptive_weights: bool = False
-    curriculum: str = "schedule"
-    seed: int = 0
-    # Adapter-only steps before training (warm_up_adapter); 0 = none, as in the paper.
-    adapter_warmup_steps: int = 0
-    # The warm-up's own learning rate (None: adapter_lr). Kept apart from adapter_lr because a
-    # rate that fits the warm-up's dense regression target random-walks the adapter away from it
-    # under the sparse receiver losses that follow (probe: colour rows' cosine 0.99 -> 0.09).
-    warmup_lr: float | None = None
-    # Weight of a cross-entropy term in the warm-up: each row's dot products with the receiver
-    # embeddings of the plan vocabulary (every token some training row stands for) against the
-    # row's own token. MSE alone pulls a row towards its token but not away from the tokens it
-    # competes with: at 4 facts x 8 options the rows standing for object names, whose sender
-    # states are near-ties between the facts still to state, were the nearest token 80% of the
-    # time on held-out plans after 1000 MSE steps and 88% with this term at 0.1 (colours 90% and
-    # 89%). Restricting the softmax to the plan vocabulary (115 tokens there) costs about nothing;
-    # the full 49k-token vocabulary made each step ~10x slower on a CPU for the same gain.
-    warmup_ce_weight: float = 0.0
-    # Batch conversations of similar length (LengthBatches): less padding, the same examples
-    # per epoch, batches in a seeded random order.
-    group_by_length: bool = False
-    # Rejected actions per expert conversation, not trained on, each followed by the expert's
-    # next action (Benchmark.train_samples; ALFWorld): the receiver sees how to recover from a
-    # "Nothing happens." that plain expert play never shows it.
-    detours: int = 0
-
-    def __post_init__(self):
-        # `epochs=2` and `epochs=2.0` are one setting: float fields hold floats, so the run key
-        # and the receiver's cache key are the same for both.
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type in (float, "float") and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-
-    def key_dict(self) -> dict[str, Any]:
-        """The settings as keys see them (a run's ``training``, a checkpoint's key): a setting
-        added later is left out while unset, so earlier keys stay as they were."""
-        config = asdict(self)
-        if config["warmup_lr"] is None:
-            del config["warmup_lr"]
-        if not config["warmup_ce_weight"]:
-            del config["warmup_ce_weight"]
-        return config
-
-    def weights(self) -> LossWeights:
-        return LossWeights(plan=self.plan_weight, neg=self.neg_weight, margin=self.margin,
-                           adaptive=self.adaptive_weights)
-
-
-PRESETS = {
-    # Sized for a 2-core CPU: tens of examples, one epoch, short sequences.
-    "quick": TrainConfig(group_by_length=True),
-    # Longer CPU training for ALFWorld receivers that act: more expert games, conversations up
-    # to 768 tokens, a higher learning rate, detours (rejected actions the receiver sees the
-    # expert recover from), and two epochs: on held-out training games the second epoch took
-    # valid actions from 67.4% to 84.6% (bench/alfworld_heldout.py, README).
-    "cpu": TrainConfig(n_train=256, epochs=2.0, lr=1e-4, max_len=768, group_by_length=True, detours=3),
-    # The paper's regime, for GPUs (bf16 there): all data, longer sequences, full slots.
-    "paper": TrainConfig(n_train=None, epochs=3.0, batch_size=4, grad_accum=4, lr=1e-5, adapter_lr=1e-4,
-                         warmup_ratio=0.03, max_len=2048, max_slot_rows=1024),
-}
-
-
-def preset(name: str, **overrides) -> TrainConfig:
-    from interlat_bench.harness.core.errors import UserError
-
-    if name not in PRESETS:
-        raise UserError(f"training preset {name!r}: expected one of {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
 
 
 @dataclass
@@ -339,21 +253,6 @@ def padding_share(examples: list[Example], order: list[int], batch_size: int) ->
     return 1 - sum(lengths) / padded if padded else 0.0
 
 
-def checkpoint_key(receiver: str, kind: str, cfg: TrainConfig, data_ids: list[str], messages_key: str | None,
-                   dtype: str, sender_dim: int | None, layout: conv.Layout = conv.Layout.SLOT) -> str:
-    config = cfg.key_dict()
-    for name in ("group_by_length", "detours"):  # absent when off, so earlier receivers' keys still match
-        if not config[name]:
-            del config[name]
-    fields_ = {"v": TRAIN_VERSION, "receiver": receiver, "kind": str(kind), "cfg": config,
-               "data": hashlib.sha256("\n".join(data_ids).encode()).hexdigest(),
-               "messages": messages_key, "dtype": dtype, "sender_dim": sender_dim}
-    if layout is not conv.Layout.SLOT:  # absent for SLOT, so the keys of slot receivers stay as they were
-        fields_["layout"] = str(layout)
-    blob = json.dumps(fields_, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages: dict, cfg: TrainConfig, *,
                    messages_key: str | None = None, dtype: str = "float32", deepspeed: str | None = None,
                    log=print, out_root: Path | None = None, layout: conv.Layout | str = conv.Layout.SLOT,
@@ -403,31 +302,11 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
     # Under torchrun every process holds the same trained weights (ZeRO gathers them): the
     # first one writes the checkpoint, the others wait for it rather than race it.
     if process_rank() == 0:
-        _save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine, layout)
+        save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine, layout)
         log(f"trained {label} receiver on {len(examples)} conversations -> {target}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return target
-
-
-def checkpoint_problem(folder: Path) -> str | None:
-    """What is wrong with a saved receiver (an unreadable weights or config file), or None.
-    Reads the safetensors headers and the JSON files, not the weights."""
-    from safetensors import safe_open
-
-    for path in sorted(Path(folder).rglob("*")):
-        try:
-            if path.suffix == ".safetensors":
-                with safe_open(str(path), framework="pt") as f:
-                    if not list(f.keys()):
-                        return f"{path.name}: no tensors"
-            elif path.suffix == ".json":
-                json.loads(path.read_text(encoding="utf-8"))
-        except Exception as exc:  # safetensors and json raise their own types
-            return f"{path.relative_to(folder)}: {type(exc).__name__}: {str(exc)[:80]}"
-    if not list(Path(folder).rglob("*.safetensors")):
-        return "no weights"
-    return None
 
 
 def warm_up_adapter(adapter: CommAdapter, embed: nn.Embedding, examples: list[Example], cfg: TrainConfig,
@@ -598,88 +477,3 @@ def deepspeed_config(path: str, cfg: TrainConfig) -> dict:
     return ds
 
 
-def _save(target: Path, lm, adapter, cfg: TrainConfig, kind: str, history: list[dict], receiver_ref: str,
-          engine: dict, layout: conv.Layout = conv.Layout.SLOT) -> None:
-    with atomic_folder(target, overwrite=True) as tmp:
-        lm.model.save_pretrained(tmp / "receiver")
-        lm.tokenizer.save_pretrained(tmp / "receiver")
-        if adapter is not None:
-            adapter.save(tmp / "adapter")
-        (tmp / "train_config.json").write_text(json.dumps(
-            {"kind": str(kind), "layout": str(layout), "receiver": receiver_ref, "config": asdict(cfg),
-             "version": TRAIN_VERSION, "trained_by": engine}, indent=2))
-        write_loss_log(tmp, history)
-        (tmp / "DONE").write_text("")
-
-
-def write_loss_log(folder: Path, history: list[dict]) -> None:
-    """Per-step loss components as CSV, plus a PNG plot when matplotlib is present."""
-    if not history:
-        return
-    fields = sorted({k for row in history for k in row}, key=lambda k: (k != "step", k))
-    with open(folder / "losses.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(history)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name in ("total", "ce", "plan", "neg"):
-        pts = [(r["step"], r[name]) for r in history if name in r]
-        if pts:
-            ax.plot(*zip(*pts), label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "losses.png", dpi=100)
-    plt.close(fig)
-
-
-def load_train_config(folder: Path) -> tuple[str, TrainConfig]:
-    """(kind, TrainConfig) a checkpoint was trained with, from its train_config.json."""
-    saved = json.loads((Path(folder) / "train_config.json").read_text())
-    known = {f.name for f in fields(TrainConfig)}
-    return saved["kind"], TrainConfig(**{k: v for k, v in saved.get("config", {}).items() if k in known})
-
-
-@dataclass
-class Receiver:
-    """A trained receiver, loaded: the model, its adapter (latent receivers), what it was
-    trained with and the training config (``max_slot_rows`` and the rest evaluation repeats)."""
-
-    lm: Any
-    adapter: CommAdapter | None
-    kind: MessageKind
-    cfg: TrainConfig
-    layout: conv.Layout = conv.Layout.SLOT
-    folder: Path | None = None  # the checkpoint it was loaded from
-
-    def slot(self, message: Message) -> torch.Tensor | None:
-        """What the receiver reads between <bop> and <eop> for ``message``: built by
-        ``trainers.slot.slot_rows``, as in training, truncated to the checkpoint's
-        ``max_slot_rows``."""
-        ids = conv.tokenize(self.lm.tokenizer, message.text or "") if message.kind is MessageKind.TEXT else []
-        with torch.no_grad():
-            return slot_rows(message.kind, latents=message.latents if message.kind is MessageKind.LATENT else None,
-                             plan_ids=ids, adapter=self.adapter, embed=self.lm.model.get_input_embeddings(),
-                             max_rows=self.cfg.max_slot_rows, ratio=1.0)
-
-
-def load_receiver(folder: Path, dtype: str = "float32") -> Receiver:
-    """The receiver saved in a checkpoint folder (``train_receiver``'s result)."""
-    from interlat_bench.harness.core import models
-
-    lm = models.load(str(folder / "receiver"), dtype=dtype)
-    kind, cfg = load_train_config(folder)
-    layout = json.loads((Path(folder) / "train_config.json").read_text()).get("layout", "slot")
-    adapter = None
-    if (folder / "adapter").exists():
-        adapter = CommAdapter.load(folder / "adapter", map_location=models.device()).eval()
-    return Receiver(lm=lm, adapter=adapter, kind=MessageKind(kind), cfg=cfg, layout=conv.Layout(layout),
-                    folder=Path(folder))

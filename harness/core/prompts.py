@@ -1,9 +1,9 @@
 """The sender's planner prompts and sampling settings: the one place they are defined.
 
-Benchmarks (``planner_prompt``), the harness's collection (``methods.sending``) and the
-collector's command line (``python -m interlat_bench.collectors.messages --prompt math``)
-all read them from here, so both paths collect the same messages under the same cache keys.
-Pure constants (no torch), so every layer may import this module.
+Each benchmark names its own (``Benchmark.planner_prompt``, ``plan_temperature``); the
+harness's collection and the collector's command line (``python -m
+interlat_bench.collectors.messages --prompt math``) read them from the benchmark, so both
+paths collect the same messages under the same cache keys. Pure constants (no torch).
 
 SPEC section 2: ALFWorld plans from "Please provide a general plan to solve this task.\n\n
 The task is: {task}"; MATH from a "plan only, do not solve" planner prompt; plans are
@@ -24,23 +24,11 @@ PROBE_PLAN_PROMPT = ("Please provide a general plan to solve this task. Say firs
                      "\n\nThe task is: {task}")
 # What a sender reads before it speaks in K latent steps (SPEC section 5), on every benchmark.
 LATENT_STEP_PROMPT = "Please generate a plan to solve this task: {task}"
-# Task name -> planner prompt (the collector CLI's ``--prompt`` choices).
-PLAN_PROMPTS = {"alfworld": ALFWORLD_PLAN_PROMPT, "math": MATH_PLAN_PROMPT, "probe": PROBE_PLAN_PROMPT}
 # The generic prompt (a benchmark without its own planner prompt) is the SPEC's ALFWorld one.
 DEFAULT_PLAN_PROMPT = ALFWORLD_PLAN_PROMPT
 
-# Sender sampling in the paper, per task; other tasks and custom templates use the fallback.
-PAPER_TEMPERATURE = {"alfworld": 0.7, "math": 0.8}
+# Sender sampling in the paper: temperature 0.7 for ALFWorld, 0.8 for MATH (each benchmark's
+# ``plan_temperature``); a benchmark without its own takes FALLBACK_TEMPERATURE.
 FALLBACK_TEMPERATURE = 0.7
 PAPER_TOP_P = 0.9
 PAPER_TOP_K = 50
-
-
-def plan_prompt(name_or_template: str) -> str:
-    """A task's planner prompt by name (``math``, ``alfworld``), else the string as a template."""
-    return PLAN_PROMPTS.get(name_or_template, name_or_template)
-
-
-def paper_temperature(task: str | None) -> float:
-    """The paper's sender temperature for a task (FALLBACK_TEMPERATURE for any other)."""
-    return PAPER_TEMPERATURE.get(task or "", FALLBACK_TEMPERATURE)

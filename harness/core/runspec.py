@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from interlat_bench.harness.core.stages import Stages
 
 # Bump when the meaning of a key's fields changes (old results then no longer match).
 # 2: the key carries `data`, a fingerprint of the benchmark data the run reads.
@@ -61,6 +64,9 @@ class RunSpec:
     training: tuple[tuple[str, Any], ...] = ()
     # Not in the key: how many samples to play (raising it extends the same run).
     limit: int | None = None
+    # Not in the key either: the stages the cell builds (harness.core.stages), which the
+    # method resolves from the fields above when the grid is expanded (grid.expand).
+    stages: Stages | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def make(cls, *, method_params=None, benchmark_params=None, training=None, **kw) -> RunSpec:

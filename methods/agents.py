@@ -247,8 +247,8 @@ class ReceiverAgent:
     def choose(self, observation: str | None, options: list[str], info: dict | None = None) -> str:
         """Reply with the option the receiver finds most likely (``action=rank``, a diagnostic).
 
-        Each option is scored as the whole reply ``"Action: <option>"`` plus the end-of-turn
-        token: the sum of its tokens' log-probabilities after the shared prefix, on top of
+        Each option is a whole reply in the benchmark's format (``Benchmark.action_reply``),
+        scored with the end-of-turn token: the sum of its tokens' log-probabilities after the shared prefix, on top of
         the KV cache, all options in one packed forward (``generation.score_continuations``).
         The chosen reply then enters the history as a generated one would.
         """
@@ -260,7 +260,7 @@ class ReceiverAgent:
             return self.respond(None, info)
         t0 = clock_ms()
         end = self.turn_end
-        replies = [conv.tokenize(self.tok, f"Action: {o}") + ([end] if end is not None else []) for o in options]
+        replies = [conv.tokenize(self.tok, o) + ([end] if end is not None else []) for o in options]
         shared = 0
         while all(len(r) > shared + 1 and r[shared] == replies[0][shared] for r in replies):
             shared += 1

@@ -1,0 +1,58 @@
+"""Keys do not move when the code is reorganised: the run keys, receiver checkpoint keys and
+plan-collection keys of a fixed grid (every method on MATH, ALFWorld, the probe and two of their
+settings, seeds 0 and 1) equal those the code computed before the stages became specs
+(tests/golden_keys.json, written by that code at da19791). An existing results database and
+cache are then found by the new code as they were."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from interlat_bench.benchmarks.base import Sample
+from interlat_bench.collectors.messages import content_key
+from interlat_bench.collectors.plans import collect_config
+from interlat_bench.harness.core.message import MessageKind
+from interlat_bench.harness.core.registry import benchmarks, methods
+from interlat_bench.harness.core.stages import PlanCollection
+from interlat_bench.harness.grid import expand
+from interlat_bench.trainers.checkpoint import checkpoint_key
+from interlat_bench.trainers.config import TrainConfig
+
+GOLDEN = json.loads((Path(__file__).parent / "golden_keys.json").read_text())
+CASES = [("math", {}), ("alfworld", {}), ("probe", {}), ("probe", {"n_facts": 4, "n_options": 8}),
+         ("alfworld", {"sender_view": "expert"})]
+TASKS = [Sample("a", "task a"), Sample("b", "task b")]
+
+
+def _keys() -> dict[str, dict[str, str]]:
+    out = {"run": {}, "checkpoint": {}, "collection": {}}
+    for task, settings in CASES:
+        usable = [m for m in methods.names() if methods.get(m).benchmarks is None or task in methods.get(m).benchmarks]
+        specs = expand(methods_csv=",".join(usable), tasks_csv=task, seeds=[0, 1], sender="smollm2-135m",
+                       receiver="smollm2-135m", dtype="float32", limit=8, settings=settings)
+        for s in specs:
+            name = (f"{s.method}|{task}|{json.dumps(settings, sort_keys=True)}|{s.split}|"
+                    f"{json.dumps(dict(s.method_params), sort_keys=True)}|{s.seed}")
+            out["run"][name] = s.run_key
+            trained = s.stages.receiver
+            if trained is not None:
+                out["checkpoint"][name] = checkpoint_key(
+                    trained.receiver, trained.kind, TrainConfig(**trained.config()), ["a", "b"], "msgs", trained.dtype,
+                    576 if trained.kind is MessageKind.LATENT else None, trained.layout)
+            plans = s.stages.messages if isinstance(s.stages.messages, PlanCollection) else \
+                trained.plans if trained is not None else None
+            if plans is not None:
+                bench = benchmarks.get(s.benchmark)(dict(s.benchmark_params))
+                out["collection"][name] = content_key(collect_config(plans), bench.sender_tasks(TASKS))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["run", "checkpoint", "collection"])
+def test_keys_are_those_of_the_code_before(kind):
+    now = _keys()[kind]
+    assert set(now) == set(GOLDEN[kind])
+    moved = {name: (GOLDEN[kind][name], key) for name, key in now.items() if key != GOLDEN[kind][name]}
+    assert not moved, f"{len(moved)} {kind} keys moved, e.g. {next(iter(moved.items()))}"
