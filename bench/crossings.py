@@ -80,6 +80,8 @@ def main() -> None:
     edges = sorted({pkgs for pkgs in seen.values()}, key=lambda e: (LAYERS.index(e[0]), LAYERS.index(e[1])))
     print(f"`run -m {args.method} -t {args.task}` to the first record: {len(edges)} package edges, all downward: "
           + ", ".join(f"{a} -> {b}" for a, b in edges))
+    modules = sorted({(c.rsplit(".", 1)[0], d.rsplit(".", 1)[0]) for c, d in seen})
+    print(f"{len(modules)} caller module -> callee module pairs across packages")
     print(f"{len(seen)} caller -> callee function pairs across packages (each counted once):")
     for i, ((caller, callee), (a, b)) in enumerate(seen.items(), 1):
         print(f"{i:3d}. {a} -> {b}: {caller} -> {callee}")

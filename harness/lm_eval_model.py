@@ -3,7 +3,7 @@
 For each request the request's context is the task: the sender plans for it (the method's
 sender settings, the planner prompt of ``task`` or the generic one), and the trained receiver
 answers the context as its user turn with the message in its slot, exactly as a harness cell
-plays a sample (``method.messages`` -> ``message_for``/``transform`` -> ``method.agent``)::
+plays a sample (the driver's ``Cell`` builds the stages, ``harness.playing.Player`` plays)::
 
     interlat-bench lm-eval --model interlat \\
         --model_args method=latent,checkpoint=<folder>,task=math --tasks <task> --include_path <dir>
