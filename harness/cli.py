@@ -12,8 +12,8 @@ import typer
 from interlat_bench.harness import options
 from interlat_bench.harness.boundary import console, err, user_errors
 from interlat_bench.harness.core.errors import UserError
-from interlat_bench.harness.grid import key_values, split_csv
-from interlat_bench.harness.grid import tags as parse_tags
+from interlat_bench.harness.core.params import key_values, split_csv
+from interlat_bench.harness.core.params import tags as parse_tags
 
 app = typer.Typer(help="Benchmark and ablation harness for agents that communicate in latent space.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

@@ -9,13 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from interlat_bench.harness.core.errors import UserError
-from interlat_bench.harness.core.params import check_params
+from interlat_bench.harness.core.params import check_params, split_csv, tags
 from interlat_bench.harness.core.registry import benchmarks, methods
 from interlat_bench.harness.core.runspec import DecodingSpec, RunSpec
-
-
-def split_csv(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
 def _decoding_for(decoding: DecodingSpec | None, bcls) -> DecodingSpec:
@@ -160,36 +156,6 @@ def method_configs(mcls, given: dict[str, Any]) -> list[dict[str, Any]]:
     if empty is not None:
         raise UserError(f"--param {empty}=[]: expected at least one value")
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-
-
-def key_values(values: list[str], flag: str = "--param") -> dict:
-    """``key=value`` pairs; a value is JSON where it parses (numbers, lists), else text."""
-    import json
-
-    out = {}
-    for v in values:
-        if "=" not in v:
-            raise UserError(f"{flag} {v!r}: expected key=value")
-        k, raw = v.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[k.strip()] = raw
-    return out
-
-
-TAG = r"[A-Za-z0-9][A-Za-z0-9_.:-]*"
-
-
-def tags(values: list[str], flag: str = "--tag") -> list[str]:
-    """Run labels, comma-separated or repeated."""
-    import re
-
-    found = [t for v in values for t in v.split(",") if t]
-    for tag in found:
-        if not re.fullmatch(TAG, tag):
-            raise UserError(f"{flag} {tag!r}: expected letters, digits, '_', '.', ':' or '-'")
-    return found
 
 
 def concrete_dtype(dtype: str) -> str:

@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from interlat_bench.results.store import Store
-
 # Built-in sample columns a table can aggregate (besides the keys of the metrics JSON).
 BUILTIN_METRICS = ("success", "score", "steps", "steps_success")
 RUN_STATUSES = ("running", "complete", "partial", "interrupted", "failed")
@@ -25,29 +23,35 @@ RUN_COLUMNS = ("method", "benchmark", "split", "sender", "receiver")
 Db = str | os.PathLike[str]
 
 
+def _reader(db: Db):
+    from interlat_bench.results.store import Store  # DuckDB loads with the first query, not with `--help`
+
+    return Store(db).reader()
+
+
 def distinct(db: Db, column: str) -> list[str]:
     """The values a run column holds (method, benchmark, split, sender, receiver)."""
     if column not in RUN_COLUMNS:
         raise ValueError(f"column {column!r}: expected one of {', '.join(RUN_COLUMNS)}")
-    with Store(db).reader() as con:
+    with _reader(db) as con:
         return sorted({r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM runs").fetchall() if r[0]})
 
 
 def run_keys(db: Db) -> list[str]:
-    with Store(db).reader() as con:
+    with _reader(db) as con:
         return [r[0] for r in con.execute("SELECT run_key FROM runs ORDER BY run_key").fetchall()]
 
 
 def metric_keys(db: Db) -> list[str]:
     """The keys some sample's metrics JSON holds (what a table's metric or `--by` may name)."""
-    with Store(db).reader() as con:
+    with _reader(db) as con:
         return sorted({k for (k,) in con.execute(
             "SELECT DISTINCT unnest(json_keys(metrics)) FROM samples WHERE metrics IS NOT NULL").fetchall()}
             - _NOT_METRICS)
 
 
 def tags(db: Db) -> list[str]:
-    with Store(db).reader() as con:
+    with _reader(db) as con:
         return sorted({t for (t,) in con.execute("SELECT DISTINCT unnest(tags) FROM runs").fetchall()})
 
 
@@ -67,7 +71,7 @@ class RunRow:
 
 def runs(db: Db) -> list[RunRow]:
     """Every run, oldest first, with its number of samples and errors."""
-    with Store(db).reader() as con:
+    with _reader(db) as con:
         rows = con.execute("""
             SELECT r.run_key, r.method, r.benchmark || '/' || r.split, r.status,
                    count(s.sample_id), count(s.error), strftime(r.created_at, '%Y-%m-%d %H:%M'),
@@ -98,7 +102,7 @@ class RunHead:
 
 def runs_starting(db: Db, prefix: str, at_most: int = 6) -> list[RunHead]:
     """The runs whose key starts with ``prefix`` (at most ``at_most`` of them)."""
-    with Store(db).reader() as con:
+    with _reader(db) as con:
         return [RunHead(*r) for r in con.execute(
             "SELECT run_key, method, benchmark, split, sender, receiver FROM runs WHERE starts_with(run_key, ?) "
             "ORDER BY run_key LIMIT ?", [prefix, at_most]).fetchall()]
@@ -106,7 +110,7 @@ def runs_starting(db: Db, prefix: str, at_most: int = 6) -> list[RunHead]:
 
 def samples(db: Db, run_key: str) -> list[SampleRow]:
     """One run's samples, by id."""
-    with Store(db).reader() as con:
+    with _reader(db) as con:
         return [SampleRow(sid, None if ok is None else bool(ok), score, steps, error)
                 for sid, ok, score, steps, error in con.execute(
                     "SELECT sample_id, success, score, steps, error FROM samples WHERE run_key = ? ORDER BY sample_id",
@@ -123,7 +127,7 @@ class Episode:
 def episodes(db: Db, run_prefix: str, sample_part: str, at_most: int = 6) -> list[Episode]:
     """Samples whose id contains ``sample_part`` in runs whose key starts with ``run_prefix``; a
     sample whose id is exactly ``sample_part`` comes first."""
-    with Store(db).reader() as con:
+    with _reader(db) as con:
         hits = con.execute("""
             SELECT r.run_key, r.method, r.benchmark, r.split, r.sender, r.receiver, s.sample_id, s.success,
                    s.score, s.steps, s.error, CAST(s.metrics AS VARCHAR)
@@ -139,14 +143,14 @@ def counted_metric(db: Db, run_keys: list[str], key: str) -> dict[str, tuple[int
     """run key -> (samples that record the 0/1 metric ``key``, how many of them are 1)."""
     if "'" in key:
         raise ValueError(f"metric key {key!r}")
-    with Store(db).reader() as con:
+    with _reader(db) as con:
         return {k: (n, None if hits is None else int(hits)) for k, n, hits in con.execute(
             f"SELECT run_key, count(metrics->>'{key}'), sum(try_cast(metrics->>'{key}' AS integer)) "
             "FROM samples WHERE list_contains(?, run_key) GROUP BY 1", [run_keys]).fetchall()}
 
 
 def sample_counts(db: Db, run_keys: list[str]) -> dict[str, int]:
-    with Store(db).reader() as con:
+    with _reader(db) as con:
         return dict(con.execute("SELECT run_key, count(*) FROM samples WHERE list_contains(?, run_key) GROUP BY 1",
                                 [run_keys]).fetchall())
 

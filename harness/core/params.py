@@ -52,3 +52,40 @@ def check_params(where: str, params: dict[str, Any], checks: dict[str, Check], o
         check = checks.get(name)
         if check is not None and not check.test(value):
             raise UserError(f"{where} {name}={value!r} ({owner}): expected {check.expected}")
+
+
+# Values as the command line and grid files give them.
+
+
+def split_csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def key_values(values: list[str], flag: str = "--param") -> dict:
+    """``key=value`` pairs; a value is JSON where it parses (numbers, lists), else text."""
+    import json
+
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise UserError(f"{flag} {v!r}: expected key=value")
+        k, raw = v.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[k.strip()] = raw
+    return out
+
+
+TAG = r"[A-Za-z0-9][A-Za-z0-9_.:-]*"
+
+
+def tags(values: list[str], flag: str = "--tag") -> list[str]:
+    """Run labels, comma-separated or repeated."""
+    import re
+
+    found = [t for v in values for t in v.split(",") if t]
+    for tag in found:
+        if not re.fullmatch(TAG, tag):
+            raise UserError(f"{flag} {tag!r}: expected letters, digits, '_', '.', ':' or '-'")
+    return found
