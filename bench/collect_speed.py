@@ -34,11 +34,11 @@ from pathlib import Path
 
 import torch
 
+from interlat_bench.benchmarks.math import math_dir
 from interlat_bench.collectors import messages as mc
 from interlat_bench.harness.core.generation import Decoding, eos_ids
 from interlat_bench.harness.core.models import load
 from interlat_bench.harness.core.prompts import MATH_PLAN_PROMPT
-from interlat_bench.harness.core.settings import math_dir
 from interlat_bench.methods.sending import SENDER_DEFAULTS
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from time import perf_counter
 
 from interlat_bench.harness.core.errors import UserError
-from interlat_bench.harness.core.settings import alfworld_dir
+from interlat_bench.harness.core.settings import data_dir
 
 # The engine's answer to a command that does not apply; the turn still counts.
 INVALID = "Nothing happens."
@@ -46,6 +46,16 @@ _ARRIVE = re.compile(r"^You arrive at loc \d+\. ")
 
 
 # ---------------------------------------------------------------- games on disk
+
+
+DATA_ENV = "ALFWORLD_DATA"
+
+
+def alfworld_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The ALFWorld data folder (games and PDDL): ``explicit``, else $ALFWORLD_DATA."""
+    return data_dir(DATA_ENV, explicit, inside="json_2.1.1", wrong="expected a json_2.1.1/ folder inside",
+                    missing=f"ALFWorld data not found: set {DATA_ENV} to a folder with json_2.1.1/ and logic/ "
+                    "(offline: ../shared/data/alfworld; online: run `alfworld-download`)")
 
 
 def game_paths(split: str, data_dir: Path | None = None) -> list[Path]:

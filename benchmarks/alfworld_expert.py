@@ -16,9 +16,17 @@ import os
 import time
 from pathlib import Path
 
-from interlat_bench.benchmarks.alfworld_env import INVALID, TextGame, game_id, game_paths, task_of, task_type
+from interlat_bench.benchmarks.alfworld_env import (
+    INVALID,
+    TextGame,
+    alfworld_dir,
+    game_id,
+    game_paths,
+    task_of,
+    task_type,
+)
 from interlat_bench.harness.core.atomic import write_text
-from interlat_bench.harness.core.settings import alfworld_dir, cache_dir
+from interlat_bench.harness.core.settings import cache_dir
 
 # Bump when the conversation format or the expert protocol changes: it is part of the cache key.
 EXPERT_VERSION = 1

@@ -7,6 +7,7 @@ Splits: ``math500`` (the PRM800K 500-problem subset, default) and ``test`` (all 
 from __future__ import annotations
 
 import json
+import os
 import time
 from functools import cache
 from pathlib import Path
@@ -16,7 +17,7 @@ from interlat_bench.benchmarks.math_grading import is_equivalent, last_boxed
 from interlat_bench.harness.core.errors import UserError
 from interlat_bench.harness.core.prompts import MATH_PLAN_PROMPT
 from interlat_bench.harness.core.registry import register_benchmark
-from interlat_bench.harness.core.settings import math_dir
+from interlat_bench.harness.core.settings import data_dir
 
 FILES = {"math500": "math500_test.jsonl", "test": "math_test.jsonl", "train": "math_train.jsonl"}
 
@@ -64,6 +65,16 @@ def _read(path: Path, graded: bool) -> tuple[Sample, ...]:
     if not samples:  # an empty split would run nothing and still exit 0
         raise UserError(f"{path}: no problems in it (an empty file)")
     return tuple(samples)
+
+
+DATA_ENV = "MATH_DATA"
+
+
+def math_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The MATH data folder: the ``data_dir`` setting, else $MATH_DATA."""
+    return data_dir(DATA_ENV, explicit, wrong="not a folder (expected the MATH jsonl files)",
+                    missing=f"MATH data not found: set {DATA_ENV} to a folder holding math500_test.jsonl, "
+                    "math_test.jsonl and math_train.jsonl (e.g. ../shared/data/math)")
 
 
 @register_benchmark

@@ -11,8 +11,6 @@ from pathlib import Path
 
 from interlat_bench.harness.core.errors import UserError
 
-MATH_ENV = "MATH_DATA"
-ALFWORLD_ENV = "ALFWORLD_DATA"
 CACHE_ENV = "INTERLAT_CACHE"
 RESULTS_ENV = "INTERLAT_RESULTS"
 MODELS_ENV = "INTERLAT_MODELS"
@@ -73,27 +71,14 @@ def default_db() -> Path:
     return results_dir() / "interlat.duckdb"
 
 
-def math_dir(explicit: str | os.PathLike | None = None) -> Path:
-    path = explicit or os.environ.get(MATH_ENV)
+def data_dir(env: str, explicit: str | os.PathLike | None, *, missing: str, wrong: str,
+             inside: str | None = None) -> Path:
+    """A benchmark's data folder: ``explicit``, else ``$env``; ``missing`` is said when neither is
+    set, ``wrong`` when the path is not a folder (or lacks the sub-folder ``inside``)."""
+    path = explicit or os.environ.get(env)
     if not path:
-        raise UserError(
-            f"MATH data not found: set {MATH_ENV} to a folder holding math500_test.jsonl, "
-            "math_test.jsonl and math_train.jsonl (e.g. ../shared/data/math)"
-        )
+        raise UserError(missing)
     path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{MATH_ENV}={path}: not a folder (expected the MATH jsonl files)")
-    return path
-
-
-def alfworld_dir(explicit: str | os.PathLike | None = None) -> Path:
-    path = explicit or os.environ.get(ALFWORLD_ENV)
-    if not path:
-        raise UserError(
-            f"ALFWorld data not found: set {ALFWORLD_ENV} to a folder with json_2.1.1/ and logic/ "
-            "(offline: ../shared/data/alfworld; online: run `alfworld-download`)"
-        )
-    path = Path(path)
-    if not (path / "json_2.1.1").is_dir():
-        raise UserError(f"{ALFWORLD_ENV}={path}: expected a json_2.1.1/ folder inside")
+    if not (path / (inside or ".")).is_dir():
+        raise UserError(f"{env}={path}: {wrong}")
     return path
