@@ -322,8 +322,9 @@ def train(
     from interlat_bench.harness import runner, terminal
     from interlat_bench.harness.core.settings import process_rank
 
-    folder = runner.train(method, task, sender=sender, receiver=receiver, dtype=dtype, params=key_values(param),
-                          deepspeed=str(deepspeed) if deepspeed else None, log=terminal.log.info)
+    spec = runner.one_spec(method, task, sender=sender, receiver=receiver, dtype=dtype, params=key_values(param))
+    options.models([spec])
+    folder = runner.train(spec, deepspeed=str(deepspeed) if deepspeed else None, log=terminal.log.info)
     if process_rank() == 0:  # under torchrun, the first process answers
         console.print(f"receiver checkpoint: {folder}")
 

@@ -249,17 +249,10 @@ def one_spec(method: str, task: str, *, sender: str, receiver: str, dtype: str, 
     return specs[0]
 
 
-def train(method: str, task: str, *, sender: str, receiver: str, dtype: str, params: dict,
-          deepspeed: str | None = None, log=print) -> Path:
-    """`interlat-bench train`: the receiver stage of the cell ``method`` x ``task``."""
-    from interlat_bench.harness.core.models import check_ref
-
-    spec = one_spec(method, task, sender=sender, receiver=receiver, dtype=dtype, params=params)
-    for flag, ref in (("--receiver", spec.receiver), ("--sender", spec.sender)):
-        if ref is not None:
-            check_ref(ref, flag)
+def train(spec: RunSpec, *, deepspeed: str | None = None, log=print) -> Path:
+    """`interlat-bench train`: the receiver stage of ``spec``'s cell."""
     if spec.stages.receiver is None:
-        raise UserError(f"method {method!r} has no trained receiver")
+        raise UserError(f"method {spec.method!r} has no trained receiver")
     return Cell(spec, log=log, deepspeed=deepspeed).checkpoint()
 
 

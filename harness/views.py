@@ -99,6 +99,7 @@ def run_rates(db: Path, specs) -> None:
         return
     keys = [s.run_key for s in specs]
     counts, cut = queries.sample_counts(db, keys), queries.counted_metric(db, keys, "truncated")
+    rates: dict[str, dict] = {}
     for spec in specs:
         where = f"{spec.method} | {spec.benchmark}/{spec.split}"
         n, hits = counts.get(spec.run_key, 0), cut.get(spec.run_key, (0, None))[1]
@@ -106,7 +107,9 @@ def run_rates(db: Path, specs) -> None:
             console.print(f"  replies cut at {spec.decoding.max_new_tokens} tokens: {hits}/{n} samples "
                           f"({100 * hits / n:.0f}%) | {where}", highlight=False)
         for key, label in benchmarks.get(spec.benchmark).after_run_rates.items():
-            n, hits = queries.counted_metric(db, [spec.run_key], key).get(spec.run_key, (0, None))
+            if key not in rates:  # one query per metric for every run
+                rates[key] = queries.counted_metric(db, keys, key)
+            n, hits = rates[key].get(spec.run_key, (0, None))
             if n and hits is not None:
                 console.print(f"  {label}: {hits}/{n} ({100 * hits / n:.0f}%) | {where}", highlight=False)
 

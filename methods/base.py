@@ -108,9 +108,10 @@ class Method:
         receiver = None
         if self.trained_with is not None:
             reads_plans = self.trained_with is not MessageKind.NONE
+            # The run key's resolved settings where the grid made them (an lm-eval spec has none).
             receiver = ReceiverTraining(
                 receiver=spec.receiver, kind=self.trained_with, layout=self.layout, dtype=spec.dtype,
-                settings=tuple(sorted(self.train_config(benchmark, spec.seed).key_dict().items())),
+                settings=spec.training or tuple(sorted(self.train_config(benchmark, spec.seed).key_dict().items())),
                 plan_prompt=benchmark.planner_prompt, sender=spec.sender, plans=plans() if reads_plans else None)
         return Stages(receiver=receiver, messages=plans() if self.sends is not MessageKind.NONE else None)
 
