@@ -23,7 +23,7 @@ from interlat_bench.harness.core import progress
 from interlat_bench.harness.core.errors import UserError
 from interlat_bench.harness.core.registry import benchmarks, methods
 from interlat_bench.harness.core.runspec import RunSpec
-from interlat_bench.harness.core.stages import LatentSteps, PlanCollection, StudentTraining
+from interlat_bench.harness.core.stages import LatentSteps, PlanCollection, SenderPass, StudentTraining
 from interlat_bench.harness.playing import EVAL_BATCH, EpisodeWorkers, Player, episode_batch_default
 from interlat_bench.methods.base import RunContext
 from interlat_bench.results.shards import ShardWriter, ingest, resume_ids
@@ -127,7 +127,15 @@ class Cell:
         tasks = self.bench.sender_tasks(samples)
         if isinstance(stage, PlanCollection):
             return {tid: self.method.shipped(m) for tid, m in collect(stage, tasks).items()}
+        if isinstance(stage, SenderPass):
+            return self._sender_pass(stage, tasks)
         return self._latent_steps(stage, tasks)
+
+    def _sender_pass(self, stage: SenderPass, tasks) -> dict:
+        from interlat_bench.collectors.training_free import send
+
+        with progress.track(f"send {stage.family} ({stage.sender})", len(tasks)) as counter:
+            return send(stage, self.ctx.model(stage.sender), tasks, log=progress.counter(counter))
 
     def _latent_steps(self, stage: LatentSteps, tasks) -> dict:
         from interlat_bench.collectors.latent_steps import send_latent_steps

@@ -29,7 +29,7 @@ from interlat_bench.harness.core.generation import (
 from interlat_bench.harness.core.kv_cache import windowed
 from interlat_bench.harness.core.seeds import item_seed
 from interlat_bench.harness.core.timing import clock_ms
-from interlat_bench.methods.base import Message
+from interlat_bench.methods.base import Message, MessageKind
 
 # Stored transcripts stay bounded (about 100 KB per episode at most).
 TRANSCRIPT_TURNS = 100
@@ -211,6 +211,10 @@ class ReceiverAgent:
             parts += [self._ids([bop])] + ([rows.to(parts[0].dtype)] if rows is not None else []) + \
                 [self._ids([eop])]
             self.history_ids += [bop] + [-1] * (len(rows) if rows is not None else 0) + [eop]
+        elif message.kind is MessageKind.EMBEDDINGS and message.latents is not None:
+            # Rows already in this model's input-embedding space (CIPHER), where the plan's tokens would be.
+            parts.append(message.latents.to(parts[0].device, parts[0].dtype))
+            self.history_ids += [-1] * len(message.latents)
         self._times = {"adapter": clock_ms() - t0, "receiver": 0.0}
         self.replies = self.truncated_replies = 0
         parts.append(self._ids(enc.after))
@@ -309,7 +313,7 @@ class ReceiverAgent:
         from), then every turn, the slot shown as what filled it; each turn cut at
         TRANSCRIPT_TURN_CHARS characters and the episode at TRANSCRIPT_TURNS turns."""
         slot = (f"[slot: {message.rows} {message.kind} rows]" if message.rows else "[slot: empty]") \
-            if self.special else ""
+            if self.special or message.kind is MessageKind.EMBEDDINGS else ""
         turns = [{"role": "plan", "content": message.text}] if message.text else []
         turns += [{"role": m["role"], "content": m["content"].replace(conv.PLACEHOLDER, slot)} for m in self.messages]
         if len(turns) > TRANSCRIPT_TURNS:

@@ -6,7 +6,8 @@ Where the receiver reads the message is its ``Layout``:
   (latent), plan token embeddings (text) or nothing (no_comm: ``<bop><eop>``), so the three
   methods differ only in what fills the slot;
 - INLINE (zero-shot receivers, the single agent without a plan): no special tokens; a text
-  plan is written after SLOT_INTRO, no message leaves the prompt as it is;
+  plan is written after SLOT_INTRO, embedding rows (CIPHER) stand there instead of its
+  tokens, no message leaves the prompt as it is;
 - OWN_PLAN (the single agent that plans, cot_full): its own earlier exchange, the planner
   prompt and its plan, precedes the task; the plan turn is context, never supervised.
 """
@@ -46,7 +47,7 @@ def opening(prompt: str, layout: Layout | str, *, message_kind: MessageKind | st
 
 def with_slot(prompt: str, *, special: bool, message_kind: MessageKind | str, plan_text: str | None = None) -> str:
     """The first user turn's text; PLACEHOLDER marks where slot embeddings go."""
-    if special:
+    if special or MessageKind(message_kind) is MessageKind.EMBEDDINGS:  # rows go where the plan text would
         return f"{prompt}\n\n{SLOT_INTRO}{PLACEHOLDER}"
     if MessageKind(message_kind) is MessageKind.TEXT:
         return f"{prompt}\n\n{SLOT_INTRO}{plan_text}"

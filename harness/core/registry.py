@@ -146,6 +146,10 @@ methods: Registry = Registry(
         "interlat_bench.methods.untrained_k",
         "interlat_bench.methods.compressed_k",
         "interlat_bench.methods.perturbations",
+        "interlat_bench.methods.latentmas",
+        "interlat_bench.methods.kv_share",
+        "interlat_bench.methods.cipher",
+        "interlat_bench.methods.activation",
     ),
     "INTERLAT_METHODS",
 )

@@ -5,6 +5,8 @@ runner (``harness.runner``) builds every stage from its spec, in one order:
 
     training plans  -> receiver training -> student training -> evaluation messages -> play
 
+(evaluation messages: a plan collection, K latent steps, or a training-free family's sender pass)
+
 Specs are plain frozen data (no torch), so a grid is resolved before any model loads. Cache
 keys (collections, checkpoints, students) come from these specs; run keys from the RunSpec's
 own fields, which these are derived from.
@@ -56,6 +58,19 @@ class LatentSteps:
 
 
 @dataclass(frozen=True)
+class SenderPass:
+    """A training-free family's sender (LatentMAS, KVComm, CIPHER, activation communication):
+    each task's planner prompt read in one pass of ``family``'s own (``collectors.<family>``),
+    with ``settings``; nothing is trained or cached."""
+
+    family: str
+    sender: str
+    dtype: str
+    prompt_template: str
+    settings: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
 class ReceiverTraining:
     """The receiver fine-tuned with ``kind`` in its slot (or as its own tokens: ``layout``) on
     the benchmark's training conversations, with the sender's ``plans`` for them."""
@@ -78,7 +93,7 @@ class Stages:
     """Every stage a run cell builds; None where the method has no such stage."""
 
     receiver: ReceiverTraining | None = None
-    messages: PlanCollection | LatentSteps | None = None  # what the sender sends at evaluation
+    messages: PlanCollection | LatentSteps | SenderPass | None = None  # what the sender sends at evaluation
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,66 @@
+"""LatentMAS's sender (Gen-Verse/LatentMAS, ``models.py::generate_latent_batch``): m latent steps
+after its prompt, and the whole KV cache (prompt + steps) as the message.
+
+Each step takes the last layer's state at the last position (after the final norm), maps it
+into the input-embedding space with W = (W_out^T W_out + lambda I)^-1 W_out^T W_in (lambda 1e-5;
+``realign="identity"``: W = I, as the repository does without ``--latent_space_realign``),
+rescales it to the mean norm of the input embeddings (as the model reads them: Gemma scales
+its embeddings by sqrt(hidden) inside the embedding module, so that scale is applied too) and
+feeds it back as the next input. With ``latent_only`` only the steps' positions are shipped
+(LatentMAS #37); with 0 steps the prompt's KV is still shipped (LatentMAS drops it there, #13).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from interlat_bench.collectors import kv
+from interlat_bench.harness.core.message import Message, MessageKind
+from interlat_bench.harness.core.timing import clock_ms
+
+RIDGE = 1e-5  # lambda, as in LatentMAS
+
+
+def realignment(model, mode: str = "matrix") -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, target norm): W maps a last-layer state to the input-embedding space (H x H, float32)."""
+    w_in = model.get_input_embeddings().weight.detach().float()
+    w_out = model.get_output_embeddings().weight.detach().float()
+    target = w_in.norm(dim=1).mean() * kv.embed_scale(model)
+    if mode == "identity":
+        return torch.eye(w_in.shape[1], device=w_in.device), target
+    gram = w_out.T @ w_out + RIDGE * torch.eye(w_out.shape[1], device=w_out.device)
+    return torch.linalg.solve(gram, w_out.T @ w_in), target
+
+
+def realign(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    aligned = h.float() @ w
+    return (aligned * (target / aligned.norm(dim=-1, keepdim=True).clamp_min(1e-6))).to(h.dtype)
+
+
+@torch.no_grad()
+def think(model, prompt: list[int], steps: int, w: torch.Tensor, target: torch.Tensor):
+    """The sender's cache after its prompt and ``steps`` latent steps."""
+    cache = kv.new_cache(model)
+    h = kv.forward(model, cache, ids=prompt)[-1]
+    for _ in range(steps):
+        h = kv.forward(model, cache, embeds=realign(h, w, target)[None])[-1]
+    return cache
+
+
+def send(lm, tasks: list[tuple[str, str]], *, prompt_template: str, latent_steps: int, realign_mode: str,
+         latent_only: bool, log=None) -> dict[str, Message]:
+    """Task id -> the KV message of ``lm`` thinking ``latent_steps`` steps after its planner prompt;
+    ``sender_ms``: that task's wall time, as waited for."""
+    from interlat_bench.collectors.messages import prompt_ids
+
+    w, target = realignment(lm.model, realign_mode)
+    out = {}
+    for n, (tid, task) in enumerate(tasks, 1):
+        t0 = clock_ms()
+        cache = think(lm.model, prompt_ids(lm.tokenizer, prompt_template, task), latent_steps, w, target)
+        shipped = kv.pack(cache, last=latent_steps if latent_only else None)
+        out[tid] = Message(kind=MessageKind.KV, kv=shipped, layers=tuple(range(len(shipped))),
+                           sender_ms=clock_ms() - t0)
+        if log:
+            log(n, len(tasks))
+    return out

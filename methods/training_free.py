@@ -1,0 +1,68 @@
+"""What the training-free families share (LatentMAS, KVComm, CIPHER, activation communication):
+no training, the sender's pass declared as a stage, the plain receiver model reading what it
+is sent, and the controls that tell a channel from a leak.
+
+``control`` (in the run key): ``none``; ``cross_task``, another evaluation task's message
+(drawn as the `cross_task` row draws it); ``randomrot``, each matrix the message ships (a KV
+layer's keys, its values, CIPHER's rows; positions x features) randomly rotated within its span,
+its mean and covariance over positions kept (the `randomrot` row's map).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from interlat_bench.harness.core.errors import UserError
+from interlat_bench.harness.core.message import NO_MESSAGE, MessageKind
+from interlat_bench.harness.core.params import one_of
+from interlat_bench.harness.core.stages import SenderPass, Stages
+from interlat_bench.methods.base import Method
+
+CONTROLS = ("none", "cross_task", "randomrot")
+
+
+class TrainingFree(Method):
+    """Base of a training-free family: its ``family`` names its sender (``collectors.<family>``)."""
+
+    family: ClassVar[str]
+    # Whether what is sent only makes sense to the sender's own model (its cache, its layers).
+    same_model: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {"control": "none"}
+    param_checks = {"control": one_of(*CONTROLS)}
+
+    def sender_settings(self) -> dict[str, Any]:
+        """The collector's keyword arguments, from this method's parameters."""
+        raise NotImplementedError
+
+    def stages(self, benchmark, spec) -> Stages:
+        if self.same_model and spec.sender != spec.receiver:
+            raise UserError(f"{self.name}: the receiver reads the sender's own {self.sends} message, so sender and "
+                            f"receiver must be one model (got --sender {spec.sender} --receiver {spec.receiver})")
+        return Stages(messages=SenderPass(self.family, spec.sender, spec.dtype, benchmark.planner_prompt,
+                                          tuple(sorted(self.sender_settings().items()))))
+
+    def message_for(self, sample, messages, seed):
+        if self.params["control"] != "cross_task" or sample.id not in messages:
+            return super().message_for(sample, messages, seed)
+        from interlat_bench.methods.perturbations.cross_task import other_task
+
+        return messages[other_task(sample.id, list(messages), seed)]
+
+    def transform(self, message, rng):
+        if self.params["control"] != "randomrot" or message is NO_MESSAGE:
+            return message
+        import torch
+
+        from interlat_bench.methods.perturbations.randomrot import randomrot
+
+        def rotated(t):  # (positions x features) per matrix; a KV layer is heads x positions x dim
+            flat = t.transpose(0, 1).reshape(t.shape[1], -1) if t.dim() == 3 else t
+            out = randomrot(flat.to(torch.float64), rng).to(t.dtype)
+            return out.reshape(t.shape[1], t.shape[0], t.shape[2]).transpose(0, 1) if t.dim() == 3 else out
+
+        if message.kind is MessageKind.KV:
+            return message.with_kv(tuple((rotated(k), rotated(v)) for k, v in message.kv))
+        return message.with_latents(rotated(message.latents))
+
+    def receiver(self, ctx):
+        return ctx.model(ctx.spec.receiver)
