@@ -358,7 +358,8 @@ _LATENCY_SQL = """
     )
     SELECT p.*, r.benchmark, r.device, TRY_CAST(json_extract(r.spec, '$.method_params.k') AS INTEGER) AS k,
            TRY_CAST(s.metrics->>'message_rows' AS DOUBLE) AS rows,
-           TRY_CAST(s.metrics->>'message_bytes' AS DOUBLE) AS bytes
+           TRY_CAST(s.metrics->>'message_bytes' AS DOUBLE) AS bytes,
+           TRY_CAST(s.metrics->>'message_layers' AS DOUBLE) AS layers
     FROM per_sample AS p JOIN runs AS r USING (run_key)
     JOIN samples AS s ON s.run_key = p.run_key AND s.sample_id = p.sample_id
 """
@@ -389,6 +390,7 @@ def latency_frame(db, marks=None) -> pd.DataFrame:
             entry[f"{stage} p90 ms"] = float(vals.quantile(0.9)) if len(vals) else None
         entry["rows"] = float(g["rows"].mean()) if g["rows"].notna().any() else None
         entry["bytes"] = float(g["bytes"].mean()) if g["bytes"].notna().any() else None
+        entry["layers"] = float(g["layers"].mean()) if g["layers"].notna().any() else None
         out.append(entry)
     return pd.DataFrame(out)
 
@@ -449,6 +451,7 @@ def latency_table(db, marks) -> tuple[ReportTable | None, pd.DataFrame]:
             "–" if pd.isna(a) else f"{a:.0f} / {b:.0f}" for a, b in zip(med, p90, strict=True)]
     wide["message rows"] = wide.pop("rows").map(lambda x: "–" if pd.isna(x) else f"{x:.1f}")
     wide["message bytes"] = wide.pop("bytes").map(lambda x: "–" if pd.isna(x) else f"{x:.0f}")
+    wide.pop("layers")
     wide = wide.set_index("row")
     wide.pop("k")
     notes = ["per sample, in ms as waited for: sender (plan or latent steps; – where the run reused cached "
@@ -458,6 +461,57 @@ def latency_table(db, marks) -> tuple[ReportTable | None, pd.DataFrame]:
              "wall (the whole sample); comm = sender + adapter; message bytes as shipped (float16 latents, "
              "UTF-8 text); one device per line", *comm_ratio(eff)]
     return ReportTable("latency", "Latency per method and benchmark", notes, frame, wide), eff
+
+
+# -- the latent-communication families -------------------------------------------------------
+
+FAMILIES = ("latentmas", "kv_share", "cipher", "activation")
+# What each family is compared with: the trained receivers' text and no_comm, and the plain
+# receiver model the training-free families use, reading the plan as text or alone.
+REFERENCES = ("text", "no_comm", "text_zeroshot", "no_comm_zeroshot")
+
+
+def _method(row: str) -> str:
+    return row.split(" / ")[0].split("[")[0]
+
+
+def families_table(db, marks) -> ReportTable | None:
+    """Every training-free family's configurations side by side: success with its interval, the
+    paired difference to each reference present (Holm over all of them), and what crossed the
+    channel (mean bytes as shipped, positions or rows, layers) and how long it took (sender
+    median ms per sample, as waited for)."""
+    compared = []
+    for ref in REFERENCES:
+        cells, title = measure_cells(db, measure="success %", metric="success", marks=marks, baseline=ref)
+        compared.append(cells[cells["row"].map(_method).isin(FAMILIES)])
+    if all(c.empty for c in compared):
+        return None
+    cells = adjust(pd.concat([c for c in compared if not c.empty], ignore_index=True))
+    latency = latency_frame(db, marks)
+    shipped = {(line["row"], line["benchmark"]): line for _, line in latency.iterrows()}
+    lines = []
+    for (row, column), group in cells.groupby(["row", "column"], sort=False):
+        first = group.iloc[0]
+        entry = {"configuration": row, "column": column, "success %": cell_text(first.drop("significant"), True)}
+        for _, line in group.iterrows():
+            if isinstance(line["vs"], str):
+                entry[f"Δ vs {_method(line['vs'])} (pp)"] = \
+                    f"{100 * line['delta']:+.1f} (p {line['p_holm']:.2g}){SIG if line['significant'] else ''}"
+        sent = shipped.get((row, column.split("/")[0]))
+        if sent is not None:
+            entry["bytes"] = "–" if pd.isna(sent["bytes"]) else f"{sent['bytes']:.0f}"
+            entry["positions / rows"] = "–" if pd.isna(sent["rows"]) else f"{sent['rows']:.1f}"
+            entry["layers"] = "–" if pd.isna(sent["layers"]) else f"{sent['layers']:.0f}"
+            entry["sender ms"] = "–" if pd.isna(sent["sender median ms"]) else f"{sent['sender median ms']:.0f}"
+        lines.append(entry)
+    wide = pd.DataFrame(lines).fillna("–").set_index("configuration")
+    notes = [title, "Δ: paired difference in success to each reference of the same sender/receiver on the samples "
+             f"both played (exact McNemar, Holm over the {int(cells['p'].notna().sum())} comparisons of this table; "
+             f"{SIG}: adjusted p < 0.05); text and no_comm train their receivers, the _zeroshot references are the "
+             "plain receiver model the families use", "bytes: mean per sample as shipped (KV, embeddings and "
+             "activations at the dtype they were computed in); positions: KV positions, or rows of embeddings; "
+             "layers: KV layers sent whole, or 1 (the activation's layer); sender ms: median per sample"]
+    return ReportTable("families", "Latent-communication families on one protocol", notes, cells, wide)
 
 
 # -- the whole report ------------------------------------------------------------------------
@@ -495,6 +549,8 @@ def tables(db: str | os.PathLike[str], baseline: str = "latent", marks: dict | N
             if t is not None:
                 out[t.name] = t
     if (t := ablation_table(db, baseline, marks)) is not None:
+        out[t.name] = t
+    if (t := families_table(db, marks)) is not None:
         out[t.name] = t
     latency, eff = latency_table(db, marks)
     if latency is not None:
