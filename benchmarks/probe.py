@@ -10,7 +10,8 @@ Samples are generated from ``seed`` (no download): ``test`` (``n_test`` samples)
 evaluation and ``train`` (``n_train``) for receiver training; no train sample repeats a test
 sample (same task text and options). Difficulty knobs, all in the run key: ``n_facts`` (objects placed, the target among
 them), ``n_options`` (box colours to choose from), ``answer_position`` (where the target's
-fact stands among the facts: ``first``, ``last`` or ``random``).
+fact stands among the facts: ``first``, ``last`` or ``random``); ``answer`` (``generate``, or
+``rank``: the most likely of one sentence per option, ``ranked_replies``).
 """
 
 from __future__ import annotations
@@ -86,6 +87,13 @@ def fact_in_plan(plan: str, target: str, answer: str, options: tuple[str, ...]) 
     return False
 
 
+def ranked_replies(target: str, options: tuple[str, ...]) -> list[str]:
+    """The replies ``answer=rank`` scores, one per option: a whole sentence, so that a receiver that
+    was never taught to answer with a bare colour is scored on a reply it would write (a bare
+    colour and then the end of its turn is unlikely to an untrained model whatever it knows)."""
+    return [f"The {target} is in the {colour} box." for colour in options]
+
+
 def parse_answer(reply: str, options: tuple[str, ...]) -> str | None:
     """The first option colour named in the reply (whole word, any case), else None."""
     found = [(m.start(), o) for o in options for m in re.finditer(rf"\b{o}\b", reply, re.IGNORECASE)]
@@ -102,7 +110,12 @@ class ProbeBenchmark(Benchmark):
     reply_tokens = 8      # a colour word and the end of the turn
     cpu_limit = None      # every test sample: they are cheap
     defaults = {"seed": 0, "n_facts": 1, "n_options": 4, "answer_position": "random", "n_test": 256,
-                "n_train": 256}
+                "n_train": 256, "answer": "generate"}
+    # answer: "generate" (the reply, its first option colour) or "rank" (of the replies "The
+    # {target} is in the {colour} box.", the one the receiver finds most likely: how an
+    # untrained receiver, which talks before it answers, is asked a multiple-choice question).
+    # Added after runs were recorded.
+    unkeyed_defaults = {"answer": "generate"}
     param_checks = {
         "seed": int_range(0),
         "n_facts": int_range(1, len(OBJECTS)),
@@ -110,6 +123,7 @@ class ProbeBenchmark(Benchmark):
         "answer_position": one_of("first", "last", "random"),
         "n_test": POSITIVE_INT,
         "n_train": POSITIVE_INT,
+        "answer": one_of("generate", "rank"),
     }
     # compressed_k: two epochs over the 256 training tasks at student lr 1e-4 (set once, before
     # the one measured run; SPEC 5 leaves the schedule open, the CPU default of 1 epoch at 1e-5
@@ -171,13 +185,17 @@ class ProbeBenchmark(Benchmark):
             {"role": "assistant", "content": s.data["answer"]},
         ]}) for s in self._split("train")[:limit]]
 
-    def single_reply_prompt(self, sample: Sample) -> str:
+    def single_reply_prompt(self, sample: Sample) -> str | None:
+        # Ranked answers are scored one sample at a time (one packed forward), not decoded in batches.
+        if self.params.get("answer", "generate") == "rank":
+            return None
         return question(sample.data["target"], sample.data["options"])
 
     def play(self, sample: Sample, agent: Agent, message) -> Record:
         d = sample.data
-        agent.begin(self.single_reply_prompt(sample), message, sample)
-        reply = agent.respond()
+        agent.begin(question(d["target"], d["options"]), message, sample)
+        reply = agent.choose(None, ranked_replies(d["target"], d["options"])) if self.params.get("answer") == "rank" \
+            else agent.respond()
         predicted = parse_answer(reply, d["options"])
         correct = predicted == d["answer"]
         plan = message.text
