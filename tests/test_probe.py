@@ -89,6 +89,39 @@ def test_grading_and_chance():
     assert bench.play(sample, agent, NO_MESSAGE).metrics["answer_in_plan"] is None
 
 
+def test_ranked_answers_score_one_sentence_per_option_and_keep_earlier_keys():
+    """answer=rank asks the agent to choose among one sentence per option and grades the colour
+    of the one chosen; it is not decoded in batches; left at generate it leaves the run key as
+    it was (runs recorded before the setting keep theirs)."""
+    class Agent:
+        def begin(self, prompt, message, sample):
+            self.prompt = prompt
+
+        def choose(self, observation, options, info=None):
+            self.options = options
+            return options[-1]
+
+        def timings_ms(self):
+            return {}
+
+        def episode_metrics(self):
+            return {}
+
+    bench = ProbeBenchmark({"answer": "rank"})
+    sample = bench.samples("test", limit=1)[0]
+    agent = Agent()
+    record = bench.play(sample, agent, NO_MESSAGE)
+    target, options = sample.data["target"], sample.data["options"]
+    assert agent.options == [f"The {target} is in the {c} box." for c in options]
+    assert record.metrics["predicted"] == options[-1] and record.success == (options[-1] == sample.data["answer"])
+    assert bench.single_reply_prompt(sample) is None and ProbeBenchmark({}).single_reply_prompt(sample)
+
+    def key(**params):
+        return expand(methods_csv="no_comm", tasks_csv="probe", sender="s", receiver="r",
+                      benchmark_params={"probe": params})[0].run_key
+    assert key() == key(answer="generate") != key(answer="rank")
+
+
 def test_probe_grid_on_tiny_models_records_chance_and_plans(results_env):
     out = CliRunner().invoke(app, ["run", "-m", "text_zeroshot,no_comm_zeroshot", "-t", "probe", "--limit", "3",
                                    "--receiver", "tiny-llama", "--sender", "tiny-llama", "--max-new-tokens", "3"])
