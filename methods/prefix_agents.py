@@ -127,13 +127,16 @@ class ActivationAgent(ReceiverAgent):
         super()._open(prompt, message, sample)
         self._sent = message.latents[0] if message.kind is MessageKind.ACTIVATION and message.latents is not None \
             else None
+        # The prompt's last token: the first forward feeds the prompt, and when ranking replies
+        # their shared start after it (``choose``), so the position is counted, not taken as the last.
+        self._at = len(self.pending) - 1
 
     def _hook(self, module, args, kwargs):
         if self._sent is None:
             return None
         x = args[0] if args else kwargs["hidden_states"]
         x = x.clone()
-        x[:, -1] = graft(x[:, -1], self._sent.to(x.device, x.dtype), self.op)
+        x[:, self._at] = graft(x[:, self._at], self._sent.to(x.device, x.dtype), self.op)
         self._sent = None  # once: the prompt's prefill
         return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
 

@@ -211,3 +211,22 @@ def test_every_family_runs_end_to_end_and_records_what_crossed(results_env):
     assert by["latentmas"][3] == 2 and by["activation"][3] == 1  # tiny-llama has 2 layers; k = one layer
     hidden = 64
     assert by["activation"][2] == hidden * 4  # one float32 row
+
+
+@torch.no_grad()
+def test_the_graft_lands_on_the_prompts_last_token_when_replies_are_ranked(tiny):
+    """Ranking feeds the prompt and the replies' shared start in one forward: the graft must
+    still land on the prompt's last token, as when the prompt is fed alone and the rest follows."""
+    lm = tiny
+    sent = activation.read(lm.model, prompt_ids(lm.tokenizer, PROBE_PLAN_PROMPT, TASK), 0)
+    message = Message(kind=MessageKind.ACTIVATION, latents=sent[None], layers=(0,))
+    shared = _embed(lm, lm.tokenizer("The key is in the", add_special_tokens=False).input_ids)
+    agent = ActivationAgent(lm, GREEDY, j=1, op="sum")
+    agent._open(QUESTION, message, SAMPLE)
+    with agent._graft_hook():
+        cache, _ = extend_logits(lm.model, agent.pending, None)
+    _, apart = extend_logits(lm.model, shared, cache)
+    agent._open(QUESTION, message, SAMPLE)
+    with agent._graft_hook():
+        _, together = extend_logits(lm.model, torch.cat([agent.pending, shared]), None)
+    assert torch.allclose(together[-len(shared):], apart, atol=1e-5)
