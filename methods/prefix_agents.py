@@ -69,14 +69,30 @@ def hooks(pairs):
             handle.remove()
 
 
-class KVPrefixAgent(ReceiverAgent):
-    """The receiver reads its prompt on top of the sender's KV cache: its tokens take the
-    positions after the cache's, as if they followed the sender's prompt in one sequence."""
+class _HookedAgent(ReceiverAgent):
+    """A receiver whose forward passes run under hooks of its episode (``_hooks``), one episode
+    at a time: not Prefetching (``prefetch`` None), never in lockstep."""
 
-    prefetch = None  # not Prefetching: every episode's prefix differs
+    prefetch = None
 
     def can_respond_together(self) -> bool:
         return False
+
+    def _hooks(self):
+        raise NotImplementedError
+
+    def respond(self, observation=None, info=None) -> str:
+        with self._hooks():
+            return super().respond(observation, info)
+
+    def choose(self, observation, options, info=None) -> str:
+        with self._hooks():
+            return super().choose(observation, options, info)
+
+
+class KVPrefixAgent(_HookedAgent):
+    """The receiver reads its prompt on top of the sender's KV cache: its tokens take the
+    positions after the cache's, as if they followed the sender's prompt in one sequence."""
 
     def _open(self, prompt, message, sample) -> None:
         super()._open(prompt, message, sample)
@@ -88,14 +104,6 @@ class KVPrefixAgent(ReceiverAgent):
     def _hooks(self):
         layers = decoder_layers(self.lm.model)
         return hooks([(layers[i].self_attn, _blocking(span)) for i, span in self._blocked.items()])
-
-    def respond(self, observation=None, info=None) -> str:
-        with self._hooks():
-            return super().respond(observation, info)
-
-    def choose(self, observation, options, info=None) -> str:
-        with self._hooks():
-            return super().choose(observation, options, info)
 
 
 def graft(own: torch.Tensor, sent: torch.Tensor, op: str) -> torch.Tensor:
@@ -109,19 +117,14 @@ def graft(own: torch.Tensor, sent: torch.Tensor, op: str) -> torch.Tensor:
     raise ValueError(f"op must be replace, sum or mean, got {op!r}")
 
 
-class ActivationAgent(ReceiverAgent):
+class ActivationAgent(_HookedAgent):
     """Where the receiver's prompt enters its layer ``j``, the state at the prompt's last token
     becomes f(its own, the sender's), once, during the prompt's prefill (later tokens read it
     through the cache)."""
 
-    prefetch = None  # not Prefetching: each episode grafts its own state
-
     def __init__(self, *args, j: int, op: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.j, self.op = j, op
-
-    def can_respond_together(self) -> bool:
-        return False
 
     def _open(self, prompt, message, sample) -> None:
         super()._open(prompt, message, sample)
@@ -140,13 +143,5 @@ class ActivationAgent(ReceiverAgent):
         self._sent = None  # once: the prompt's prefill
         return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
 
-    def _graft_hook(self):
+    def _hooks(self):
         return hooks([(decoder_layers(self.lm.model)[self.j], self._hook)])
-
-    def respond(self, observation=None, info=None) -> str:
-        with self._graft_hook():
-            return super().respond(observation, info)
-
-    def choose(self, observation, options, info=None) -> str:
-        with self._graft_hook():
-            return super().choose(observation, options, info)

@@ -136,7 +136,7 @@ def test_activation_grafted_at_its_own_layer_on_identical_inputs_changes_nothing
     for k, same in ((1, True), (0, False)):
         sent = activation.read(lm.model, ids, k)
         agent._open(QUESTION, Message(kind=MessageKind.ACTIVATION, latents=sent[None], layers=(k,)), SAMPLE)
-        with agent._graft_hook():
+        with agent._hooks():
             grafted = extend_logits(lm.model, agent.pending, None)[1]
         assert torch.allclose(grafted, plain, atol=1e-6) is same, k
 
@@ -223,10 +223,10 @@ def test_the_graft_lands_on_the_prompts_last_token_when_replies_are_ranked(tiny)
     shared = _embed(lm, lm.tokenizer("The key is in the", add_special_tokens=False).input_ids)
     agent = ActivationAgent(lm, GREEDY, j=1, op="sum")
     agent._open(QUESTION, message, SAMPLE)
-    with agent._graft_hook():
+    with agent._hooks():
         cache, _ = extend_logits(lm.model, agent.pending, None)
     _, apart = extend_logits(lm.model, shared, cache)
     agent._open(QUESTION, message, SAMPLE)
-    with agent._graft_hook():
+    with agent._hooks():
         _, together = extend_logits(lm.model, torch.cat([agent.pending, shared]), None)
     assert torch.allclose(together[-len(shared):], apart, atol=1e-5)
