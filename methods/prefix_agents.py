@@ -1,7 +1,7 @@
 """Untrained receivers for the training-free families: a KV cache as the prefix of the receiver's
 own tokens (LatentMAS, KVComm), and an activation grafted into its forward pass (activation
-communication). CIPHER's rows need no agent of their own: ``ReceiverAgent(inline_rows=...)``
-reads them where the plan text would stand.
+communication). CIPHER's rows need no agent of their own: ``ReceiverAgent`` reads an
+EMBEDDINGS message's rows where the plan text would stand.
 
 Both decode one episode at a time: each episode's prefix (or graft) is its own, so replies are
 not batched across episodes (``prefetch`` is absent, ``can_respond_together`` False).
