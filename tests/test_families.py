@@ -230,3 +230,25 @@ def test_the_graft_lands_on_the_prompts_last_token_when_replies_are_ranked(tiny)
     with agent._hooks():
         _, together = extend_logits(lm.model, torch.cat([agent.pending, shared]), None)
     assert torch.allclose(together[-len(shared):], apart, atol=1e-5)
+
+
+@pytest.mark.parametrize("task, extra", [("math", ["--max-new-tokens", "8"]),
+                                         ("alfworld", ["--splits", "unseen", "--max-steps", "2"])])
+def test_the_families_play_math_and_alfworld(results_env, task, extra):
+    """Beyond the probe: a MATH answer and multi-turn ALFWorld episodes (the KV prefix and the
+    graft carried across turns) record a row per family, none failed."""
+    import duckdb
+    from typer.testing import CliRunner
+
+    from interlat_bench.harness.cli import app
+
+    result = CliRunner().invoke(app, ["run", "-m", "latentmas,kv_share,cipher,activation", "-t", task, "--limit", "1",
+                                      "--param", "latent_steps=1", "--param", "k=1", "--param", "j=1", "--param",
+                                      "plan_tokens=4", "--sender", "tiny-llama", "--receiver", "tiny-llama",
+                                      "--no-leaderboard", *extra])
+    assert result.exit_code == 0, result.output
+    with duckdb.connect(str(results_env), read_only=True) as db:
+        rows = db.execute("select method, count(*), count(error), max((metrics->>'replies')::int) "
+                          "from samples join runs using (run_key) group by method order by method").fetchall()
+    assert [r[0] for r in rows] == ["activation", "cipher", "kv_share", "latentmas"]
+    assert all(n == 1 and errors == 0 and replies >= 1 for _, n, errors, replies in rows), rows
