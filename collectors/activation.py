@@ -28,19 +28,25 @@ def entering(layer: torch.nn.Module):
 
 
 @torch.no_grad()
-def read(model, prompt: list[int], k: int) -> torch.Tensor:
-    """The state entering layer ``k`` at the prompt's last token (H)."""
+def read_batch(model, prompts: list[list[int]], pad_id: int, k: int) -> torch.Tensor:
+    """The states entering layer ``k`` at each prompt's last token (B x H; the batch is left-padded,
+    so that token is every row's last)."""
     probe, handle = entering(kv.decoder_layers(model)[k])
     try:
-        kv.forward(model, kv.new_cache(model), ids=prompt)
+        kv.Batch(model, prompts, pad_id)
     finally:
         handle.remove()
-    return probe.seen[0, -1]
+    return probe.seen[:, -1]
+
+
+def read(model, prompt: list[int], k: int) -> torch.Tensor:
+    """One prompt's state entering layer ``k`` at its last token (H)."""
+    return read_batch(model, [prompt], 0, k)[0]
 
 
 def send(lm, tasks: list[tuple[str, str]], *, prompt_template: str, k: int, log=None) -> dict[str, Message]:
-    """Task id -> a one-row ACTIVATION message read at layer ``k``; ``sender_ms``: its wall time."""
-    from interlat_bench.collectors.messages import prompt_ids
+    """Task id -> a one-row ACTIVATION message read at layer ``k`` (``kv.BATCH`` tasks at a time;
+    ``sender_ms``: the task's share of its batch's wall time)."""
     from interlat_bench.harness.core.errors import UserError
 
     n_layers = len(kv.decoder_layers(lm.model))
@@ -48,10 +54,12 @@ def send(lm, tasks: list[tuple[str, str]], *, prompt_template: str, k: int, log=
         raise UserError(f"activation: k={k} is not a layer of a {n_layers}-layer model")
     k %= n_layers
     out = {}
-    for n, (tid, task) in enumerate(tasks, 1):
+    for ids, prompts, pad in kv.batches(lm, tasks, prompt_template):
         t0 = clock_ms()
-        row = read(lm.model, prompt_ids(lm.tokenizer, prompt_template, task), k)
-        out[tid] = Message(kind=MessageKind.ACTIVATION, latents=row[None], layers=(k,), sender_ms=clock_ms() - t0)
+        states = read_batch(lm.model, prompts, pad, k)
+        share = (clock_ms() - t0) / len(ids)
+        for tid, row in zip(ids, states, strict=True):
+            out[tid] = Message(kind=MessageKind.ACTIVATION, latents=row[None].clone(), layers=(k,), sender_ms=share)
         if log:
-            log(n, len(tasks))
+            log(len(out), len(tasks))
     return out

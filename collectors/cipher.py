@@ -27,35 +27,45 @@ def expected_embedding(logits: torch.Tensor, table: torch.Tensor, temperature: f
 
 
 @torch.no_grad()
-def write(model, prompt: list[int], *, max_new_tokens: int, temperature: float, stop: set[int]) -> torch.Tensor:
-    """The plan as expected-embedding rows (n x H, n <= max_new_tokens)."""
+def write_batch(model, prompts: list[list[int]], pad_id: int, *, max_new_tokens: int, temperature: float,
+                stop: set[int]) -> list[torch.Tensor]:
+    """Each prompt's plan as expected-embedding rows (n_i x H, n_i <= max_new_tokens), read together."""
     _, head = backbone_and_head(model)
     table = model.get_input_embeddings().weight * kv.embed_scale(model)
     unit = torch.nn.functional.normalize(table.float(), dim=-1)
-    cache = kv.new_cache(model)
-    h = kv.forward(model, cache, ids=prompt)[-1]
-    rows = []
+    batch = kv.Batch(model, prompts, pad_id)
+    rows: list[list[torch.Tensor]] = [[] for _ in prompts]
+    writing = [True] * len(prompts)
     for _ in range(max_new_tokens):
-        e = expected_embedding(head(h), table, temperature)
-        if int((unit @ torch.nn.functional.normalize(e.float(), dim=-1)).argmax()) in stop:
+        e = expected_embedding(head(batch.last), table, temperature)
+        nearest = (torch.nn.functional.normalize(e.float(), dim=-1) @ unit.T).argmax(-1).tolist()
+        for i, token in enumerate(nearest):
+            writing[i] = writing[i] and token not in stop
+            if writing[i]:
+                rows[i].append(e[i])
+        if not any(writing):
             break
-        rows.append(e)
-        h = kv.forward(model, cache, embeds=e[None])[-1]
-    return torch.stack(rows) if rows else table.new_zeros(0, table.shape[1])
+        batch.step(e)  # a row that has stopped keeps stepping; its rows are not kept
+    return [torch.stack(r) if r else table.new_zeros(0, table.shape[1]) for r in rows]
+
+
+def write(model, prompt: list[int], *, max_new_tokens: int, temperature: float, stop: set[int]) -> torch.Tensor:
+    """One prompt's plan (``write_batch`` of one)."""
+    return write_batch(model, [prompt], 0, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)[0]
 
 
 def send(lm, tasks: list[tuple[str, str]], *, prompt_template: str, max_new_tokens: int, temperature: float,
          log=None) -> dict[str, Message]:
-    """Task id -> the EMBEDDINGS message of ``lm``'s plan; ``sender_ms``: its wall time."""
-    from interlat_bench.collectors.messages import prompt_ids
-
+    """Task id -> the EMBEDDINGS message of ``lm``'s plan (``kv.BATCH`` tasks at a time;
+    ``sender_ms``: the task's share of its batch's wall time)."""
     stop = eos_ids(lm.tokenizer)
     out = {}
-    for n, (tid, task) in enumerate(tasks, 1):
+    for ids, prompts, pad in kv.batches(lm, tasks, prompt_template):
         t0 = clock_ms()
-        rows = write(lm.model, prompt_ids(lm.tokenizer, prompt_template, task), max_new_tokens=max_new_tokens,
-                     temperature=temperature, stop=stop)
-        out[tid] = Message(kind=MessageKind.EMBEDDINGS, latents=rows, sender_ms=clock_ms() - t0)
+        plans = write_batch(lm.model, prompts, pad, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop)
+        share = (clock_ms() - t0) / len(ids)
+        for tid, rows in zip(ids, plans, strict=True):
+            out[tid] = Message(kind=MessageKind.EMBEDDINGS, latents=rows, sender_ms=share)
         if log:
-            log(n, len(tasks))
+            log(len(out), len(tasks))
     return out

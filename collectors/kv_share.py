@@ -31,17 +31,17 @@ def chosen_layers(spec: str, n_layers: int) -> tuple[int, ...]:
 
 @torch.no_grad()
 def send(lm, tasks: list[tuple[str, str]], *, prompt_template: str, layers: str, log=None) -> dict[str, Message]:
-    """Task id -> the chosen layers of ``lm``'s prefill KV of its planner prompt."""
-    from interlat_bench.collectors.messages import prompt_ids
-
+    """Task id -> the chosen layers of ``lm``'s prefill KV of its planner prompt (``kv.BATCH`` tasks
+    at a time; ``sender_ms``: the task's share of its batch's wall time)."""
     whole = chosen_layers(layers, len(kv.decoder_layers(lm.model)))
     out = {}
-    for n, (tid, task) in enumerate(tasks, 1):
+    for ids, prompts, pad in kv.batches(lm, tasks, prompt_template):
         t0 = clock_ms()
-        cache = kv.new_cache(lm.model)
-        kv.forward(lm.model, cache, ids=prompt_ids(lm.tokenizer, prompt_template, task))
-        out[tid] = Message(kind=MessageKind.KV, kv=kv.pack(cache, set(whole), keep_first=SINK_POSITIONS),
-                           layers=whole, sender_ms=clock_ms() - t0)
+        batch = kv.Batch(lm.model, prompts, pad)
+        share = (clock_ms() - t0) / len(ids)
+        for row, tid in enumerate(ids):
+            out[tid] = Message(kind=MessageKind.KV, kv=batch.pack(row, set(whole), keep_first=SINK_POSITIONS),
+                               layers=whole, sender_ms=share)
         if log:
-            log(n, len(tasks))
+            log(len(out), len(tasks))
     return out

@@ -38,29 +38,22 @@ def realign(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
-def think(model, prompt: list[int], steps: int, w: torch.Tensor, target: torch.Tensor):
-    """The sender's cache after its prompt and ``steps`` latent steps."""
-    cache = kv.new_cache(model)
-    h = kv.forward(model, cache, ids=prompt)[-1]
-    for _ in range(steps):
-        h = kv.forward(model, cache, embeds=realign(h, w, target)[None])[-1]
-    return cache
-
-
 def send(lm, tasks: list[tuple[str, str]], *, prompt_template: str, latent_steps: int, realign_mode: str,
          latent_only: bool, log=None) -> dict[str, Message]:
-    """Task id -> the KV message of ``lm`` thinking ``latent_steps`` steps after its planner prompt;
-    ``sender_ms``: that task's wall time, as waited for."""
-    from interlat_bench.collectors.messages import prompt_ids
-
+    """Task id -> the KV message of ``lm`` thinking ``latent_steps`` steps after its planner prompt
+    (``kv.BATCH`` tasks at a time); ``sender_ms``: the task's share of its batch's wall time, as
+    waited for."""
     w, target = realignment(lm.model, realign_mode)
     out = {}
-    for n, (tid, task) in enumerate(tasks, 1):
+    for ids, prompts, pad in kv.batches(lm, tasks, prompt_template):
         t0 = clock_ms()
-        cache = think(lm.model, prompt_ids(lm.tokenizer, prompt_template, task), latent_steps, w, target)
-        shipped = kv.pack(cache, last=latent_steps if latent_only else None)
-        out[tid] = Message(kind=MessageKind.KV, kv=shipped, layers=tuple(range(len(shipped))),
-                           sender_ms=clock_ms() - t0)
+        batch = kv.Batch(lm.model, prompts, pad)
+        for _ in range(latent_steps):
+            batch.step(realign(batch.last, w, target))
+        share = (clock_ms() - t0) / len(ids)
+        for row, tid in enumerate(ids):
+            shipped = batch.pack(row, last=latent_steps if latent_only else None)
+            out[tid] = Message(kind=MessageKind.KV, kv=shipped, layers=tuple(range(len(shipped))), sender_ms=share)
         if log:
-            log(n, len(tasks))
+            log(len(out), len(tasks))
     return out

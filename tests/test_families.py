@@ -252,3 +252,26 @@ def test_the_families_play_math_and_alfworld(results_env, task, extra):
                           "from samples join runs using (run_key) group by method order by method").fetchall()
     assert [r[0] for r in rows] == ["activation", "cipher", "kv_share", "latentmas"]
     assert all(n == 1 and errors == 0 and replies >= 1 for _, n, errors, replies in rows), rows
+
+
+@torch.no_grad()
+def test_a_batch_of_tasks_sends_what_each_task_sends_alone(tiny, monkeypatch):
+    """Senders read kv.BATCH tasks at a time, left-padded: every task's message, padding cut
+    off, is the one it gets alone (float32, 1e-5), for prompts of different lengths."""
+    tasks = [(f"t{i}", TASK + " The ring is in the green box." * i) for i in range(3)]
+
+    def each(send, **kw):
+        together = send(tiny, tasks, prompt_template=PROBE_PLAN_PROMPT, **kw)
+        monkeypatch.setattr(kv, "BATCH", 1)
+        alone = send(tiny, tasks, prompt_template=PROBE_PLAN_PROMPT, **kw)
+        monkeypatch.setattr(kv, "BATCH", 16)
+        return [(together[t], alone[t]) for t, _ in tasks]
+
+    for a, b in each(latentmas.send, latent_steps=3, realign_mode="matrix", latent_only=False):
+        assert a.rows == b.rows and all(torch.allclose(x, y, atol=1e-5) for pa, pb in zip(a.kv, b.kv, strict=True)
+                                        for x, y in zip(pa, pb, strict=True))
+    for a, b in each(cipher.send, max_new_tokens=5, temperature=0.7):
+        assert a.latents.shape == b.latents.shape and torch.allclose(a.latents, b.latents, atol=1e-5)
+    for a, b in each(activation.send, k=1):
+        assert torch.allclose(a.latents, b.latents, atol=1e-5)
+    assert len({len(prompt_ids(tiny.tokenizer, PROBE_PLAN_PROMPT, t)) for _, t in tasks}) == 3
