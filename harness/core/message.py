@@ -33,7 +33,7 @@ class MessageKind(ValueEnum):
     ACTIVATION = "activation"  # one hidden state, grafted into the receiver's forward (activation communication)
 
 
-# Kinds whose ``latents`` are a matrix of rows (the perturbations and the slot read them).
+# Kinds whose message is the ``latents`` matrix (rows x features).
 ROW_KINDS = (MessageKind.LATENT, MessageKind.EMBEDDINGS, MessageKind.ACTIVATION)
 # Latent messages ship (and are stored) as float16, whatever dtype they are computed in.
 WIRE_LATENT_BYTES = 2
