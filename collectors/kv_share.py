@@ -3,8 +3,8 @@ of the planner prompt, chosen layers whole; every other layer keeps its first po
 attention sink, as ``prepare_key_cache`` keeps it), and the receiver attends to nothing else
 there (``methods.prefix_agents``).
 
-``layers``: ``all``, ``first:k``, ``last:k`` (k layers). KVComm's ``top:f`` (layers ranked by the
-receiver's attention on a calibration split) is not built yet.
+``layers``: ``all``, ``first:k``, ``last:k`` (k layers), or the layers themselves (a tuple of
+indices): what KVComm's ``top:f`` becomes once calibrated (``methods.kv_share``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,14 @@ from interlat_bench.harness.core.timing import clock_ms
 SINK_POSITIONS = 1
 
 
-def chosen_layers(spec: str, n_layers: int) -> tuple[int, ...]:
-    """The layers ``spec`` names among ``n_layers`` (``all``, ``first:k``, ``last:k``)."""
+def chosen_layers(spec: str | tuple[int, ...], n_layers: int) -> tuple[int, ...]:
+    """The layers ``spec`` names among ``n_layers`` (``all``, ``first:k``, ``last:k``, or indices)."""
+    if isinstance(spec, tuple):
+        if not spec or any(not 0 <= i < n_layers for i in spec):
+            raise ValueError(f"layer indices must lie in [0, {n_layers}), got {spec}")
+        return tuple(sorted(spec))
+    if spec.startswith("top:"):
+        raise ValueError(f"layers={spec!r} is chosen on a calibration split first (methods.kv_share)")
     if spec == "all":
         return tuple(range(n_layers))
     where, _, count = spec.partition(":")
@@ -30,7 +36,8 @@ def chosen_layers(spec: str, n_layers: int) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def send(lm, tasks: list[tuple[str, str]], *, prompt_template: str, layers: str, log=None) -> dict[str, Message]:
+def send(lm, tasks: list[tuple[str, str]], *, prompt_template: str, layers: str | tuple[int, ...],
+         log=None) -> dict[str, Message]:
     """Task id -> the chosen layers of ``lm``'s prefill KV of its planner prompt (``kv.BATCH`` tasks
     at a time; ``sender_ms``: the task's share of its batch's wall time)."""
     whole = chosen_layers(layers, len(kv.decoder_layers(lm.model)))

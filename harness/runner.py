@@ -16,7 +16,7 @@ import contextlib
 import datetime as dt
 import platform
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from interlat_bench.harness.core import progress
@@ -134,8 +134,28 @@ class Cell:
     def _sender_pass(self, stage: SenderPass, tasks) -> dict:
         from interlat_bench.collectors.training_free import send
 
+        if stage.calibration:
+            stage = self._calibrated(stage)
         with progress.track(f"send {stage.family} ({stage.sender})", len(tasks)) as counter:
             return send(stage, self.ctx.model(stage.sender), tasks, log=progress.counter(counter))
+
+    def _calibrated(self, stage: SenderPass) -> SenderPass:
+        """The sender pass with its settings fitted on training samples: each sent with the
+        method's calibration settings, and read by the receiver, which reports what it attended
+        to (``prefix_attention``); the method turns the mean of those into its settings."""
+        from interlat_bench.collectors.training_free import send
+
+        train = self.bench.train_samples(limit=stage.calibration)
+        probe = replace(stage, settings=tuple(sorted(self.method.calibration_settings().items())), calibration=0)
+        with progress.track(f"calibrate {stage.family} on {len(train)} training samples", len(train)) as counter:
+            sent = send(probe, self.ctx.model(stage.sender), self.bench.sender_tasks(train),
+                        log=progress.counter(counter))
+        agent = self.method.agent(self.ctx, None)
+        # A training sample's first user turn is the receiver's opening prompt.
+        attention = [agent.prefix_attention(s.data["conversation"][0]["content"], sent[s.id], s) for s in train]
+        settings = self.method.calibrated(sum(attention) / len(attention))
+        self.log(f"{stage.family} calibrated on {len(train)} training samples: {settings}")
+        return replace(stage, settings=tuple(sorted({**dict(stage.settings), **settings}.items())), calibration=0)
 
     def _latent_steps(self, stage: LatentSteps, tasks) -> dict:
         from interlat_bench.collectors.latent_steps import send_latent_steps
@@ -268,8 +288,6 @@ def collect_split(task: str, split: str, *, sender: str, dtype: str, params: dic
                   keep_rows: int | None = None):
     """`interlat-bench collect`: the sender's plans (latent's collection stage) for a split's
     samples (``train``: the receiver's training tasks)."""
-    from dataclasses import replace
-
     spec = one_spec("latent", task, sender=sender, receiver=sender, dtype=dtype, params=params)
     bench = benchmarks.get(task)(dict(spec.benchmark_params))
     samples = bench.train_samples(limit) if split == "train" else bench.samples(split, limit)

@@ -105,6 +105,28 @@ class KVPrefixAgent(_HookedAgent):
         layers = decoder_layers(self.lm.model)
         return hooks([(layers[i].self_attn, _blocking(span)) for i, span in self._blocked.items()])
 
+    @torch.no_grad()
+    def prefix_attention(self, prompt: str, message: Message, sample) -> torch.Tensor:
+        """KVComm's layer importance for one episode (``layer_importance.py``): at each layer, the
+        attention the receiver's prompt tokens give the message's positions, the first (an
+        attention sink) left out, summed over those positions and averaged over heads and tokens."""
+        from interlat_bench.harness.core.generation import backbone_and_head, cache_arg
+
+        self._open(prompt, message, sample)
+        model, sent = self.lm.model, message.rows
+        decoder, _ = backbone_and_head(model)
+        x = self.pending[None]
+        positions = torch.arange(sent, sent + x.shape[1], device=x.device)[None]
+        previous = model.config._attn_implementation
+        model.set_attn_implementation("eager")  # the fused kernels do not return attention weights
+        try:
+            with self._hooks():
+                out = decoder(inputs_embeds=x, position_ids=positions, **cache_arg(decoder, self.past),
+                              use_cache=True, output_attentions=True)
+        finally:
+            model.set_attn_implementation(previous)
+        return torch.stack([a[0, :, :, 1:sent].float().sum(-1).mean() for a in out.attentions]).cpu()
+
 
 def graft(own: torch.Tensor, sent: torch.Tensor, op: str) -> torch.Tensor:
     """Activation communication's f(receiver's state, sender's state)."""

@@ -34,12 +34,25 @@ class TrainingFree(Method):
         """The collector's keyword arguments, from this method's parameters."""
         raise NotImplementedError
 
+    def calibration_settings(self) -> dict[str, Any]:
+        """Where ``stages`` asks for a calibration: the settings its training samples are sent with."""
+        raise NotImplementedError
+
+    def calibrated(self, attention) -> dict[str, Any]:
+        """The settings fitted on the calibration: ``attention``, per layer, the receiver's mean
+        attention on what was sent (``KVPrefixAgent.prefix_attention``)."""
+        raise NotImplementedError
+
     def stages(self, benchmark, spec) -> Stages:
         if self.same_model and spec.sender != spec.receiver:
             raise UserError(f"{self.name}: the receiver reads the sender's own {self.sends} message, so sender and "
                             f"receiver must be one model (got --sender {spec.sender} --receiver {spec.receiver})")
         return Stages(messages=SenderPass(self.family, spec.sender, spec.dtype, benchmark.planner_prompt,
-                                          tuple(sorted(self.sender_settings().items()))))
+                                          tuple(sorted(self.sender_settings().items())), self.calibration()))
+
+    def calibration(self) -> int:
+        """How many training samples the sender's settings are fitted on first; 0: none."""
+        return 0
 
     def message_for(self, sample, messages, seed):
         if self.params["control"] != "cross_task" or sample.id not in messages:

@@ -186,6 +186,37 @@ def test_chosen_layers():
         kv_share.chosen_layers("last:5", 4)
 
 
+def test_top_layers_rank_by_attention():
+    from interlat_bench.methods.kv_share import top_layers
+
+    attention = [0.1, 0.5, 0.2, 0.4, 0.3]
+    assert top_layers(attention, 0.4) == (1, 3)
+    assert top_layers(attention, 0.3) == (1,)  # floor(1.5)
+    assert top_layers(attention, 0.1) == (1,)  # at least one layer
+    assert top_layers(attention, 1.0) == (0, 1, 2, 3, 4)
+
+
+@torch.no_grad()
+def test_prefix_attention_is_the_one_pass_attention_on_the_senders_positions(lm):
+    """KVComm's layer importance read on the KV prefix equals the same attention read in one
+    eager pass over the sender's prompt followed by the receiver's: per layer, the receiver's
+    tokens' attention on the sender's positions after the first, summed, averaged over heads and tokens."""
+    message = kv_share.send(lm, [(SAMPLE.id, TASK)], prompt_template=PROBE_PLAN_PROMPT, layers="all")[SAMPLE.id]
+    agent = KVPrefixAgent(lm, GREEDY)
+    importance = agent.prefix_attention(QUESTION, message, SAMPLE)
+    sender = _embed(lm, prompt_ids(lm.tokenizer, PROBE_PLAN_PROMPT, TASK))
+    n, previous = len(sender), lm.model.config._attn_implementation
+    lm.model.set_attn_implementation("eager")
+    try:
+        out = lm.model(inputs_embeds=torch.cat([sender, agent.pending])[None], output_attentions=True)
+    finally:
+        lm.model.set_attn_implementation(previous)
+    expected = torch.stack([a[0, :, n:, 1:n].sum(-1).mean() for a in out.attentions])
+    assert importance.shape == (len(kv.decoder_layers(lm.model)),)
+    assert torch.allclose(importance, expected, atol=1e-5)
+    assert (importance > 0).all() and (importance < 1).all()
+
+
 def test_every_family_runs_end_to_end_and_records_what_crossed(results_env):
     """`run` on the probe with tiny models: each family and its controls record one row per
     configuration, with the bytes and layers of what was shipped."""
@@ -197,7 +228,7 @@ def test_every_family_runs_end_to_end_and_records_what_crossed(results_env):
     tiny = ["-t", "probe", "--limit", "4", "--sender", "tiny-llama", "--receiver", "tiny-llama", "--no-leaderboard"]
     for args in (["-m", "latentmas", "--param", "latent_steps=2", "--param", 'control=["none","cross_task","randomrot"]'],
                  ["-m", "latentmas", "--param", "latent_steps=2", "--param", "latent_only=true"],
-                 ["-m", "kv_share", "--param", 'layers=["all","last:1"]'],
+                 ["-m", "kv_share", "--param", 'layers=["all","last:1","top:0.5"]'],
                  ["-m", "cipher,activation", "--param", "k=1", "--param", "j=1"]):
         result = CliRunner().invoke(app, ["run", *args, *tiny])
         assert result.exit_code == 0, result.output
@@ -205,8 +236,11 @@ def test_every_family_runs_end_to_end_and_records_what_crossed(results_env):
         rows = db.execute("""select method, count(*), count(distinct run_key),
                                     min((metrics->>'message_bytes')::int), max((metrics->>'message_layers')::int)
                              from samples join runs using (run_key) group by method order by method""").fetchall()
+        top = db.execute("""select distinct (metrics->>'message_layers')::int from samples join runs using (run_key)
+                            where method = 'kv_share' and spec->'method_params'->>'layers' = 'top:0.5'""").fetchall()
+    assert top == [(1,)]  # calibrated: one of tiny-llama's 2 layers
     by = {r[0]: r[1:] for r in rows}
-    assert by["latentmas"][:2] == (16, 4) and by["kv_share"][:2] == (8, 2)
+    assert by["latentmas"][:2] == (16, 4) and by["kv_share"][:2] == (12, 3)
     assert by["cipher"][0] == 4 and by["activation"][0] == 4
     assert by["latentmas"][3] == 2 and by["activation"][3] == 1  # tiny-llama has 2 layers; k = one layer
     hidden = 64

@@ -61,13 +61,15 @@ class LatentSteps:
 class SenderPass:
     """A training-free family's sender (LatentMAS, KVComm, CIPHER, activation communication):
     each task's planner prompt read in one pass of ``family``'s own (``collectors.<family>``),
-    with ``settings``; nothing is trained or cached."""
+    with ``settings``; nothing is trained or cached. ``calibration``: how many training samples
+    the settings are first fitted on (``Method.calibrated``: KVComm's ``top:f`` layers); 0, none."""
 
     family: str
     sender: str
     dtype: str
     prompt_template: str
     settings: tuple[tuple[str, Any], ...]
+    calibration: int = 0
 
 
 @dataclass(frozen=True)
