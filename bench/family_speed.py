@@ -5,7 +5,7 @@ Run: ``python bench/family_speed.py [--tasks 32] [--rounds 2] [--setting n_facts
 
 Interlat: ``collect_messages`` (batched greedy plans with the probe's plan length, last-layer
 states kept, written to a throwaway cache). The families: their ``collectors.<family>.send`` as
-`run` calls it (one task at a time). Time per task = wall time / tasks, as waited for (CUDA
+`run` calls it (``kv.BATCH`` tasks per left-padded batch). Time per task = wall time / tasks, as waited for (CUDA
 synchronised); the best of ``--rounds`` rounds, the paths alternating so machine load drifts alike.
 """
 

@@ -3,9 +3,12 @@ no training, the sender's pass declared as a stage, the plain receiver model rea
 is sent, and the controls that tell a channel from a leak.
 
 ``control`` (in the run key): ``none``; ``cross_task``, another evaluation task's message
-(drawn as the `cross_task` row draws it); ``randomrot``, each matrix the message ships (a KV
-layer's keys, its values, CIPHER's rows; positions x features) randomly rotated within its span,
-its mean and covariance over positions kept (the `randomrot` row's map).
+(drawn as the `cross_task` row draws it); and three that destroy each matrix the message ships
+(a KV layer's keys, its values, CIPHER's rows; positions x features) in its own way:
+``randomrot``, randomly rotated within its span, its mean and covariance over positions kept
+(the `randomrot` row's map); ``gaussian``, its rows drawn anew from a Gaussian with its mean and
+covariance (the `covgauss_mu` row's draw): content gone, first and second moments kept;
+``truncate``, its first half of positions kept (ceil(L/2), the `truncate` row at rho 0.5).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from interlat_bench.harness.core.params import one_of
 from interlat_bench.harness.core.stages import SenderPass, Stages
 from interlat_bench.methods.base import Method
 
-CONTROLS = ("none", "cross_task", "randomrot")
+CONTROLS = ("none", "cross_task", "randomrot", "gaussian", "truncate")
 
 
 class TrainingFree(Method):
@@ -62,20 +65,26 @@ class TrainingFree(Method):
         return messages[other_task(sample.id, list(messages), seed)]
 
     def transform(self, message, rng):
-        if self.params["control"] != "randomrot" or message is NO_MESSAGE:
+        control = self.params["control"]
+        if control in ("none", "cross_task") or message is NO_MESSAGE:
             return message
         import torch
 
+        from interlat_bench.methods.perturbations.covariance import covgauss
         from interlat_bench.methods.perturbations.randomrot import randomrot
+        from interlat_bench.methods.perturbations.truncate import truncate
 
-        def rotated(t):  # (positions x features) per matrix; a KV layer is heads x positions x dim
+        destroy = {"randomrot": lambda m: randomrot(m, rng), "gaussian": lambda m: covgauss(m, rng, keep_mean=True),
+                   "truncate": lambda m: truncate(m, 0.5)}[control]
+
+        def destroyed(t):  # (positions x features) per matrix; a KV layer is heads x positions x dim
             flat = t.transpose(0, 1).reshape(t.shape[1], -1) if t.dim() == 3 else t
-            out = randomrot(flat.to(torch.float64), rng).to(t.dtype)
-            return out.reshape(t.shape[1], t.shape[0], t.shape[2]).transpose(0, 1) if t.dim() == 3 else out
+            out = destroy(flat.to(torch.float64)).to(t.dtype)
+            return out.reshape(out.shape[0], t.shape[0], t.shape[2]).transpose(0, 1) if t.dim() == 3 else out
 
         if message.kind is MessageKind.KV:
-            return message.with_kv(tuple((rotated(k), rotated(v)) for k, v in message.kv))
-        return message.with_latents(rotated(message.latents))
+            return message.with_kv(tuple((destroyed(k), destroyed(v)) for k, v in message.kv))
+        return message.with_latents(destroyed(message.latents))
 
     def receiver(self, ctx):
         return ctx.model(ctx.spec.receiver)

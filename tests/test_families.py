@@ -178,6 +178,38 @@ def test_layers_sent_sink_only_never_read_their_padding(tiny):
     assert not torch.allclose(unmasked, logits(None), atol=1e-4)  # the mask is what keeps the zeros out
 
 
+@torch.no_grad()
+def test_the_shape_controls_destroy_every_kv_layer_their_own_way(tiny):
+    """gaussian: rows drawn anew within each matrix's affine span (mean plus the span of its
+    centred rows), no row kept; truncate: the first ceil(L/2) positions of every layer;
+    randomrot: the same shape, rows changed. Sink-only layers (one position) stay as sent."""
+    from interlat_bench.methods import kv_share as kv_share_method
+
+    message = kv_share.send(tiny, [(SAMPLE.id, TASK)], prompt_template=PROBE_PLAN_PROMPT, layers="last:1")[SAMPLE.id]
+    n = message.rows
+
+    def controlled(control):
+        method = kv_share_method.KVShare({"control": control, "layers": "last:1"})
+        return method.transform(message, torch.Generator().manual_seed(0))
+
+    truncated, drawn, rotated = controlled("truncate"), controlled("gaussian"), controlled("randomrot")
+    assert truncated.rows == (n + 1) // 2
+    for (k, v), (tk, tv), (gk, gv), (rk, rv) in zip(message.kv, truncated.kv, drawn.kv, rotated.kv, strict=True):
+        for sent, cut, new, turned in ((k, tk, gk, rk), (v, tv, gv, rv)):
+            assert new.shape == turned.shape == sent.shape
+            if sent.shape[1] == 1:  # the sink of a layer not sent whole
+                assert torch.equal(cut, sent) and torch.allclose(new, sent)
+                continue
+            assert torch.equal(cut, sent[:, :(n + 1) // 2])
+            flat, flat_new = (t.transpose(0, 1).reshape(t.shape[1], -1).double() for t in (sent, new))
+            mu = flat.mean(0)
+            basis = torch.linalg.svd(flat - mu, full_matrices=False).Vh  # the span of the centred rows
+            inside = (flat_new - mu) @ basis.T @ basis
+            assert torch.allclose(inside, flat_new - mu, atol=1e-4)
+            assert not torch.isclose(flat_new, flat, atol=1e-3).all(-1).any()  # no row survives
+            assert not torch.allclose(turned, sent, atol=1e-3)
+
+
 def test_chosen_layers():
     assert kv_share.chosen_layers("all", 4) == (0, 1, 2, 3)
     assert kv_share.chosen_layers("first:2", 4) == (0, 1)
@@ -226,7 +258,8 @@ def test_every_family_runs_end_to_end_and_records_what_crossed(results_env):
     from interlat_bench.harness.cli import app
 
     tiny = ["-t", "probe", "--limit", "4", "--sender", "tiny-llama", "--receiver", "tiny-llama", "--no-leaderboard"]
-    for args in (["-m", "latentmas", "--param", "latent_steps=2", "--param", 'control=["none","cross_task","randomrot"]'],
+    for args in (["-m", "latentmas", "--param", "latent_steps=2", "--param",
+                  'control=["none","cross_task","randomrot","gaussian","truncate"]'],
                  ["-m", "latentmas", "--param", "latent_steps=2", "--param", "latent_only=true"],
                  ["-m", "kv_share", "--param", 'layers=["all","last:1","top:0.5"]'],
                  ["-m", "cipher,activation", "--param", "k=1", "--param", "j=1"]):
@@ -240,7 +273,7 @@ def test_every_family_runs_end_to_end_and_records_what_crossed(results_env):
                             where method = 'kv_share' and spec->'method_params'->>'layers' = 'top:0.5'""").fetchall()
     assert top == [(1,)]  # calibrated: one of tiny-llama's 2 layers
     by = {r[0]: r[1:] for r in rows}
-    assert by["latentmas"][:2] == (16, 4) and by["kv_share"][:2] == (12, 3)
+    assert by["latentmas"][:2] == (24, 6) and by["kv_share"][:2] == (12, 3)
     assert by["cipher"][0] == 4 and by["activation"][0] == 4
     assert by["latentmas"][3] == 2 and by["activation"][3] == 1  # tiny-llama has 2 layers; k = one layer
     hidden = 64
