@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from interlat_bench.collectors import kv
-from interlat_bench.harness.core.generation import backbone_and_head, eos_ids
+from interlat_bench.harness.core.generation import backbone_and_head
 from interlat_bench.harness.core.message import Message, MessageKind
 from interlat_bench.harness.core.timing import clock_ms
 
@@ -58,7 +58,7 @@ def send(lm, tasks: list[tuple[str, str]], *, prompt_template: str, max_new_toke
          log=None) -> dict[str, Message]:
     """Task id -> the EMBEDDINGS message of ``lm``'s plan (``kv.BATCH`` tasks at a time;
     ``sender_ms``: the task's share of its batch's wall time)."""
-    stop = eos_ids(lm.tokenizer)
+    stop = lm.stop_ids
     out = {}
     for ids, prompts, pad in kv.batches(lm, tasks, prompt_template):
         t0 = clock_ms()

@@ -57,7 +57,6 @@ from interlat_bench.harness.core.atomic import atomic_file, atomic_folder, set_a
 from interlat_bench.harness.core.generation import (
     Decoding,
     cache_arg,
-    eos_ids,
     generate,
     left_pad,
     output_cache,
@@ -380,7 +379,7 @@ def _collect(cfg, tasks, folder: Path, rank: int, world: int, progress, loaded) 
         mine = batches[rank::world]
         total, finished = sum(len(b) for b in mine), 0
         settings = json.dumps(cfg.generation_settings(), sort_keys=True)
-        stop = eos_ids(tok)
+        stop = loaded.stop_ids
         prefix = _shared_prefix(loaded.model, encoded) if SHARE_PREFILL else None
         for batch in mine:
             if world == 1 and is_done(folder):  # another run sharing the cache finished it

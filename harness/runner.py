@@ -23,6 +23,7 @@ from interlat_bench.harness.core import progress
 from interlat_bench.harness.core.errors import UserError
 from interlat_bench.harness.core.registry import benchmarks, methods
 from interlat_bench.harness.core.runspec import RunSpec
+from interlat_bench.harness.core.shapes import is_shape
 from interlat_bench.harness.core.stages import LatentSteps, PlanCollection, SenderPass, StudentTraining
 from interlat_bench.harness.playing import EVAL_BATCH, EpisodeWorkers, Player, episode_batch_default
 from interlat_bench.methods.base import RunContext
@@ -62,7 +63,8 @@ def _run_row(spec: RunSpec, status: str, device: str | None, tags: tuple[str, ..
     return {"run_key": spec.run_key, "method": spec.method, "benchmark": spec.benchmark,
             "split": spec.split, "sender": spec.sender, "receiver": spec.receiver, "seed": spec.seed,
             "spec": spec.to_json(), "status": status, "created_at": now, "updated_at": now,
-            "git_sha": _git_sha(), "versions": _versions(), "device": device, "tags": list(tags) or None}
+            "git_sha": _git_sha(), "versions": _versions(), "device": device, "tags": list(tags) or None,
+            "timing_only": is_shape(spec.sender) or is_shape(spec.receiver)}
 
 
 class Cell:

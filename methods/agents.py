@@ -21,7 +21,6 @@ from interlat_bench.benchmarks.base import Sample
 from interlat_bench.harness.core import conversation as conv
 from interlat_bench.harness.core.generation import (
     Decoding,
-    eos_ids,
     extend_logits,
     generate,
     score_continuations,
@@ -94,7 +93,7 @@ class ReceiverAgent:
         self.plan_prompt = plan_prompt
         self.slot_encoder = slot_encoder
         self.reencode = reencode
-        self.eos = eos_ids(self.tok)
+        self.eos = lm.stop_ids
         self._prefetched: dict[str, _Prefetched] = {}
         self._ready: _Prefetched | None = None
         self.turn_end = conv.turn_end_id(self.tok)  # what ends a reply in training, so in ranking too

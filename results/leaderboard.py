@@ -455,7 +455,8 @@ UNFINISHED = ("running", "interrupted", "failed")
 class Filters:
     """Which runs a table reads. Lists match any of their values; ``run_keys`` are prefixes;
     ``params`` match method parameters or benchmark settings of the run spec by value;
-    ``unfinished`` also reads runs whose status is in UNFINISHED."""
+    ``unfinished`` also reads runs whose status is in UNFINISHED; ``timing_only`` also reads runs
+    on shape models (random weights: their times count, never their scores)."""
 
     methods: Sequence[str] | None = None
     benchmarks: Sequence[str] | None = None
@@ -466,9 +467,10 @@ class Filters:
     run_keys: Sequence[str] | None = None
     params: dict[str, Any] | None = None
     unfinished: bool = False
+    timing_only: bool = False
 
     def where(self) -> tuple[list[str], list[Any]]:
-        where, args = [], []
+        where, args = [] if self.timing_only else ["NOT coalesce(r.timing_only, false)"], []
         for column, wanted in (("method", self.methods), ("benchmark", self.benchmarks), ("split", self.splits),
                                ("sender", self.senders), ("receiver", self.receivers)):
             if wanted:
@@ -560,12 +562,12 @@ def observations(
     return frame
 
 
-def run_rows(store_path: str | os.PathLike[str], marks: dict[str, Any] | None = None):
+def run_rows(store_path: str | os.PathLike[str], marks: dict[str, Any] | None = None, *, timing_only: bool = False):
     """Every run with samples and the configuration row it belongs to, labelled as in the
-    leaderboard (a pandas DataFrame: run_key, row)."""
+    leaderboard (a pandas DataFrame: run_key, row); ``timing_only``: shape-model runs too."""
     import pandas as pd
 
-    with _configuration_view(store_path, "1.0", [], marks, Filters(unfinished=True)) as (
+    with _configuration_view(store_path, "1.0", [], marks, Filters(unfinished=True, timing_only=timing_only)) as (
             con, _runs, rows, varying, view, _left_out):
         pairs = con.execute(f"SELECT run_key, row_id FROM {view}").fetchall()
     return pd.DataFrame([(k, row_name(rows[int(i)], varying)) for k, i in pairs], columns=["run_key", "row"])

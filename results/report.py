@@ -396,8 +396,9 @@ def latency_frame(db, marks=None) -> pd.DataFrame:
 
 
 def _row_labels(db, marks) -> dict[str, str]:
-    """run_key -> its leaderboard row label (one labelling for every table)."""
-    frame = lb.run_rows(db, marks=marks)
+    """run_key -> its leaderboard row label (one labelling for every table); shape-model runs
+    included, as the latency tables read them."""
+    frame = lb.run_rows(db, marks=marks, timing_only=True)
     return dict(zip(frame["run_key"], frame["row"], strict=True))
 
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from interlat_bench.harness.core.errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Numbered migrations; each runs once, in its own transaction, recorded in schema_migrations.
 # Never edit a released migration: append a new number and bump SCHEMA_VERSION.
@@ -75,6 +75,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # Tags a user gives runs (`run --tag`): not part of the run key, merged over attempts.
     2: ("ALTER TABLE runs ADD COLUMN tags VARCHAR[]",),
+    # Runs on shape models (random weights, harness.core.shapes): their times count, their scores do not.
+    3: ("ALTER TABLE runs ADD COLUMN timing_only BOOLEAN",),
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
@@ -94,6 +96,7 @@ RUN_COLUMNS = (
     "versions",
     "device",
     "tags",
+    "timing_only",
 )
 SAMPLE_COLUMNS = ("run_key", "sample_id", "success", "score", "steps", "metrics", "error", "created_at")
 TIMING_COLUMNS = ("run_key", "sample_id", "stage", "ms")

@@ -364,5 +364,6 @@ def test_a_version_1_database_is_migrated_when_first_read_and_keeps_its_rows(tmp
     con.execute("INSERT INTO runs (run_key, method, status) VALUES ('k1', 'latent', 'complete')")
     con.close()
     with Store(db).reader() as con:
-        assert con.execute("SELECT run_key, method, tags FROM runs").fetchall() == [("k1", "latent", None)]
-        assert schema_version(con) == SCHEMA_VERSION == 2
+        assert con.execute("SELECT run_key, method, tags, timing_only FROM runs").fetchall() == \
+            [("k1", "latent", None, None)]
+        assert schema_version(con) == SCHEMA_VERSION == 3

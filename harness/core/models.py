@@ -7,6 +7,8 @@ A reference is one of:
   for a real cross-family pair: another tokenizer, chat template and width (640) than SmolLM2;
 - ``tiny-llama`` / ``tiny-qwen`` / ``tiny-gemma3``: tiny randomly initialised models built
   in-process (tests); tiny-gemma3 has a tokenizer of its own, trained in-process;
+- ``shape:qwen2.5-7b``, ``shape:llama-3.1-8b``, ``shape:qwen2.5-0.5b``, ``shape:PATH/config.json``:
+  a published architecture with random weights, for timing at paper scale (``shapes``);
 - a local folder with a Hugging Face model;
 - a hub id (only useful when online; nothing here downloads by itself otherwise).
 """
@@ -21,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from interlat_bench.harness.core import shapes
 from interlat_bench.harness.core.atomic import atomic_folder
 from interlat_bench.harness.core.errors import UnknownName, UserError
 from interlat_bench.harness.core.settings import models_dir
@@ -54,6 +57,8 @@ BUILTIN_MODELS = {
     "tiny-llama": "2-layer random Llama, hidden 64, SmolLM2 tokenizer (tests)",
     "tiny-qwen": "2-layer random Qwen2, hidden 96, SmolLM2 tokenizer (tests, cross-family)",
     "tiny-gemma3": "2-layer random Gemma-3, hidden 80, its own tokenizer and Gemma turns (tests, cross-tokenizer)",
+    **{f"{shapes.PREFIX}{name}": "the published architecture, random weights, fixed-length generation (timing only)"
+       for name in shapes.SHAPES},
 }
 
 
@@ -126,6 +131,14 @@ class LoadedModel:
     @property
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
+
+    @property
+    def stop_ids(self) -> set[int]:
+        """The tokens that end a reply when decoding: none for a shape model, which generates
+        to its budget (random weights have no end of turn)."""
+        from interlat_bench.harness.core.generation import eos_ids
+
+        return set() if shapes.is_shape(self.ref) else eos_ids(self.tokenizer)
 
 
 def _smollm2_gguf() -> Path:
@@ -279,7 +292,9 @@ def check_ref(ref: str, flag: str = "model") -> None:
     if ref in TINY_MODELS or ref == SMOLLM2:
         return
     try:
-        if ref != GEMMA3:
+        if shapes.is_shape(ref):
+            shapes.architecture(ref)
+        elif ref != GEMMA3:
             model_path(ref)
         elif importlib.util.find_spec(_GEMMA3_PACKAGE) is None and not (models_dir() / "gemma3-270m-v1").exists():
             gemma3_folder()  # says how to install the extra
@@ -332,6 +347,9 @@ def load(ref: str, dtype: str = "auto", seed: int = 0) -> LoadedModel:
     torch_dtype = resolve_dtype(dtype)
     if ref in TINY_MODELS:
         model, tok = build_tiny(ref, seed=seed)
+    elif shapes.is_shape(ref):
+        tok = tokenizer_for_tiny()
+        model = shapes.build(ref, tok, seed, torch_dtype, device())
     else:
         if ref == SMOLLM2:
             path: str | Path = smollm2_folder()
@@ -355,6 +373,8 @@ def tokenizer(ref: str):
 
     if ref in TINY_MODELS:
         return own_tokenizer() if TINY_MODELS[ref][0] == "gemma3_text" else tokenizer_for_tiny()
+    if shapes.is_shape(ref):
+        return tokenizer_for_tiny()
     path = {SMOLLM2: smollm2_folder, GEMMA3: gemma3_folder}.get(ref, lambda: model_path(ref))()
     return AutoTokenizer.from_pretrained(path)
 
