@@ -87,6 +87,9 @@ def run(
         1, min=1, help="Processes playing LLM episodes of multi-turn tasks (alfworld), each with its own copy "
         "of the receiver and a share of the CPU threads (a game's engine then runs beside another's decoding)."),
     db: Path | None = DbOpt,
+    shard: str | None = typer.Option(
+        None, "--shard", help="I/N: compute the I-th of N fixed parts of every cell's samples (a job array's "
+        "task, I from 0) and write shards only; `ingest` loads them when all N are done."),
     leaderboard_after: bool = typer.Option(True, "--leaderboard/--no-leaderboard"),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and samples to compute; run nothing."),
     tag: list[str] = typer.Option([], "--tag", help="Label the runs (repeatable; not part of the run key): "
@@ -109,6 +112,7 @@ def run(
     chosen = grids.from_options(grid, given, params=key_values(param), settings=key_values(setting, "--setting"),
                                 tag_values=tag, sample=sample, temperature=temperature, lookup_tokens=lookup_tokens)
     options.models(chosen.specs)
+    part = options.shard(shard)
     path = options.db_path(db)
     if dry_run:
         views.dry_run(chosen.specs, runner.plan_grid(chosen.specs, path))
@@ -117,8 +121,9 @@ def run(
     options.writable_cache()
     views.run_summary(runner.run_grid(chosen.specs, path, tags=tuple(chosen.tags), workers=workers,
                                       eval_batch=eval_batch, episode_workers=episode_workers,
-                                      episode_batch=episode_batch, **terminal.run_progress()), path)
-    if leaderboard_after:
+                                      episode_batch=episode_batch, shard=part, **terminal.run_progress()), path,
+                      sharded=part is not None)
+    if leaderboard_after and part is None:
         try:
             views.after_run(chosen.specs, path, note=chosen.note)
         except UserError as exc:  # e.g. another run holds the database: the results are safe

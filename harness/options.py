@@ -107,6 +107,17 @@ def run_status(status: str | None) -> None:
         raise UserError(f"--status {status!r}: expected one of {', '.join(queries.RUN_STATUSES)}")
 
 
+def shard(value: str | None) -> tuple[int, int] | None:
+    """``--shard I/N``: (i, n) with 0 <= i < n."""
+    if value is None:
+        return None
+    i, slash, n = value.partition("/")
+    if not (slash and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise UserError(f"--shard {value!r}: expected I/N with 0 <= I < N, e.g. 0/4 "
+                        "(a job array's task index and its number of tasks)")
+    return int(i), int(n)
+
+
 def plugin_paths(method_refs: list[str], benchmark_refs: list[str] = ()) -> None:
     """``--method-path`` and ``--benchmark-path``: classes used without packaging them (worker
     processes find them too)."""

@@ -58,13 +58,14 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _run_row(spec: RunSpec, status: str, device: str | None, tags: tuple[str, ...] = ()) -> dict:
+def _run_row(spec: RunSpec, status: str, device: str | None, tags: tuple[str, ...] = (),
+             n_samples: int | None = None) -> dict:
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     return {"run_key": spec.run_key, "method": spec.method, "benchmark": spec.benchmark,
             "split": spec.split, "sender": spec.sender, "receiver": spec.receiver, "seed": spec.seed,
             "spec": spec.to_json(), "status": status, "created_at": now, "updated_at": now,
             "git_sha": _git_sha(), "versions": _versions(), "device": device, "tags": list(tags) or None,
-            "timing_only": is_shape(spec.sender) or is_shape(spec.receiver)}
+            "timing_only": is_shape(spec.sender) or is_shape(spec.receiver), "n_samples": n_samples}
 
 
 class Cell:
@@ -198,37 +199,40 @@ def collect(stage: PlanCollection, tasks) -> dict:
 def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sample=None,
              on_start=None, workers: int = 1, tags: tuple[str, ...] = (),
              eval_batch: int = EVAL_BATCH, episode_workers: int = 1,
-             episode_batch: int | None = None) -> CellResult:
-    """Compute what is left of one cell. ``episode_batch``: None for this device's default."""
+             episode_batch: int | None = None, shard: tuple[int, int] | None = None) -> CellResult:
+    """Compute what is left of one cell (``shard`` (i, n): of its samples at positions i, i + n,
+    i + 2n, ... only). ``episode_batch``: None for this device's default."""
     cell = Cell(spec, log=log)
     samples = cell.bench.samples(spec.split, spec.limit)
     if spec.limit is not None and len(samples) < spec.limit:  # the split is all there is: say so
         log(f"--limit {spec.limit}: {spec.benchmark}/{spec.split} has {len(samples)} samples; running all of them")
+    mine = samples if shard is None else samples[shard[0]::shard[1]]
     done = resume_ids(store, shard_root, spec.run_key)
-    todo = [s for s in samples if s.id not in done]
+    todo = [s for s in mine if s.id not in done]
     writer = ShardWriter(shard_root, spec.run_key)
     if on_start:
-        on_start(spec, len(samples), len(todo))
+        on_start(spec, len(mine), len(todo))
     if not todo:
-        return CellResult(spec, len(samples), 0, 0)
+        return CellResult(spec, len(mine), 0, 0)
     with writer.alive():  # a killed run is then seen as interrupted, not running forever
         try:
-            return _compute_cell(cell, samples, todo, writer, on_sample, workers, tags, eval_batch,
-                                 episode_workers, episode_batch)
+            result = _compute_cell(cell, samples, todo, writer, on_sample, workers, tags, eval_batch,
+                                   episode_workers, episode_batch, sharded=shard is not None)
+            return replace(result, total=len(mine))
         except BaseException as exc:  # the row says how the run ended; the error goes on up
             from interlat_bench.harness.core.models import device
 
             writer.write_run(_run_row(spec, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                                      device(), tags))
+                                      device(), tags, len(samples)))
             raise
 
 
 def _compute_cell(cell: Cell, samples, todo, writer, on_sample, workers, tags, eval_batch, episode_workers,
-                  episode_batch) -> CellResult:
+                  episode_batch, sharded: bool = False) -> CellResult:
     from interlat_bench.harness.core.models import device
 
     spec, bench, method, log = cell.spec, cell.bench, cell.method, cell.log
-    writer.write_run(_run_row(spec, "running", device(), tags))
+    writer.write_run(_run_row(spec, "running", device(), tags, len(samples)))
     folder = cell.checkpoint()
     # Messages for every sample of the cell, not only those left to play: the collection's
     # cache key stays that of the whole cell, and a method that draws another sample's
@@ -261,7 +265,10 @@ def _compute_cell(cell: Cell, samples, todo, writer, on_sample, workers, tags, e
             stage.advance(info=f"{successes} solved, {errors} errors")
             if on_sample:
                 on_sample(record)
-    writer.write_run(_run_row(spec, "complete" if not errors else "partial", device(), tags))
+    # A shard cannot know whether the others are done: `ingest` completes the cell once every
+    # sample is in, whichever shard finishes last.
+    status = "incomplete" if sharded else "complete" if not errors else "partial"
+    writer.write_run(_run_row(spec, status, device(), tags, len(samples)))
     return CellResult(spec, len(samples), len(todo), errors)
 
 
@@ -329,13 +336,16 @@ LOCK_WAIT_S = 120.0
 def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_start=None,
              workers: int = 1, tags: tuple[str, ...] = (), eval_batch: int = EVAL_BATCH,
              episode_batch: int | None = None,
-             episode_workers: int = 1) -> list[CellResult]:
+             episode_workers: int = 1, shard: tuple[int, int] | None = None) -> list[CellResult]:
     """Run every cell in order. ``tags`` label the runs (not part of their keys): given again
-    to a finished grid, they are added to the stored runs without computing anything."""
+    to a finished grid, they are added to the stored runs without computing anything.
+    ``shard`` (i, n): this process computes the i-th of n fixed parts of every cell (a job
+    array's task) and only writes shards, which `ingest` loads once the array is done; the
+    database is read, never written, so that n processes may share one results folder."""
     store = Store(db, lock_wait=LOCK_WAIT_S, on_wait=log)
     shard_root = db.parent / "shards"
     # Load shards left by an earlier, interrupted invocation before deciding what is done.
-    if any(shard_root.glob("*/*")):
+    if shard is None and any(shard_root.glob("*/*")):
         ingest(store, shard_root, warn=log)
     results = []
     try:
@@ -343,14 +353,22 @@ def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_st
             results.append(run_cell(spec, store, shard_root, log=log, on_sample=on_sample, on_start=on_start,
                                     workers=workers, tags=tags, eval_batch=eval_batch,
                                     episode_batch=episode_batch,
-                                    episode_workers=episode_workers))
+                                    episode_workers=episode_workers, shard=shard))
     finally:
-        try:
-            if any(shard_root.glob("*/*")):
-                ingest(store, shard_root, warn=log)
-            if tags:  # cells that had nothing left to compute wrote no run row
-                add_tags(store, [r.spec.run_key for r in results], tags)
-        except UserError as exc:  # still locked: the rows are safe in their shards
-            log(f"{exc}; this run's results are kept in {shard_root} and load with the next run "
-                "or `interlat-bench ingest`")
+        if shard is None:
+            _ingest_at_end(store, shard_root, results, tags, log)
+    if shard is not None:
+        log(f"shard {shard[0]}/{shard[1]}: results stay in {shard_root} until `interlat-bench ingest`")
     return results
+
+
+def _ingest_at_end(store, shard_root, results, tags, log) -> None:
+    """Load what the grid wrote and tag its runs; a database still locked keeps them in shards."""
+    try:
+        if any(shard_root.glob("*/*")):
+            ingest(store, shard_root, warn=log)
+        if tags:  # cells that had nothing left to compute wrote no run row
+            add_tags(store, [r.spec.run_key for r in results], tags)
+    except UserError as exc:  # still locked: the rows are safe in their shards
+        log(f"{exc}; this run's results are kept in {shard_root} and load with the next run "
+            "or `interlat-bench ingest`")

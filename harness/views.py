@@ -35,7 +35,9 @@ def leaderboard(db, methods, benchmarks_, splits, metric, fmt, by: str | None = 
                            marks=diagnostic_marks(), by=by, senders=senders, receivers=receivers, filters=filters)
     if not board.rows and fmt == "rich":  # say why rather than print an empty frame
         why = "no successful episode yet" if metric == "steps_success" else "no recorded values"
-        console.print(f"{metric}: {why}")
+        left_out = [n for n in board.title.split("; ") if n.endswith("left out") and "unfinished" in n]
+        console.print(f"{metric}: {why}" + (f" ({left_out[0]}: `runs` lists them, --unfinished reads them)"
+                                            if left_out else ""))
         return
     if fmt == "rich":
         console.print(lb.render_rich(board))
@@ -114,10 +116,12 @@ def run_rates(db: Path, specs) -> None:
                 console.print(f"  {label}: {hits}/{n} ({100 * hits / n:.0f}%) | {where}", highlight=False)
 
 
-def run_summary(results, db: Path) -> None:
+def run_summary(results, db: Path, sharded: bool = False) -> None:
+    """What a run computed; and, once it is in the database (not for a shard), its rates."""
     console.print(f"{len(results)} runs, {sum(r.computed for r in results)} samples computed, "
-                  f"{sum(r.errors for r in results)} errors; results in {db}")
-    run_rates(db, [r.spec for r in results if r.spec.receiver is not None])
+                  f"{sum(r.errors for r in results)} errors; results in {db.parent / 'shards' if sharded else db}")
+    if not sharded:
+        run_rates(db, [r.spec for r in results if r.spec.receiver is not None])
 
 
 def dry_run(specs, plans) -> None:
@@ -135,7 +139,7 @@ def dry_run(specs, plans) -> None:
 def runs(db: Path, rows: list[queries.RunRow], fmt: str) -> None:
     from interlat_bench.results.leaderboard import run_rows
 
-    labels = dict(run_rows(db, marks=diagnostic_marks()).itertuples(index=False, name=None))
+    labels = dict(run_rows(db, marks=diagnostic_marks(), timing_only=True).itertuples(index=False, name=None))
     header = ["run key", "configuration", "benchmark/split", "seed", "status", "samples", "errors", "started",
               "git", "tags"]
     table(header, [[r.run_key, labels.get(r.run_key, r.method), r.where, str(r.seed), r.status, str(r.samples),

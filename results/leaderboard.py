@@ -448,7 +448,7 @@ def _row_order(rows: list[_Row], varying: list[str], methods: Sequence[str] | No
 
 # Runs that have not finished: left out of tables (their samples are a biased subset: the
 # first ones, or those that happened to finish) until the same command completes them.
-UNFINISHED = ("running", "interrupted", "failed")
+UNFINISHED = ("running", "interrupted", "failed", "incomplete")
 
 
 @dataclass(frozen=True)

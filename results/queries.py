@@ -14,7 +14,7 @@ from typing import Any
 
 # Built-in sample columns a table can aggregate (besides the keys of the metrics JSON).
 BUILTIN_METRICS = ("success", "score", "steps", "steps_success")
-RUN_STATUSES = ("running", "complete", "partial", "interrupted", "failed")
+RUN_STATUSES = ("running", "complete", "partial", "incomplete", "interrupted", "failed")
 # Metrics keys that hold records rather than numbers: never a column of a table.
 _NOT_METRICS = {"transcript", "traceback", "actions"}
 # Run columns that `distinct` may list.

@@ -325,6 +325,10 @@ def _check_run(run: Any) -> str | None:
     for name in ("method", "benchmark", "split", "sender", "receiver", "status", "git_sha", "device"):
         if run.get(name) is not None and not isinstance(run[name], str):
             return f"runs.{name} is {type(run[name]).__name__}, expected str"
+    if (n := run.get("n_samples")) is not None and (not isinstance(n, int) or isinstance(n, bool)):
+        return f"runs.n_samples is {type(n).__name__} {n!r:.40}, expected int"
+    if run.get("timing_only") is not None and not isinstance(run["timing_only"], bool):
+        return f"runs.timing_only is {type(run['timing_only']).__name__}, expected a boolean"
     tags = run.get("tags")
     if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
         return f"runs.tags is {tags!r:.40}, expected a list of strings"
@@ -363,7 +367,9 @@ def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, i
     are loaded (``bad_files`` counts the quarantined ones).
 
     A run whose status is ``running`` while no process holds its liveness lock
-    (``ShardWriter.alive``; a killed run) becomes ``interrupted``.
+    (``ShardWriter.alive``; a killed run) becomes ``interrupted``; one whose shards of the
+    cell (``run --shard``) said ``incomplete`` becomes ``complete`` (``partial`` with errors)
+    once all its ``n_samples`` are in.
 
     Returns counts: runs, shards, samples, timings, skipped (errored rows not applied
     because the sample is already finished), bad_files, interrupted. The database is opened for writing only
@@ -427,6 +433,12 @@ def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, i
             finally:
                 con.unregister("_shard_samples")
                 con.unregister("_shard_timings")
+            # A cell computed in shards is complete when its last sample is in, whichever shard wrote it.
+            con.execute("""
+                UPDATE runs SET status = CASE WHEN EXISTS (SELECT 1 FROM samples AS s WHERE s.run_key = runs.run_key
+                                                           AND s.error IS NOT NULL) THEN 'partial' ELSE 'complete' END
+                WHERE status = 'incomplete' AND n_samples <= (SELECT count(*) FROM samples AS s
+                                                             WHERE s.run_key = runs.run_key)""")
             dead = [k for k in stale | {r["run_key"] for r in run_rows if r.get("status") == "running"}
                     if not is_alive(root / k)]
             if dead:

@@ -75,8 +75,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # Tags a user gives runs (`run --tag`): not part of the run key, merged over attempts.
     2: ("ALTER TABLE runs ADD COLUMN tags VARCHAR[]",),
-    # Runs on shape models (random weights, harness.core.shapes): their times count, their scores do not.
-    3: ("ALTER TABLE runs ADD COLUMN timing_only BOOLEAN",),
+    # Runs on shape models (random weights, harness.core.shapes): their times count, their scores do not;
+    # and how many samples the cell has, so that a cell computed in shards (`run --shard`) is
+    # complete once every one of them is in.
+    3: ("ALTER TABLE runs ADD COLUMN timing_only BOOLEAN", "ALTER TABLE runs ADD COLUMN n_samples INTEGER"),
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
@@ -97,6 +99,7 @@ RUN_COLUMNS = (
     "device",
     "tags",
     "timing_only",
+    "n_samples",
 )
 SAMPLE_COLUMNS = ("run_key", "sample_id", "success", "score", "steps", "metrics", "error", "created_at")
 TIMING_COLUMNS = ("run_key", "sample_id", "stage", "ms")

@@ -1,0 +1,68 @@
+"""`run --shard I/N`: a job array's tasks each compute a fixed part of every cell into one shared
+results folder, without touching the database; `ingest` merges them, and a cell is complete only
+once every sample is in. The records equal those of one process, sample for sample."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import duckdb
+
+GRID = ["-m", "text_zeroshot,no_comm_zeroshot", "-t", "probe", "--limit", "7", "--sender", "tiny-llama",
+        "--receiver", "tiny-llama", "--max-new-tokens", "4", "--eval-batch", "1", "--no-leaderboard"]
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "interlat_bench.harness.entry", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out
+
+
+def _records(db) -> list[tuple]:
+    """Per run and sample: what was recorded, timings aside, and whether this process found the
+    plan in the cache (the shards share one, so which of them collected it is a race)."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("""select r.method, s.sample_id, s.success, s.score, s.steps, s.error, s.metrics
+                              from samples s join runs r using (run_key) order by 1, 2""").fetchall()
+    return [(*row[:-1], json.dumps({k: v for k, v in json.loads(row[-1]).items() if k != "message_from_cache"},
+                                   sort_keys=True)) for row in rows]
+
+
+def _statuses(db) -> dict[str, tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return {m: (status, n) for m, status, n in con.execute("select method, status, n_samples from runs").fetchall()}
+
+
+def test_three_shards_record_what_one_run_records(results_env, tmp_path):
+    one, array = tmp_path / "one" / "interlat.duckdb", tmp_path / "array" / "interlat.duckdb"
+    _finish(_cli("run", *GRID, "--db", str(one)))
+    _finish(_cli("run", *GRID, "--db", str(array), "--shard", "0/3"), _cli("run", *GRID, "--db", str(array),
+                                                                         "--shard", "1/3"))
+    assert not array.exists()  # shards only: the database is not written while the array runs
+    _finish(_cli("ingest", "--db", str(array)))
+    assert _statuses(array) == {"text_zeroshot": ("incomplete", 7), "no_comm_zeroshot": ("incomplete", 7)}
+    board = _cli("leaderboard", "--db", str(array))
+    out, _ = board.communicate(timeout=300)
+    assert "text_zeroshot" not in out and "2 unfinished runs left out" in out  # not a result yet
+    _finish(_cli("run", *GRID, "--db", str(array), "--shard", "2/3"))
+    _finish(_cli("ingest", "--db", str(array)))
+    assert _statuses(array) == {"text_zeroshot": ("complete", 7), "no_comm_zeroshot": ("complete", 7)}
+    assert _statuses(one) == _statuses(array)
+    assert _records(array) == _records(one) and len(_records(one)) == 14
+
+
+def test_bad_shard_is_a_one_line_error(results_env):
+    from typer.testing import CliRunner
+
+    from interlat_bench.harness.cli import app
+
+    for bad in ("3/3", "1", "a/2", "-1/2"):
+        result = CliRunner().invoke(app, ["run", *GRID, "--shard", bad])
+        assert result.exit_code != 0 and "--shard" in result.output and "Traceback" not in result.output, result.output
