@@ -47,12 +47,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from interlat_bench.harness.core import distributed
 from interlat_bench.harness.core.atomic import atomic_file, atomic_folder, set_aside, write_text
 from interlat_bench.harness.core.generation import (
     Decoding,
@@ -284,37 +284,6 @@ def _merge(folder: Path, cfg: CollectConfig, tasks: Sequence[tuple[str, str]]) -
                                         "generation": cfg.generation_settings()})
 
 
-# ---------------------------------------------------------------------------- distributed
-
-def _init_distributed() -> tuple[int, int, bool]:
-    """(rank, world, we_initialised_it). Joins torchrun/accelerate when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    backend = "gloo"
-    if torch.cuda.is_available():
-        # Ranks share GPUs when there are fewer GPUs than ranks; NCCL needs one GPU per rank,
-        # and the collection only exchanges small objects, which gloo carries as well.
-        count = torch.cuda.device_count()
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % count)
-        if count >= int(os.environ.get("LOCAL_WORLD_SIZE", world)):
-            backend = "nccl"
-    # Ranks wait for each other at the merge: allow for long, uneven collections.
-    dist.init_process_group(backend, timeout=timedelta(hours=12))
-    return dist.get_rank(), dist.get_world_size(), True
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 # ---------------------------------------------------------------------------- collection
 
 def collection_path(cfg: CollectConfig, tasks: Sequence[tuple[str, str]],
@@ -345,15 +314,12 @@ def collect_messages(cfg: CollectConfig, tasks: Sequence[tuple[str, str]],
         if problem is None:
             return folder
         set_aside(folder, problem, log=lambda line: print(line, file=sys.stderr))
-    rank, world, owned = _init_distributed()
+    rank, world, owned = distributed.join()
     try:
         with _writing(folder):
             _collect(cfg, tasks, folder, rank, world, progress, loaded)
     finally:
-        if owned:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        distributed.leave(owned)
     return folder
 
 
@@ -363,7 +329,7 @@ def _collect(cfg, tasks, folder: Path, rank: int, world: int, progress, loaded) 
         _write_json(folder / "config.json", {"key": folder.name, "config": cfg.key_dict(),
                                              "tasks": len(tasks), "format_version": FORMAT_VERSION})
     done = _done_ids(folder)
-    _barrier(world)  # every rank has listed the old parts before any rank writes new ones
+    distributed.barrier(world)  # every rank has listed the old parts before any rank writes new ones
     todo = [(tid, text) for tid, text in tasks if tid not in done]
     if todo:
         if loaded is None:
@@ -391,7 +357,7 @@ def _collect(cfg, tasks, folder: Path, rank: int, world: int, progress, loaded) 
             finished += len(batch)
             if progress is not None:
                 progress(finished, total)
-    _barrier(world)
+    distributed.barrier(world)
     if world == 1:
         _merge(folder, cfg, tasks)
         return

@@ -14,6 +14,7 @@ from interlat_bench.harness.boundary import console, err, user_errors
 from interlat_bench.harness.core.errors import UserError
 from interlat_bench.harness.core.params import key_values, split_csv
 from interlat_bench.harness.core.params import tags as parse_tags
+from interlat_bench.harness.core.settings import process_rank
 
 app = typer.Typer(help="Benchmark and ablation harness for agents that communicate in latent space.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -119,10 +120,12 @@ def run(
         return
     options.writable_results(path)
     options.writable_cache()
-    views.run_summary(runner.run_grid(chosen.specs, path, tags=tuple(chosen.tags), workers=workers,
-                                      eval_batch=eval_batch, episode_workers=episode_workers,
-                                      episode_batch=episode_batch, shard=part, **terminal.run_progress()), path,
-                      sharded=part is not None)
+    results = runner.run_grid(chosen.specs, path, tags=tuple(chosen.tags), workers=workers, eval_batch=eval_batch,
+                              episode_workers=episode_workers, episode_batch=episode_batch, shard=part,
+                              **terminal.run_progress())
+    if process_rank() != 0:  # under torchrun or accelerate, rank 0 speaks for all
+        return
+    views.run_summary(results, path, sharded=part is not None)
     if leaderboard_after and part is None:
         try:
             views.after_run(chosen.specs, path, note=chosen.note)

@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from interlat_bench.harness.core import progress
+from interlat_bench.harness.core import distributed, progress
 from interlat_bench.harness.core.errors import UserError
 from interlat_bench.harness.core.registry import benchmarks, methods
 from interlat_bench.harness.core.runspec import RunSpec
@@ -344,6 +344,12 @@ def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_st
     database is read, never written, so that n processes may share one results folder."""
     store = Store(db, lock_wait=LOCK_WAIT_S, on_wait=log)
     shard_root = db.parent / "shards"
+    # Under torchrun or accelerate every rank runs the grid: the stages before evaluation are
+    # collective (the collection splits its batches, training its data) and each rank plays
+    # its part of every cell's samples, on its own device; rank 0 ingests when all are done.
+    rank, world, owned = distributed.join() if shard is None else (0, 1, False)
+    if world > 1:
+        shard = (rank, world)
     # Load shards left by an earlier, interrupted invocation before deciding what is done.
     if shard is None and any(shard_root.glob("*/*")):
         ingest(store, shard_root, warn=log)
@@ -357,7 +363,13 @@ def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_st
     finally:
         if shard is None:
             _ingest_at_end(store, shard_root, results, tags, log)
-    if shard is not None:
+    if world > 1:
+        distributed.barrier(world)
+        if rank == 0:
+            _ingest_at_end(store, shard_root, results, tags, log)
+        distributed.barrier(world)  # the others read the database only once it holds every rank's part
+        distributed.leave(owned)
+    elif shard is not None:
         log(f"shard {shard[0]}/{shard[1]}: results stay in {shard_root} until `interlat-bench ingest`")
     return results
 

@@ -66,3 +66,23 @@ def test_bad_shard_is_a_one_line_error(results_env):
     for bad in ("3/3", "1", "a/2", "-1/2"):
         result = CliRunner().invoke(app, ["run", *GRID, "--shard", bad])
         assert result.exit_code != 0 and "--shard" in result.output and "Traceback" not in result.output, result.output
+
+
+def test_torchrun_with_two_processes_records_what_one_process_does(results_env, tmp_path):
+    """Under torchrun every rank runs the grid (the plan collection split across ranks), plays
+    its half of every cell's samples, and rank 0 ingests once both are done (gloo on a CPU)."""
+    from pathlib import Path
+
+    from test_deepspeed import free_port
+
+    one, two = tmp_path / "one" / "interlat.duckdb", tmp_path / "two" / "interlat.duckdb"
+    _finish(_cli("run", *GRID, "--db", str(one)))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), "-m",
+                          "interlat_bench.harness.entry", "run", *GRID, "--db", str(two)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("runs,") == 1  # one summary, from rank 0, which played 4 of each cell's 7 samples
+    assert "2 runs, 8 samples computed" in out.stdout, out.stdout
+    assert _statuses(two) == _statuses(one) == {"text_zeroshot": ("complete", 7), "no_comm_zeroshot": ("complete", 7)}
+    assert _records(two) == _records(one)

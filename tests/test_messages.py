@@ -140,7 +140,7 @@ def test_alignment_tiny_left_padded(tiny, tmp_path, monkeypatch, dec, share):
     spies = spy_batches(monkeypatch)
     if not dec.greedy:
         # Many "EOS" ids so rows stop at different steps and finished rows ride along.
-        monkeypatch.setattr(mc, "eos_ids", lambda tok: set(range(0, len(tok), 5)))
+        monkeypatch.setattr(type(tiny), "stop_ids", property(lambda lm: set(range(0, len(lm.tokenizer), 5))))
     cfg = mc.CollectConfig(sender="tiny-llama", decoding=dec, seed=3, batch_size=4)
     msgs = mc.load_messages(mc.collect_messages(cfg, tasks, out_root=tmp_path, loaded=tiny))
     assert list(msgs) == [tid for tid, _ in tasks]
