@@ -15,7 +15,8 @@ Stages (every time as waited for, CUDA synchronised):
    a trained head is a LatentStepHead of other values: the same loop at the same cost). The paper:
    9.19 s, 0.39 s and 0.20 s on Qwen2.5-7B;
 3. the receiver (``ReceiverAgent``, no message, fixed 24-token replies to ALFWorld-length
-   observations): turn time at turns 10, 20 and 40, KV-cached against re-encoding the history;
+   observations): turn time at turns 10, 20 and 40, KV-cached against re-encoding the history
+   (one episode each, played side by side, each turn timed on one path then the other);
    and one reply token of ``respond_together`` for 1, 4 and 16 games in lockstep;
 4. training: one full fine-tuning step (AdamW, fp32 weights, bf16 autocast on a GPU, causal LM
    loss, 4 x 512 tokens; not the harness trainer, whose step this bounds) at ``--train-shape`` and
@@ -149,16 +150,20 @@ def receiver_turns(lm, turns: tuple[int, ...], reply_tokens: int, lockstep: tupl
     def observation(i: int) -> str:
         return OBSERVATION.format(place=PLACES[i % 8], i=i % 4 + 1, obj=OBJECTS[i % 8])
 
-    for name, reencode in (("cached", False), ("re-encoded", True)):
-        agent = ReceiverAgent(lm, dec, reencode=reencode)
+    # The two paths play the same turns side by side, each turn timed on one then the other, so
+    # that drifting machine load weighs on both alike.
+    paths = {"cached": ReceiverAgent(lm, dec), "re-encoded": ReceiverAgent(lm, dec, reencode=True)}
+    times: dict[str, dict[int, float]] = {name: {} for name in paths}
+    for agent in paths.values():
         agent.begin(prompt, NO_MESSAGE, sample)
         agent.respond()
-        times = {}
-        for t in range(1, max(turns) + 1):
+    for t in range(1, max(turns) + 1):
+        for name, agent in paths.items():
             seconds = timed(lambda: agent.respond(observation(t)))  # noqa: B023
             if t in turns:
-                times[t] = seconds
-        entry[f"turn s, {name}"] = {t: round(s, 4) for t, s in times.items()}
+                times[name][t] = seconds
+    for name in paths:
+        entry[f"turn s, {name}"] = {t: round(s, 4) for t, s in times[name].items()}
     entry["re-encoded / cached"] = {t: round(entry["turn s, re-encoded"][t] / entry["turn s, cached"][t], 1)
                                     for t in turns}
     for games in lockstep:
