@@ -73,3 +73,33 @@ def test_two_cpu_processes_train_one_receiver_with_zero2_and_write_it_once(tmp_p
     assert len((folder / "losses.csv").read_text().strip().splitlines()) == 1 + 2
     assert out.stderr.count("train no_comm (empty slot) receiver: 2/2") == 1, out.stderr[-2000:]
     assert not list(folder.parent.glob(".*tmp*")) and len(list(folder.parent.iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_zero3_on_two_cpu_processes_saves_the_whole_receiver_zero2_would(tmp_path, results_env):
+    """ZeRO-3 leaves each process a partition of the weights: the checkpoint must still hold the
+    whole receiver, the one ZeRO-2 trains from the same data and seed (float tolerance), and
+    load in one process."""
+    import torch
+
+    from interlat_bench.trainers.checkpoint import load_receiver
+
+    folders = {}
+    for stage in (2, 3):
+        env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+               "INTERLAT_CACHE": str(tmp_path / f"cache{stage}")}
+        torchrun = Path(sys.executable).with_name("torchrun")
+        out = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", free_port(), "-m",
+                              "interlat_bench.harness.entry", "train", "-m", "no_comm", "-t", "math", "--receiver",
+                              "tiny-llama", "-p", "n_train=8", "--deepspeed",
+                              str(REPO / "trainers" / f"zero{stage}.json")],
+                             capture_output=True, text=True, env=env, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        folders[stage] = Path(out.stdout.strip().splitlines()[-1].split(": ", 1)[1])
+        saved = json.loads((folders[stage] / "train_config.json").read_text())
+        assert saved["trained_by"] == {"engine": "DeepSpeedEngine", "zero_stage": stage, "world_size": 2}
+    two, three = (load_receiver(folders[s]).lm.model.state_dict() for s in (2, 3))
+    initial = load_receiver(folders[2]).lm.model  # the same architecture, for the shapes
+    assert {k: v.shape for k, v in three.items()} == {k: v.shape for k, v in initial.state_dict().items()}
+    assert all(torch.allclose(two[k], three[k], atol=1e-5) for k in two), \
+        max((two[k] - three[k]).abs().max().item() for k in two)

@@ -299,14 +299,26 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
     module.train()
     history = _fit(module, examples, cfg, deepspeed=deepspeed, label=label, dtype=dtype)
     module.eval()
-    # Under torchrun every process holds the same trained weights (ZeRO gathers them): the
-    # first one writes the checkpoint, the others wait for it rather than race it.
-    if process_rank() == 0:
-        save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine, layout)
-        log(f"trained {label} receiver on {len(examples)} conversations -> {target}")
+    # Under torchrun the first process writes the checkpoint, the others wait for it rather than
+    # race it. ZeRO-2 leaves every process the whole weights; ZeRO-3 leaves each a partition, so
+    # all of them gather the weights (a collective) while the first one writes.
+    with _whole_weights(module):
+        if process_rank() == 0:
+            save(target, lm, adapter, cfg, kind, history, receiver_ref, module.engine, layout)
+            log(f"trained {label} receiver on {len(examples)} conversations -> {target}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return target
+
+
+def _whole_weights(module: nn.Module):
+    """A context in which every parameter holds its whole value: DeepSpeed's gather after ZeRO-3,
+    nothing to do otherwise."""
+    if (getattr(module, "engine", None) or {}).get("zero_stage") != 3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
 
 
 def warm_up_adapter(adapter: CommAdapter, embed: nn.Embedding, examples: list[Example], cfg: TrainConfig,
