@@ -24,7 +24,7 @@ from typing import Any
 from interlat_bench.benchmarks.base import Agent, Benchmark, Record, Sample
 from interlat_bench.harness.core.errors import UserError
 from interlat_bench.harness.core.params import POSITIVE_INT, int_range, one_of
-from interlat_bench.harness.core.prompts import PROBE_PLAN_PROMPT
+from interlat_bench.harness.core.prompts import PROBE_PLAN_PROMPT, SHOT_TURN
 from interlat_bench.harness.core.registry import register_benchmark
 
 OBJECTS = ("key", "coin", "ring", "apple", "watch", "pen", "cup", "book", "phone", "card", "spoon", "ball",
@@ -105,17 +105,18 @@ class ProbeBenchmark(Benchmark):
     name = "probe"
     splits = ("test",)
     default_splits = ("test",)
-    planner_prompt = PROBE_PLAN_PROMPT
     after_run_rates = {"answer_in_plan": "plans that state the answer"}
     reply_tokens = 8      # a colour word and the end of the turn
     cpu_limit = None      # every test sample: they are cheap
     defaults = {"seed": 0, "n_facts": 1, "n_options": 4, "answer_position": "random", "n_test": 256,
-                "n_train": 256, "answer": "generate"}
+                "n_train": 256, "answer": "generate", "plan_shots": 0}
     # answer: "generate" (the reply, its first option colour) or "rank" (of the replies "The
     # {target} is in the {colour} box.", the one the receiver finds most likely: how an
     # untrained receiver, which talks before it answers, is asked a multiple-choice question).
-    # Added after runs were recorded.
-    unkeyed_defaults = {"answer": "generate"}
+    # plan_shots: worked examples (training tasks, each with a plan that states the target's box)
+    # before the planner prompt, for a base model that does not follow the instruction alone
+    # (Gemma-3-270m base repeats it). Both added after runs were recorded.
+    unkeyed_defaults = {"answer": "generate", "plan_shots": 0}
     param_checks = {
         "seed": int_range(0),
         "n_facts": int_range(1, len(OBJECTS)),
@@ -124,6 +125,7 @@ class ProbeBenchmark(Benchmark):
         "n_test": POSITIVE_INT,
         "n_train": POSITIVE_INT,
         "answer": one_of("generate", "rank"),
+        "plan_shots": int_range(0, 8),
     }
     # compressed_k: two epochs over the 256 training tasks at student lr 1e-4 (set once, before
     # the one measured run; SPEC 5 leaves the schedule open, the CPU default of 1 epoch at 1e-5
@@ -152,6 +154,19 @@ class ProbeBenchmark(Benchmark):
     # 81.6%; bench/probe_slot_swap.py); after two its fidelity was 65.4% -> 78.7% (n = 136).
     train_overrides = {"max_len": 64, "n_train": None, "batch_size": 8, "epochs": 2.0, "adapter_lr": 1e-4,
                        "warmup_lr": 1e-3, "adapter_warmup_steps": 1000, "warmup_ce_weight": 0.1}
+
+    @property
+    def planner_prompt(self) -> str:
+        """PROBE_PLAN_PROMPT, after ``plan_shots`` worked examples as earlier turns: the first
+        training tasks, each asked the same way and answered with a plan that states where its
+        object is (``prompts.planner_turns``)."""
+        shots = int(self.params.get("plan_shots", 0))
+        turns = []
+        for s in self._split("train")[:shots]:
+            target, colour = s.data["target"], s.data["answer"]
+            turns += [PROBE_PLAN_PROMPT.format(task=s.task),
+                      f"The {target} is in the {colour} box. Open the {colour} box and take the {target}."]
+        return SHOT_TURN.join([*turns, PROBE_PLAN_PROMPT])
 
     @property
     def chance(self) -> float:

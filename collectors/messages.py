@@ -66,6 +66,7 @@ from interlat_bench.harness.core.prompts import (
     MATH_PLAN_PROMPT,  # noqa: F401  (re-exported)
     PAPER_TOP_K,
     PAPER_TOP_P,
+    planner_turns,
 )
 from interlat_bench.harness.core.seeds import item_seed
 from interlat_bench.harness.core.settings import cache_dir, process_rank
@@ -145,9 +146,9 @@ def content_key(cfg: CollectConfig, tasks: Sequence[tuple[str, str]]) -> str:
 
 
 def prompt_ids(tokenizer, template: str, task: str) -> list[int]:
-    """Token ids of the sender's prompt: the template in the chat template, one user turn."""
-    text = tokenizer.apply_chat_template([{"role": "user", "content": template.format(task=task)}],
-                                         add_generation_prompt=True, tokenize=False)
+    """Token ids of the sender's prompt in its chat template: the template's example turns, if
+    any, then one user turn with the task (``prompts.planner_turns``)."""
+    text = tokenizer.apply_chat_template(planner_turns(template, task), add_generation_prompt=True, tokenize=False)
     return tokenizer(text, add_special_tokens=False).input_ids
 
 

@@ -216,3 +216,30 @@ def test_probe_warm_up_makes_object_rows_name_their_object_on_held_out_plans(tmp
     print(f"object rows named on held-out plans: old warm-up {before:.2f}, preset {now:.2f}")
     # Measured (128 training plans, 32 held-out): 0.37 before, 0.63 with the preset.
     assert now >= 0.5 and now >= before + 0.15
+
+
+def test_plan_shots_are_earlier_turns_of_the_senders_conversation():
+    """plan_shots=k: the first k training tasks, each asked as the probe asks and answered with a
+    plan stating its object's box, as (user, assistant) turns before the task's own; the sender's
+    tokens are its chat template over those turns; 0 leaves the prompt and the run key as they were."""
+    from interlat_bench.collectors.messages import prompt_ids
+    from interlat_bench.harness.core.models import tokenizer
+    from interlat_bench.harness.core.prompts import PROBE_PLAN_PROMPT, planner_turns
+
+    bench = ProbeBenchmark({"plan_shots": 2})
+    task = bench.samples("test", limit=1)[0].task
+    turns = planner_turns(bench.planner_prompt, task)
+    train = bench.train_samples(limit=2)
+    assert [t["role"] for t in turns] == ["user", "assistant", "user", "assistant", "user"]
+    assert turns[0]["content"] == PROBE_PLAN_PROMPT.format(task=train[0].task)
+    assert turns[1]["content"].startswith(f"The {train[0].data['target']} is in the {train[0].data['answer']} box.")
+    assert turns[-1]["content"] == PROBE_PLAN_PROMPT.format(task=task)
+    tok = tokenizer("tiny-llama")
+    assert prompt_ids(tok, bench.planner_prompt, task) == tok(
+        tok.apply_chat_template(turns, add_generation_prompt=True, tokenize=False), add_special_tokens=False).input_ids
+    assert ProbeBenchmark({"plan_shots": 0}).planner_prompt == ProbeBenchmark().planner_prompt == PROBE_PLAN_PROMPT
+
+    def key(**params):
+        return expand(methods_csv="text", tasks_csv="probe", sender="s", receiver="r",
+                      benchmark_params={"probe": params})[0].run_key
+    assert key() == key(plan_shots=0) != key(plan_shots=2)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from interlat_bench.harness.core.message import MessageKind, ValueEnum
+from interlat_bench.harness.core.prompts import planner_turns
 
 SLOT_INTRO = "Now, you are given a step-by-step plan to complete this task as follow: "
 BOP, EOP = "<bop>", "<eop>"
@@ -38,7 +39,7 @@ def opening(prompt: str, layout: Layout | str, *, message_kind: MessageKind | st
     if layout is Layout.OWN_PLAN:
         if plan_prompt is None or task is None:
             raise ValueError("an own-plan opening needs the planner prompt and the task")
-        return [{"role": "user", "content": plan_prompt.format(task=task)},
+        return [*({**turn, "context": True} for turn in planner_turns(plan_prompt, task)),
                 {"role": "assistant", "content": plan_text or "", "context": True},
                 {"role": "user", "content": PLACEHOLDER + prompt}]
     return [{"role": "user", "content": with_slot(prompt, special=layout is Layout.SLOT,

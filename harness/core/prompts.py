@@ -32,3 +32,21 @@ DEFAULT_PLAN_PROMPT = ALFWORLD_PLAN_PROMPT
 FALLBACK_TEMPERATURE = 0.7
 PAPER_TOP_P = 0.9
 PAPER_TOP_K = 50
+
+# A planner prompt may open with worked examples, as earlier turns of the sender's conversation:
+# a base model copies a pattern it is shown where it ignores an instruction (Gemma-3-270m base
+# repeats the probe's instruction; shown two tasks with their plans as turns, it plans).
+# The examples travel inside the template string, turns separated by SHOT_TURN, so that every
+# sender, every cache key and the single agent's own plan turn read them where they read the prompt.
+SHOT_TURN = "\x1e"
+
+
+def planner_turns(template: str, task: str) -> list[dict[str, str]]:
+    """The sender's conversation: the template's example turns (user, assistant, ...), then the
+    template's last part with the task, as a user turn."""
+    *shots, last = template.split(SHOT_TURN)
+    if len(shots) % 2:
+        raise ValueError("a planner prompt's example turns come in (task, plan) pairs")
+    turns = [{"role": ("user", "assistant")[i % 2], "content": text} for i, text in enumerate(shots)]
+    return [*turns, {"role": "user", "content": last.format(task=task)}]
+
