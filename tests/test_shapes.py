@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from interlat_bench.harness.core import shapes
+from interlat_bench.harness.core import models, shapes
 from interlat_bench.harness.core.errors import UserError
 
 TINY_SHAPE = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
@@ -25,12 +25,16 @@ def tiny_shape(tmp_path):
 @pytest.mark.parametrize("name, billions", [("qwen2.5-7b", 7.62), ("llama-3.1-8b", 8.03), ("qwen2.5-0.5b", 0.49)])
 def test_named_shapes_have_the_published_parameter_counts(name, billions):
     """The architecture numbers give the published sizes (Qwen2.5-7B 7.62B, Llama-3.1-8B 8.03B,
-    Qwen2.5-0.5B 0.49B parameters), counted on the meta device (no memory)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    Qwen2.5-0.5B 0.49B parameters), counted on the meta device (``models.size``: no memory)."""
+    assert round(models.size(f"shape:{name}").parameters / 1e9, 2) == billions
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**shapes.architecture(f"shape:{name}")))
-    assert round(sum(p.numel() for p in model.parameters()) / 1e9, 2) == billions
+
+def test_the_smollm2_shape_is_the_offline_models_architecture():
+    """shape:smollm2-135m has exactly the parameters and width of the converted SmolLM2 (counted
+    on its weights: models.BUILTIN_SIZES), so costs measured on it need no scaling."""
+    lm = models.load("smollm2-135m", "float32")
+    counted = models.Size(sum(p.numel() for p in lm.model.parameters()), lm.hidden_size)
+    assert models.size("shape:smollm2-135m") == models.BUILTIN_SIZES["smollm2-135m"] == counted
 
 
 def test_a_shape_model_is_random_seeded_and_generates_to_its_budget(tiny_shape):

@@ -287,6 +287,41 @@ def build_tiny(name: str, seed: int = 0):
     return model, tok
 
 
+@dataclass(frozen=True)
+class Size:
+    """What a run's cost scales with: parameters (tied embeddings counted once) and width."""
+
+    parameters: int
+    hidden_size: int
+
+
+# Counted on the converted checkpoints (their configs need the GGUF read to be known).
+BUILTIN_SIZES = {SMOLLM2: Size(134_515_008, 576), GEMMA3: Size(268_098_176, 640)}
+
+
+def size(ref: str) -> Size:
+    """Parameters and hidden size of a model reference from its configuration alone (built on
+    the meta device: no weights read or allocated); a tiny model is simply built."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if ref in BUILTIN_SIZES:
+        return BUILTIN_SIZES[ref]
+    if ref in TINY_MODELS:
+        model, _ = build_tiny(ref)
+    else:
+        if shapes.is_shape(ref):
+            config = AutoConfig.for_model(**shapes.architecture(ref))
+        else:
+            try:
+                config = AutoConfig.from_pretrained(model_path(ref))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"model {ref!r}: cannot read its configuration ({str(exc).splitlines()[0]})") from None
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    return Size(sum(p.numel() for p in model.parameters()), int(model.config.hidden_size))
+
+
 def check_ref(ref: str, flag: str = "model") -> None:
     """Fail early, in one line, on a model reference that cannot load here."""
     if ref in TINY_MODELS or ref == SMOLLM2:
@@ -373,9 +408,9 @@ def tokenizer(ref: str):
 
     if ref in TINY_MODELS:
         return own_tokenizer() if TINY_MODELS[ref][0] == "gemma3_text" else tokenizer_for_tiny()
-    if shapes.is_shape(ref):
+    if shapes.is_shape(ref) or ref == SMOLLM2:  # SmolLM2's alone, without converting its weights
         return tokenizer_for_tiny()
-    path = {SMOLLM2: smollm2_folder, GEMMA3: gemma3_folder}.get(ref, lambda: model_path(ref))()
+    path = {GEMMA3: gemma3_folder}.get(ref, lambda: model_path(ref))()
     return AutoTokenizer.from_pretrained(path)
 
 

@@ -20,7 +20,7 @@ from interlat_bench.harness.core.errors import UserError
 PREFIX = "shape:"
 
 # Published config.json numbers (Qwen/Qwen2.5-7B-Instruct, Qwen/Qwen2.5-0.5B-Instruct,
-# meta-llama/Llama-3.1-8B-Instruct); what is not listed takes transformers' default for the type.
+# HuggingFaceTB/SmolLM2-135M-Instruct, meta-llama/Llama-3.1-8B-Instruct); what is not listed takes transformers' default for the type.
 SHAPES: dict[str, dict[str, Any]] = {
     "qwen2.5-7b": {"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
                    "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
@@ -30,6 +30,11 @@ SHAPES: dict[str, dict[str, Any]] = {
                      "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
                      "vocab_size": 151936, "max_position_embeddings": 32768, "rope_theta": 1000000.0,
                      "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
+    # The offline default's architecture: costs measured on it need no scaling for a SmolLM2 grid.
+    "smollm2-135m": {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
+                     "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+                     "vocab_size": 49152, "max_position_embeddings": 8192, "rope_theta": 100000.0,
+                     "rms_norm_eps": 1e-5, "tie_word_embeddings": True},
     "llama-3.1-8b": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
                      "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
                      "vocab_size": 128256, "max_position_embeddings": 131072, "rope_theta": 500000.0,
