@@ -21,6 +21,8 @@ Stages (every time as waited for, CUDA synchronised):
 4. training: one full fine-tuning step (AdamW, fp32 weights, bf16 autocast on a GPU, causal LM
    loss, 4 x 512 tokens; not the harness trainer, whose step this bounds) at ``--train-shape`` and
    each ``--also-train``; a shape that does not fit says so.
+Stored: the per-token costs of this device (``harness.estimate.Costs``) in the cache's costs/
+folder, which ``interlat-bench run ... --dry-run --estimate`` reads.
 Peak memory: CUDA's max_memory_allocated per stage; on a CPU the process's peak resident set
 (VmHWM, reset before each stage through /proc/self/clear_refs where Linux allows it).
 """
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -41,6 +42,8 @@ import torch
 from interlat_bench.benchmarks.base import Sample
 from interlat_bench.collectors import messages as mc
 from interlat_bench.collectors.latent_steps import LatentStepHead, send_latent_steps
+from interlat_bench.harness import estimate
+from interlat_bench.harness.core.errors import UserError
 from interlat_bench.harness.core.generation import Decoding
 from interlat_bench.harness.core.message import NO_MESSAGE
 from interlat_bench.harness.core.models import device, load
@@ -197,7 +200,8 @@ def training_step(ref: str, batch: int, length: int, entry: dict) -> None:
         times = [timed(step) for _ in range(3)]
         entry["step s"] = round(statistics.median(times), 3)
         entry["tokens/s"] = round(batch * length / statistics.median(times), 1)
-        entry["parameters (B)"] = round(sum(p.numel() for p in model.parameters()) / 1e9, 3)
+        entry["parameters"] = sum(p.numel() for p in model.parameters())
+        entry["parameters (B)"] = round(entry["parameters"] / 1e9, 3)
     except torch.cuda.OutOfMemoryError as exc:
         entry["does not fit"] = f"out of memory on one GPU: {str(exc).splitlines()[0][:160]}"
     finally:  # the weights and optimizer state go with this frame; hand their memory back
@@ -222,6 +226,8 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=4)
     ap.add_argument("--train-length", type=int, default=None, help="default 512 (256 on the small shape)")
     ap.add_argument("--out", type=Path, default=None, help="write the report as JSON here too")
+    ap.add_argument("--no-store-costs", dest="store_costs", action="store_false",
+                    help="do not store this device's per-token costs (what `run --estimate` reads)")
     args = ap.parse_args()
     paper = {"naive_tasks": 4, "batched_tasks": 64, "turns": "10,20,40", "train_length": 512}
     for name, value in (paper if args.shape else SMALL_RUN).items():
@@ -231,12 +237,13 @@ def main() -> None:
         if args.shape is None:
             (Path(tmp) / "config.json").write_text(json.dumps(SMALL))
         shape = args.shape or f"shape:{Path(tmp) / 'config.json'}"
-        where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+        where = estimate.this_device()
         report: dict = {"shape": args.shape or f"small CPU shape {SMALL}", "dtype": args.dtype, "device": where,
                         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         with peak(report, "load") as entry:
             lm = load(shape, args.dtype)
-            entry["parameters (B)"] = round(sum(p.numel() for p in lm.model.parameters()) / 1e9, 3)
+            entry["parameters"] = sum(p.numel() for p in lm.model.parameters())
+            entry["parameters (B)"] = round(entry["parameters"] / 1e9, 3)
         with peak(report, "collection") as entry:
             collection(lm, shape, args.dtype, args.plan_tokens, args.naive_tasks, args.batched_tasks, entry)
         with peak(report, "communication") as entry:
@@ -253,6 +260,14 @@ def main() -> None:
     if args.out:
         args.out.write_text(text + "\n")
     print(f"device {device()}; every time as waited for; ratios from this one run")
+    if args.store_costs:
+        first_training = next(k for k in report if k.startswith("training step"))
+        try:
+            path = estimate.store(estimate.Costs.from_report(report, first_training))
+            print(f"per-token costs of {report['device']} stored in {path}: `interlat-bench run ... --estimate` "
+                  "reads them")
+        except UserError as exc:
+            print(f"per-token costs not stored: {exc}")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,10 @@ class AlfworldBenchmark(Benchmark):
     def max_steps(self) -> int:
         return int(self.params.get("max_steps", 20))
 
+    @property
+    def max_turns(self) -> int:
+        return self.max_steps
+
     def data_files(self, split: str) -> list[Path]:
         """The games of a split: each game file and the trial record beside it."""
         return [f for p in game_paths(split) for f in (p, p.parent / "traj_data.json") if f.exists()]

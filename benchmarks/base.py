@@ -199,6 +199,12 @@ class Benchmark:
         an environment (ALFWorld); single-reply benchmarks have no turn to add them to."""
         raise NotImplementedError
 
+    @property
+    def max_turns(self) -> int:
+        """Replies a sample takes at most (what a time estimate counts): one, unless the
+        benchmark plays turns."""
+        return 1
+
     def single_reply_prompt(self, sample: Sample) -> str | None:
         """The prompt of an episode that is one reply to one prompt (MATH, probe), so that
         the runner may have an agent decode several episodes' replies in one batch

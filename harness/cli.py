@@ -93,6 +93,11 @@ def run(
         "task, I from 0) and write shards only; `ingest` loads them when all N are done."),
     leaderboard_after: bool = typer.Option(True, "--leaderboard/--no-leaderboard"),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and samples to compute; run nothing."),
+    estimate: bool = typer.Option(False, "--estimate", help="A dry run with the predicted time of every stage "
+                                  "on 1, 2, 4 and 8 devices, from the per-token costs bench/paper_scale.py "
+                                  "stored for this device (or --costs)."),
+    costs: Path | None = typer.Option(None, "--costs", help="For --estimate: a costs file bench/paper_scale.py "
+                                      "stored on another device (its cache's costs/ folder)."),
     tag: list[str] = typer.Option([], "--tag", help="Label the runs (repeatable; not part of the run key): "
                                   "`leaderboard --tag` and `runs --tag` filter on it."),
     method_path: list[str] = MethodPathOpt,
@@ -115,8 +120,13 @@ def run(
     options.models(chosen.specs)
     part = options.shard(shard)
     path = options.db_path(db)
-    if dry_run:
-        views.dry_run(chosen.specs, runner.plan_grid(chosen.specs, path))
+    if dry_run or estimate or costs:
+        plans = runner.plan_grid(chosen.specs, path)
+        views.dry_run(chosen.specs, plans)
+        if estimate or costs:
+            from interlat_bench.harness import estimate as estimates
+
+            views.estimate(estimates.estimate(plans, estimates.stored_costs(costs)))
         return
     options.writable_results(path)
     options.writable_cache()

@@ -237,3 +237,22 @@ def describe(name: str) -> None:
              cls.param_checks[key].expected if key in cls.param_checks else "-"]
             for key, default in sorted(cls.defaults.items())]
     table([flag, "default", "accepted"], rows, "rich", f"{name}: every value below is part of the run key")
+
+
+def estimate(result) -> None:
+    """The predicted seconds of every stage (``harness.estimate``), on 1, 2, 4 and 8 devices."""
+    from interlat_bench.harness.estimate import DEVICES
+
+    def hms(seconds: float) -> str:
+        m, s = divmod(round(seconds), 60)
+        h, m = divmod(m, 60)
+        return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
+
+    costs = result.costs
+    rows = [[s.cell, s.stage, s.work, *(hms(s.on(n)) for n in DEVICES), s.note] for s in result.stages]
+    rows.append(["total", "", "", *(hms(result.total(n)) for n in DEVICES), ""])
+    table(["cell", "stage", "work", *(f"{n} device{'s' * (n > 1)}" for n in DEVICES), ""], rows, "rich",
+          f"estimate on {costs.device}")
+    console.print(f"per-token costs measured {costs.measured} ({costs.parameters / 1e9:.3g}B parameters), scaled "
+                  "to each model by its parameters; replies to their token cap and episodes to their step limit "
+                  "(upper bounds); model loading and game engines not counted; stages in the cache cost nothing")

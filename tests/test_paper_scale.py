@@ -1,5 +1,5 @@
 """bench/paper_scale.py runs end to end on a CPU at a small shape (a few tasks, short turns) and
-reports every stage with its time and peak memory."""
+reports every stage with its time and peak memory, and stores the device's per-token costs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_paper_scale_reports_every_stage(tmp_path):
+def test_paper_scale_reports_every_stage(results_env, tmp_path):
     out = tmp_path / "report.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "paper_scale.py"), "--naive-tasks", "1",
                            "--batched-tasks", "4", "--comm-tasks", "1", "--plan-tokens", "8", "--turns", "2,3",
@@ -27,3 +27,10 @@ def test_paper_scale_reports_every_stage(tmp_path):
     assert set(report["receiver"]["re-encoded / cached"]) == {"2", "3"}
     assert report["receiver"]["lockstep 2 games: ms per reply token"] > 0
     assert report["training step small shape"]["step s"] > 0
+    # The device's per-token costs, stored where `run --estimate` reads them (a private cache here).
+    from interlat_bench.harness import estimate
+
+    costs = estimate.stored_costs(None)
+    assert costs.device == report["device"] and costs.parameters == report["load"]["parameters"]
+    assert costs.train_token_s == 1 / report["training step small shape"]["tokens/s"]
+    assert set(costs.reply_token_s) == {1, 2} and str(estimate.costs_path(costs.device)) in done.stdout
