@@ -5,7 +5,8 @@
 # and transformers travels in .gpu/ (made here by bench/gpu_carry.sh, at most 64 MiB):
 #   .gpu/wheels/  pyarrow (collections are Parquet), for the device's Python
 #   .gpu/models/  SmolLM2's tokenizer (a shape model's tokenizer; 3 MB)
-# The report lands in $OUT/paper_scale.json (and on stdout).
+# The report lands in $OUT/paper_scale.json (and on stdout), the device's per-token costs in
+# $OUT/cache/costs/ (for `interlat-bench run ... --estimate --costs FILE` on any machine).
 set -euo pipefail
 PY=${PYTHON:-python3}
 OUT=${OUT:-/tmp/paper-scale}

@@ -5,8 +5,9 @@ What is counted, per cell, as the driver would run it (a stage already in the ca
 by an earlier cell of the grid, costs nothing):
 - plans: generated plan tokens, each to the plan's token cap, at the collector's batch;
 - receiver training: the training conversations' tokens (the receiver's tokenizer, each cut at
-  ``max_len``) plus the slot's rows, times the epochs; a latent receiver's step adds no-grad
-  forward passes for the plan and separation losses (a third of a step each);
+  ``max_len``) plus the slot's rows, times the epochs, through a forward and backward pass (a
+  latent receiver's adds no-grad forward passes for the plan and separation losses, a third of
+  a token's cost each), and one optimizer update a step;
 - student training (compressed_k): the same tokens through the student sender and the receiver;
 - messages: latent steps (and a training-free sender's prompt) at batch 1;
 - evaluation: every reply to its token cap and every episode to its step limit (upper bounds).
@@ -20,6 +21,7 @@ sender pass is not (every rank sends all of a cell's tasks).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -35,7 +37,7 @@ from interlat_bench.harness.core.settings import cache_dir
 from interlat_bench.harness.core.stages import LatentSteps, PlanCollection, SenderPass
 from interlat_bench.harness.playing import EPISODE_BATCH, EVAL_BATCH
 
-COSTS_VERSION = 1
+COSTS_VERSION = 2  # 2: the optimizer's update apart from the tokens' forward-backward
 DEVICES = (1, 2, 4, 8)  # the device counts the estimate is shown for
 TURN_TOKENS = 8  # chat-template tokens around each turn of a training conversation
 
@@ -52,7 +54,8 @@ class Costs:
     plan_token_s: dict[int, float]   # collector batch -> seconds per generated plan token
     latent_step_s: float             # one latent step of one task at batch 1 (prompt included)
     reply_token_s: dict[int, float]  # games decoded together -> seconds per reply token per game
-    train_token_s: float             # one token through a full fine-tuning step
+    train_token_s: float             # one token through a fine-tuning step's forward and backward
+    optimizer_step_s: float          # AdamW's update of every weight, once a step
     measured: str = ""               # when and on what shape
     version: int = COSTS_VERSION
 
@@ -82,7 +85,8 @@ class Costs:
                    plan_token_s={int(m.group(1)): 1 / v for key, v in coll.items()
                                  if (m := re.fullmatch(r"collector batch (\d+) tokens/s", key))},
                    latent_step_s=comm[f"K={k} untrained s/task"] / k, reply_token_s=reply,
-                   train_token_s=1 / train["tokens/s"], measured=f"{report['date']}, {report['shape']}")
+                   train_token_s=1 / train["forward-backward tokens/s"], optimizer_step_s=train["optimizer step s"],
+                   measured=f"{report['date']}, {report['shape']}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -225,9 +229,11 @@ def _cell(grid: _Grid, spec, todo: int) -> list[StageTime]:
         training = (cfg, train, messages_key, per_epoch)
         if grid.first(receiver_key) and not (cache_dir() / "receivers" / receiver_key / "DONE").exists():
             passes = 1 + (1 / 3 + (1 / 3 if cfg.neg_weight > 0 else 0) if latent else 0)
+            steps = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum)) * cfg.epochs
             out.append(StageTime(label, "receiver training",
-                                 f"{len(train)} conversations x {cfg.epochs:g} epochs, {per_epoch} tokens each",
-                                 per_epoch * cfg.epochs * passes * costs.train_token_s
+                                 f"{len(train)} conversations x {cfg.epochs:g} epochs, {per_epoch} tokens an epoch, "
+                                 f"{steps:g} steps", (per_epoch * cfg.epochs * passes * costs.train_token_s
+                                                      + steps * costs.optimizer_step_s)
                                  * grid.scale(stage.receiver, training=True)))
     messages = spec.stages.messages
     steps_s = costs.latent_step_s
@@ -241,9 +247,11 @@ def _cell(grid: _Grid, spec, todo: int) -> list[StageTime]:
             key = student_key(cache_dir() / "receivers" / receiver_key, student, [x.id for x in train],
                               messages_key, spec.dtype)
             if grid.first(key) and not (cache_dir() / "students" / key / "DONE").exists():
+                steps = math.ceil(len(train) / student.batch_size) * s.epochs
                 out.append(StageTime(label, "student training", f"{len(train)} conversations x {s.epochs:g} epochs",
                                      per_epoch * s.epochs * costs.train_token_s
-                                     * (grid.scale(messages.sender, True) + grid.scale(stage.receiver, True))))
+                                     * (grid.scale(messages.sender, True) + grid.scale(stage.receiver, True))
+                                     + steps * costs.optimizer_step_s * grid.scale(messages.sender, True)))
         out.append(StageTime(label, "messages", f"{len(samples)} tasks x {messages.k} latent steps",
                              len(samples) * messages.k * steps_s * grid.scale(messages.sender)))
     elif isinstance(messages, SenderPass):
@@ -253,13 +261,23 @@ def _cell(grid: _Grid, spec, todo: int) -> list[StageTime]:
         out.append(StageTime(label, "messages", f"{tasks} tasks x {steps} sender steps ({messages.family})",
                              tasks * steps * steps_s * grid.scale(messages.sender), splits=False,
                              note="not split across devices"))
-    if spec.receiver is not None:
-        single = bench.single_reply_prompt(samples[0]) is not None if samples else True
-        games = EVAL_BATCH if single else EPISODE_BATCH["cuda" if costs.gpu else "cpu"]
+    if spec.receiver is not None and samples:
+        prompts = [bench.single_reply_prompt(x) for x in samples]
+        single = prompts[0] is not None
+        games = min(todo, EVAL_BATCH if single else EPISODE_BATCH["cuda" if costs.gpu else "cpu"])
         replies = todo * (1 if single else bench.max_turns)
-        out.append(StageTime(label, "evaluation", f"{replies} replies x {spec.decoding.max_new_tokens} tokens "
-                             f"({games} at once)", replies * spec.decoding.max_new_tokens
-                             * costs.at_batch(costs.reply_token_s, games) * grid.scale(spec.receiver)))
+        seconds = replies * spec.decoding.max_new_tokens * costs.at_batch(costs.reply_token_s, games) \
+            * grid.scale(spec.receiver)
+        work = f"{replies} replies x {spec.decoding.max_new_tokens} tokens ({games} at once)"
+        if single:  # one reply to one prompt: reading the prompt and the message's rows is a forward
+            # pass over them, a third of a training step's cost a token (a multi-turn reply's
+            # observation is short beside its step limit's bound).
+            rows = messages.max_new_tokens if isinstance(messages, PlanCollection) \
+                else messages.k if isinstance(messages, LatentSteps) else 0
+            read = round(todo * (rows + sum(grid.tokens(spec.receiver, p) for p in prompts) / len(prompts)))
+            seconds += read * costs.train_token_s / 3 * grid.scale(spec.receiver, training=True)
+            work += f", {read} prompt tokens read"
+        out.append(StageTime(label, "evaluation", work, seconds))
     return out
 
 

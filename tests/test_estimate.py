@@ -5,6 +5,7 @@ already hold; split across devices except a training-free sender's pass."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -19,7 +20,8 @@ from interlat_bench.harness.core.runspec import DecodingSpec
 TINY = models.size("tiny-llama").parameters
 # One second per unit of work on a model of tiny-llama's size: an estimate's seconds are its counts.
 UNIT = estimate.Costs(device="CPU (test)", dtype="float32", parameters=TINY, train_parameters=TINY,
-                      plan_token_s={64: 1.0}, latent_step_s=1.0, reply_token_s={1: 1.0, 16: 0.5}, train_token_s=1.0)
+                      plan_token_s={64: 1.0}, latent_step_s=1.0, reply_token_s={1: 1.0, 4: 0.75, 16: 0.5}, train_token_s=1.0,
+                      optimizer_step_s=100.0)
 ARGS = dict(methods_csv="latent,text,no_comm,cross_task,latentmas", tasks_csv="probe", splits_csv="test", sender="tiny-llama",
             receiver="tiny-llama", limit=4, decoding=DecodingSpec(max_new_tokens=4),
             method_params={"n_train": 4, "latent_steps": 3})
@@ -38,10 +40,13 @@ def test_costs_come_from_the_scripts_report_and_read_back(results_env):
               "communication": {"K=8 untrained s/task": 0.4, "K=8 student s/task": 0.5},
               "receiver": {"lockstep 1 games: ms per reply token per game": 40.0,
                            "lockstep 16 games: ms per reply token per game": 5.0},
-              "training step small shape": {"tokens/s": 200.0, "parameters (B)": 0.016, "parameters": 16_300_000}}
+              "training step small shape": {"tokens/s": 200.0, "forward-backward tokens/s": 250.0,
+                                            "optimizer step s": 0.8, "parameters (B)": 0.016,
+                                            "parameters": 16_300_000}}
     costs = estimate.Costs.from_report(report, "training step small shape")
     assert costs.plan_token_s == {16: 0.01, 64: 0.004} and costs.latent_step_s == 0.05
-    assert costs.reply_token_s == {1: 0.04, 16: 0.005} and costs.train_token_s == 0.005
+    assert costs.reply_token_s == {1: 0.04, 16: 0.005} and costs.train_token_s == 0.004
+    assert costs.optimizer_step_s == 0.8
     assert costs.parameters == 16_300_000 and not costs.gpu
     assert estimate.Costs.at_batch(costs.plan_token_s, 32) == 0.01 and estimate.Costs.at_batch(costs.plan_token_s, 8) == 0.01
     assert estimate.Costs.read(estimate.store(costs)) == costs
@@ -61,13 +66,23 @@ def test_each_stage_is_counted_once_and_what_is_cached_or_recorded_costs_nothing
     plans = fresh[("latent", "evaluation plans")]
     length = int(plans.work.split(" x ")[1].split()[0])
     assert plans.work.startswith("4 plans") and plans.seconds == 4 * length  # one second a plan token
-    # Single-reply probe: replies decoded 16 at once, 0.5 s a token each, 4 tokens a reply.
-    assert all(fresh[(m, "evaluation")].seconds == 4 * 4 * 0.5 for m in ("latent", "text", "no_comm", "latentmas"))
+    # Single-reply probe: the 4 replies decoded together (up to 16 would be), 0.75 s a token
+    # each at 4 at once, 4 tokens a reply; and the prompts (with a plan's rows) read in a forward
+    # pass, a third of a training token each.
+    read = {m: int(fresh[(m, "evaluation")].work.split(", ")[1].split()[0]) for m in ("latent", "no_comm", "latentmas")}
+    for m in read:
+        assert fresh[(m, "evaluation")].seconds == pytest.approx(4 * 4 * 0.75 + read[m] / 3)
+    assert read["latent"] == read["no_comm"] + 4 * length and read["latentmas"] == read["no_comm"] > 4 * 10
     # latentmas: 4 tasks x (3 latent steps + the prompt), on every device whole.
     sender = fresh[("latentmas", "messages")]
     assert sender.seconds == 4 * 4 and sender.on(4) == sender.seconds and not sender.splits
     training = fresh[("no_comm", "receiver training")]
-    assert training.seconds > 0 and training.on(4) == training.seconds / 4
+    conversations, epochs, tokens, steps = (float(re.search(pattern, training.work).group(1)) for pattern in
+                                            (r"^(\d+) conversations", r"x ([\d.]+) epochs", r"(\d+) tokens an epoch",
+                                             r"([\d.]+) steps"))
+    assert conversations == 4 and tokens > 4 * 10 and steps >= 1
+    assert training.seconds == pytest.approx(epochs * tokens + steps * 100.0)  # tokens, then the optimizer's updates
+    assert training.on(4) == training.seconds / 4
     # A latent receiver's step also runs the plan and separation forwards: it costs more a token.
     assert fresh[("latent", "receiver training")].seconds > fresh[("text", "receiver training")].seconds
 

@@ -32,5 +32,6 @@ def test_paper_scale_reports_every_stage(results_env, tmp_path):
 
     costs = estimate.stored_costs(None)
     assert costs.device == report["device"] and costs.parameters == report["load"]["parameters"]
-    assert costs.train_token_s == 1 / report["training step small shape"]["tokens/s"]
+    train = report["training step small shape"]
+    assert costs.train_token_s == 1 / train["forward-backward tokens/s"] and costs.optimizer_step_s == train["optimizer step s"]
     assert set(costs.reply_token_s) == {1, 2} and str(estimate.costs_path(costs.device)) in done.stdout
