@@ -182,20 +182,28 @@ class _Grid:
 def estimate(plans, costs: Costs) -> Estimate:
     """The stages of every cell of ``plans`` (``runner.plan_grid``'s) that a run would compute."""
     grid, out = _Grid(costs), Estimate(costs)
+    specs = [p.spec for p in plans]
     for plan in plans:
         if plan.total > plan.done:  # a finished cell builds nothing
-            out.stages.extend(_cell(grid, plan.spec, plan.total - plan.done))
+            out.stages.extend(_cell(grid, plan.spec, plan.total - plan.done, _label(plan.spec, specs)))
     return out
 
 
-def _cell(grid: _Grid, spec, todo: int) -> list[StageTime]:
+def _label(spec, specs) -> str:
+    """The cell's name: its method with the parameters its grid sweeps, benchmark, split, seed."""
+    swept = [f"{k}={v}" for k, v in spec.method_params
+             if len({dict(o.method_params).get(k) for o in specs if o.method == spec.method}) > 1]
+    return f"{spec.method}{'[' + ', '.join(swept) + ']' if swept else ''} {spec.benchmark}/{spec.split} seed {spec.seed}"
+
+
+def _cell(grid: _Grid, spec, todo: int, label: str) -> list[StageTime]:
     from interlat_bench.collectors.messages import collection_path, stored_ids
     from interlat_bench.collectors.plans import collect_config
     from interlat_bench.trainers.checkpoint import checkpoint_key
     from interlat_bench.trainers.compression import CompressConfig, student_key
     from interlat_bench.trainers.config import TrainConfig
 
-    costs, label, out = grid.costs, f"{spec.method} {spec.benchmark}/{spec.split} seed {spec.seed}", []
+    costs, out = grid.costs, []
     bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
     samples = bench.samples(spec.split, spec.limit)
 

@@ -117,3 +117,9 @@ def test_run_estimate_prints_the_table_or_says_what_is_missing(results_env, tmp_
     costs.write_text("{}")
     bad = CliRunner().invoke(app, [*args, "--costs", str(costs)], env={"COLUMNS": "250"})
     assert bad.exit_code == 1 and "not a costs file" in bad.output
+
+
+def test_cells_of_a_sweep_are_named_by_what_they_sweep(results_env):
+    specs = grid.expand(**{**ARGS, "methods_csv": "latentmas", "method_params": {"latent_steps": [0, 2]}})
+    cells = {s.cell for s in estimate.estimate(runner.plan_grid(specs, results_env), UNIT).stages}
+    assert cells == {"latentmas[latent_steps=0] probe/test seed 0", "latentmas[latent_steps=2] probe/test seed 0"}
