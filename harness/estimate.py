@@ -35,6 +35,7 @@ from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.registry import benchmarks
 from interlat_bench.harness.core.settings import cache_dir
 from interlat_bench.harness.core.stages import LatentSteps, PlanCollection, SenderPass
+from interlat_bench.harness.grid import swept_params
 from interlat_bench.harness.playing import EPISODE_BATCH, EVAL_BATCH
 
 COSTS_VERSION = 2  # 2: the optimizer's update apart from the tokens' forward-backward
@@ -157,6 +158,7 @@ class _Grid:
         self.sizes: dict[str, models.Size] = {}
         self.tokenizers: dict[str, Any] = {}
         self.seen: set[str] = set()  # cache keys of stages an earlier cell builds
+        self.epochs: dict[str, int] = {}  # receiver key -> tokens of one epoch
 
     def size(self, ref: str) -> models.Size:
         if ref not in self.sizes:
@@ -172,6 +174,14 @@ class _Grid:
             self.tokenizers[ref] = models.tokenizer(ref)
         return len(self.tokenizers[ref](text, add_special_tokens=False).input_ids)
 
+    def epoch_tokens(self, key: str, ref: str, train, cfg, rows: int) -> int:
+        """Tokens of one epoch of the training set of receiver ``key``: each conversation cut at
+        ``max_len``, plus the slot's ``rows`` (<bop> rows <eop>); tokenised once per grid."""
+        if key not in self.epochs:
+            self.epochs[key] = sum(rows + min(cfg.max_len, sum(self.tokens(ref, t["content"]) + TURN_TOKENS
+                                                               for t in s.data["conversation"])) for s in train)
+        return self.epochs[key]
+
     def first(self, key: str) -> bool:
         """Whether the stage of cache key ``key`` is counted here (not by an earlier cell)."""
         new = key not in self.seen
@@ -182,18 +192,17 @@ class _Grid:
 def estimate(plans, costs: Costs) -> Estimate:
     """The stages of every cell of ``plans`` (``runner.plan_grid``'s) that a run would compute."""
     grid, out = _Grid(costs), Estimate(costs)
-    specs = [p.spec for p in plans]
+    swept = swept_params([p.spec for p in plans])
     for plan in plans:
         if plan.total > plan.done:  # a finished cell builds nothing
-            out.stages.extend(_cell(grid, plan.spec, plan.total - plan.done, _label(plan.spec, specs)))
+            out.stages.extend(_cell(grid, plan.spec, plan.total - plan.done, _label(plan.spec, swept)))
     return out
 
 
-def _label(spec, specs) -> str:
+def _label(spec, swept: set[str]) -> str:
     """The cell's name: its method with the parameters its grid sweeps, benchmark, split, seed."""
-    swept = [f"{k}={v}" for k, v in spec.method_params
-             if len({dict(o.method_params).get(k) for o in specs if o.method == spec.method}) > 1]
-    return f"{spec.method}{'[' + ', '.join(swept) + ']' if swept else ''} {spec.benchmark}/{spec.split} seed {spec.seed}"
+    params = ", ".join(f"{k}={v}" for k, v in spec.method_params if k in swept)
+    return f"{spec.method}{f'[{params}]' if params else ''} {spec.benchmark}/{spec.split} seed {spec.seed}"
 
 
 def _cell(grid: _Grid, spec, todo: int, label: str) -> list[StageTime]:
@@ -230,12 +239,10 @@ def _cell(grid: _Grid, spec, todo: int, label: str) -> list[StageTime]:
         sender_dim = grid.size(stage.sender or spec.sender).hidden_size if latent else None
         receiver_key = checkpoint_key(stage.receiver, stage.kind, cfg, [s.id for s in train], messages_key,
                                       stage.dtype, sender_dim, stage.layout)
-        # Tokens of one epoch: each conversation cut at max_len, plus the slot (<bop> rows <eop>).
         rows = 2 + (min(stage.plans.max_new_tokens, cfg.max_slot_rows) if stage.plans else 0)
-        per_epoch = sum(rows + min(cfg.max_len, sum(grid.tokens(stage.receiver, t["content"]) + TURN_TOKENS
-                                                    for t in s.data["conversation"])) for s in train)
-        training = (cfg, train, messages_key, per_epoch)
+        training = (cfg, train, messages_key, lambda: grid.epoch_tokens(receiver_key, stage.receiver, train, cfg, rows))
         if grid.first(receiver_key) and not (cache_dir() / "receivers" / receiver_key / "DONE").exists():
+            per_epoch = training[3]()
             passes = 1 + (1 / 3 + (1 / 3 if cfg.neg_weight > 0 else 0) if latent else 0)
             steps = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum)) * cfg.epochs
             out.append(StageTime(label, "receiver training",
@@ -249,13 +256,13 @@ def _cell(grid: _Grid, spec, todo: int, label: str) -> list[StageTime]:
         plans_stage(messages, bench.sender_tasks(samples), "evaluation plans")
     elif isinstance(messages, LatentSteps):
         if messages.student is not None and training is not None:
-            s, (cfg, train, messages_key, per_epoch) = messages.student, training
+            s, (cfg, train, messages_key, epoch_tokens) = messages.student, training
             student = CompressConfig(k=s.k, epochs=s.epochs, lr=s.lr, head_lr=s.head_lr,
                                      batch_size=cfg.batch_size, seed=cfg.seed)
             key = student_key(cache_dir() / "receivers" / receiver_key, student, [x.id for x in train],
                               messages_key, spec.dtype)
             if grid.first(key) and not (cache_dir() / "students" / key / "DONE").exists():
-                steps = math.ceil(len(train) / student.batch_size) * s.epochs
+                steps, per_epoch = math.ceil(len(train) / student.batch_size) * s.epochs, epoch_tokens()
                 out.append(StageTime(label, "student training", f"{len(train)} conversations x {s.epochs:g} epochs",
                                      per_epoch * s.epochs * costs.train_token_s
                                      * (grid.scale(messages.sender, True) + grid.scale(stage.receiver, True))

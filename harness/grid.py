@@ -248,3 +248,10 @@ def from_options(grid: Path | None, given: dict[str, Any], *, params: dict[str, 
         settings={**file.get("settings", {}), **settings, **({"max_steps": max_steps} if max_steps is not None else {})},
     )
     return Grid(specs, tags([*tag_values, *split_csv(file.get("tags"))]), file.get("note"))
+
+
+def swept_params(specs: list[RunSpec]) -> set[str]:
+    """The method parameters whose value differs between cells of one method: what tells a
+    sweep's cells apart in a listing."""
+    return {k for s in specs for k, _ in s.method_params
+            if len({dict(o.method_params).get(k) for o in specs if o.method == s.method}) > 1}

@@ -126,8 +126,9 @@ def run_summary(results, db: Path, sharded: bool = False) -> None:
 
 def dry_run(specs, plans) -> None:
     """The grid's cells with their swept parameters, samples to compute and what trains them."""
-    swept = sorted({k for s in specs for k, v in s.method_params
-                    if len({dict(o.method_params).get(k) for o in specs if o.method == s.method}) > 1})
+    from interlat_bench.harness.grid import swept_params
+
+    swept = swept_params(specs)
     rows = [[c.spec.method, ", ".join(f"{k}={v}" for k, v in c.spec.method_params if k in swept),
              f"{c.spec.benchmark}/{c.spec.split}", c.spec.seed, c.total, c.done, c.total - c.done, c.trains,
              c.spec.run_key] for c in plans]
