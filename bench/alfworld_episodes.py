@@ -53,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     params = dict(p.split("=", 1) for p in args.param)
     [spec] = expand(methods_csv=args.method, tasks_csv="alfworld", splits_csv="seen", seeds=[0],
-                    sender=args.model, receiver=args.model, dtype="float32", limit=args.games,
+                    sender_model=args.model, receiver_model=args.model, dtype="float32", limit=args.games,
                     method_params=params)
     print(f"{args.method} {params or ''} ({args.model}) as the agent, {args.games} seen ALFWorld games, "
           "greedy, 20 steps at most")

@@ -38,7 +38,7 @@ def main() -> None:
     changes = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     rc.PRESETS["cpu"] = replace(rc.PRESETS["cpu"], **changes)
     [spec] = expand(methods_csv=args.method, tasks_csv="alfworld", splits_csv="seen", seeds=[0],
-                    sender="smollm2-135m", receiver="smollm2-135m", dtype="float32",
+                    sender_model="smollm2-135m", receiver_model="smollm2-135m", dtype="float32",
                     method_params={"preset": "cpu"})
     bench = AlfworldBenchmark(dict(spec.benchmark_params))
     cell = Cell(spec, bench, log=lambda m: print(m, flush=True), checkpoint=Path(args.checkpoint) if args.checkpoint else None)

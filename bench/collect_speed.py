@@ -172,13 +172,13 @@ def main() -> None:
           f"naive and batch 1: {len(subset)} of them (one in {args.naive_every} by prompt length)")
 
     def config(dtype: str, batch_size: int) -> mc.CollectConfig:
-        return mc.CollectConfig(sender=args.sender, dtype=dtype, prompt_template=template, decoding=dec,
+        return mc.CollectConfig(sender_model=args.sender, dtype=dtype, prompt_template=template, decoding=dec,
                                 batch_size=batch_size)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for d, model in loaded.items():  # warm up kernels and allocator once per dtype (not timed)
-            mc.collect_messages(mc.CollectConfig(sender=args.sender, dtype=d, prompt_template=template,
+            mc.collect_messages(mc.CollectConfig(sender_model=args.sender, dtype=d, prompt_template=template,
                                                  decoding=Decoding(max_new_tokens=4), batch_size=2),
                                 tasks[:2], out_root=tmp / f"warm-{d}", loaded=model)
 

@@ -54,7 +54,7 @@ def main() -> None:
     full, steps, rows = [], {k: [] for k in ks}, []
     for r in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = mc.CollectConfig(sender=args.sender, prompt_template=ALFWORLD_PLAN_PROMPT, decoding=dec, seed=r)
+            cfg = mc.CollectConfig(sender_model=args.sender, prompt_template=ALFWORLD_PLAN_PROMPT, decoding=dec, seed=r)
             sync()
             t0 = time.perf_counter()
             folder = mc.collect_messages(cfg, tasks, out_root=tmp, loaded=sender)

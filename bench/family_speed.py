@@ -45,7 +45,7 @@ def main() -> None:
     prompt = bench.planner_prompt
     paths = {
         "interlat (plan + latents)": lambda tmp: mc.collect_messages(
-            mc.CollectConfig(sender=args.sender, prompt_template=prompt,
+            mc.CollectConfig(sender_model=args.sender, prompt_template=prompt,
                              decoding=Decoding(greedy=True, max_new_tokens=plan_tokens)), tasks, out_root=tmp, loaded=lm),
         "latentmas 0 steps": lambda tmp: latentmas.send(lm, tasks, prompt_template=prompt, latent_steps=0,
                                                         realign_mode="matrix", latent_only=False),

@@ -32,7 +32,7 @@ def main() -> None:
     bench = AlfworldBenchmark({"sender_view": "expert"})
     samples = bench.samples(args.split, limit=args.limit)
     params = {**SENDER_DEFAULTS, "plan_tokens": args.plan_tokens, "plan_greedy": args.greedy}
-    plans = collect_plans(plan_collection(params, bench, sender=args.sender, dtype="float32", seed=0),
+    plans = collect_plans(plan_collection(params, bench, sender_model=args.sender, dtype="float32", seed=0),
                           bench.sender_tasks(samples))
     restated = listed = 0
     for sample in samples:

@@ -117,7 +117,7 @@ def collection(lm, ref: str, dtype: str, plan_tokens: int, n_naive: int, n_batch
 
     entry["naive batch 1 tokens/s"] = round(n_naive * plan_tokens / timed(naive), 1)
     for batch in (16, 64):
-        cfg = mc.CollectConfig(sender=ref, dtype=dtype, prompt_template=ALFWORLD_PLAN_PROMPT,
+        cfg = mc.CollectConfig(sender_model=ref, dtype=dtype, prompt_template=ALFWORLD_PLAN_PROMPT,
                                decoding=Decoding(greedy=True, max_new_tokens=plan_tokens), batch_size=batch)
         with tempfile.TemporaryDirectory() as tmp:
             seconds = timed(lambda: mc.collect_messages(cfg, work[:n_batched], out_root=tmp, loaded=lm))  # noqa: B023
@@ -128,7 +128,7 @@ def collection(lm, ref: str, dtype: str, plan_tokens: int, n_naive: int, n_batch
 
 def communication(lm, ref: str, dtype: str, plan_tokens: int, k: int, n: int, entry: dict) -> None:
     work = tasks(n)
-    cfg = mc.CollectConfig(sender=ref, dtype=dtype, prompt_template=ALFWORLD_PLAN_PROMPT,
+    cfg = mc.CollectConfig(sender_model=ref, dtype=dtype, prompt_template=ALFWORLD_PLAN_PROMPT,
                            decoding=Decoding(greedy=True, max_new_tokens=plan_tokens), batch_size=1)
     full = []
     for task in work:

@@ -49,11 +49,11 @@ def write_shards(root: Path, n_samples: int, n_runs: int, one_file_per_sample: b
             method = METHODS[r % len(METHODS)]
             benchmark, split = BENCHMARKS[(r // len(METHODS)) % len(BENCHMARKS)]
             seed = r // (len(METHODS) * len(BENCHMARKS))
-            spec = RunSpec.make(method=method, benchmark=benchmark, split=split, receiver="smollm2-135m",
-                                sender="smollm2-135m", seed=seed)
+            spec = RunSpec.make(method=method, benchmark=benchmark, split=split, receiver_model="smollm2-135m",
+                                sender_model="smollm2-135m", seed=seed)
             writer = ShardWriter(root, spec.run_key)
             writer.write_run({"method": method, "benchmark": benchmark, "split": split, "seed": seed,
-                              "sender": "smollm2-135m", "receiver": "smollm2-135m", "spec": spec.to_json(),
+                              "sender_model": "smollm2-135m", "receiver_model": "smollm2-135m", "spec": spec.to_json(),
                               "status": "complete"})
             for i in range(per_run):
                 ok = rng.random() < 0.4

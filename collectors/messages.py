@@ -91,7 +91,7 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class CollectConfig:
-    sender: str
+    sender_model: str
     dtype: str = "float32"
     prompt_template: str = ALFWORLD_PLAN_PROMPT
     decoding: Decoding = field(default_factory=Decoding)
@@ -122,7 +122,7 @@ class CollectConfig:
         below fp32, where the rows a batch holds change the plans (SmolLM2 in bf16: 21 of 128
         greedy plans the same at batches of 32 and 64; in fp32, all 128)."""
         dec = self.effective_decoding()
-        d = {"sender": self.sender, "dtype": self.dtype, "prompt_template": self.prompt_template,
+        d = {"sender": self.sender_model, "dtype": self.dtype, "prompt_template": self.prompt_template,
              "decoding": dec.key(), "keep_rows": self.keep_rows}
         if not dec.greedy:
             d["seed"] = self.seed
@@ -302,7 +302,7 @@ def collect_messages(cfg: CollectConfig, tasks: Sequence[tuple[str, str]],
     Returns the collection folder (give it to ``load_messages``). Reuses a finished one
     without loading the model; resumes from ``parts/`` after an interruption.
     ``progress(done, total)`` is called after each batch with this process's task counts.
-    ``loaded`` is an already loaded ``LoadedModel`` for ``cfg.sender`` (else it is loaded).
+    ``loaded`` is an already loaded ``LoadedModel`` for ``cfg.sender_model`` (else it is loaded).
     """
     tasks = [(str(i), str(t)) for i, t in tasks]
     if not tasks:
@@ -336,7 +336,7 @@ def _collect(cfg, tasks, folder: Path, rank: int, world: int, progress, loaded) 
         if loaded is None:
             from interlat_bench.harness.core.models import load
 
-            loaded = load(cfg.sender, cfg.dtype)
+            loaded = load(cfg.sender_model, cfg.dtype)
         tok = loaded.tokenizer
         encoded = [prompt_ids(tok, cfg.prompt_template, text) for _, text in todo]
         # Batches of similar prompt length (narrow padded KV cache), longest first; ranks take
@@ -496,7 +496,7 @@ def _generate_batch(loaded, cfg: CollectConfig, items, seqs, stop: set[int], set
         records["latents"].append(m16.reshape(-1).numpy())
         records["rows"].append(int(m16.shape[0]))
         records["dim"].append(int(hidden.shape[-1]))
-        records["sender"].append(cfg.sender)
+        records["sender"].append(cfg.sender_model)
         records["generation"].append(settings)
         records["gen_ms"].append(share_ms)
     return records
@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     temperature = args.temperature if args.temperature is not None else \
         bench.plan_temperature if bench else FALLBACK_TEMPERATURE
     cfg = CollectConfig(
-        sender=args.sender, dtype=args.dtype, prompt_template=bench.planner_prompt if bench else args.prompt,
+        sender_model=args.sender, dtype=args.dtype, prompt_template=bench.planner_prompt if bench else args.prompt,
         decoding=Decoding(greedy=not args.sample, temperature=temperature, top_p=args.top_p,
                           top_k=args.top_k, max_new_tokens=args.max_new_tokens),
         seed=args.seed, batch_size=args.batch_size, keep_rows=args.keep_rows)

@@ -21,7 +21,7 @@ def collect_config(spec: PlanCollection):
     from interlat_bench.collectors.messages import CollectConfig
     from interlat_bench.harness.core.generation import Decoding
 
-    return CollectConfig(sender=spec.sender, dtype=spec.dtype, prompt_template=spec.prompt_template,
+    return CollectConfig(sender_model=spec.sender_model, dtype=spec.dtype, prompt_template=spec.prompt_template,
                          decoding=Decoding(greedy=spec.greedy, temperature=spec.temperature, top_p=spec.top_p,
                                            top_k=spec.top_k, max_new_tokens=spec.max_new_tokens),
                          seed=spec.seed, keep_rows=spec.keep_rows)
@@ -39,7 +39,7 @@ def collect_plans(spec: PlanCollection, tasks: Sequence[tuple[str, str]]) -> Mes
 
     cfg = collect_config(spec)
     cached = stored_ids(collection_path(cfg, tasks))
-    with progress.track(f"collect {cfg.sender} plans", sum(t not in cached for t, _ in tasks)) as stage:
+    with progress.track(f"collect {cfg.sender_model} plans", sum(t not in cached for t, _ in tasks)) as stage:
         path = collect_messages(cfg, tasks, progress=progress.counter(stage))
     out = Messages({tid: replace(m, from_cache=tid in cached) for tid, m in load_messages(path).items()})
     out.key = path.name

@@ -168,7 +168,8 @@ def leaderboard(
 
     options.table_format(format)
     path = options.existing_db(db)
-    chosen = {"method": methods, "benchmark": tasks, "split": splits, "sender": sender, "receiver": receiver}
+    chosen = {"method": methods, "benchmark": tasks, "split": splits, "sender_model": sender,
+              "receiver_model": receiver}
     for (column, value), flag in zip(chosen.items(), ("--methods", "--tasks", "--splits", "--sender", "--receiver"),
                                      strict=True):
         options.known_in_db(path, column, split_csv(value), flag)
@@ -311,7 +312,7 @@ def collect(
     options.writable_cache()
     from interlat_bench.harness import runner
 
-    messages = runner.collect_split(task, split, sender=sender, dtype=dtype, params=key_values(param), limit=limit,
+    messages = runner.collect_split(task, split, sender_model=sender, dtype=dtype, params=key_values(param), limit=limit,
                                     keep_rows=keep_rows)
     rows = [m.rows for m in messages.values()]
     console.print(f"{len(messages)} messages ({sum(rows) / max(len(rows), 1):.1f} rows on average) "
@@ -340,7 +341,7 @@ def train(
     from interlat_bench.harness import runner, terminal
     from interlat_bench.harness.core.settings import process_rank
 
-    spec = runner.one_spec(method, task, sender=sender, receiver=receiver, dtype=dtype, params=key_values(param))
+    spec = runner.one_spec(method, task, sender_model=sender, receiver_model=receiver, dtype=dtype, params=key_values(param))
     options.models([spec])
     folder = runner.train(spec, deepspeed=str(deepspeed) if deepspeed else None, log=terminal.log.info)
     if process_rank() == 0:  # under torchrun, the first process answers

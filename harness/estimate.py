@@ -226,21 +226,21 @@ def _cell(grid: _Grid, spec, todo: int, label: str) -> list[StageTime]:
             if missing:
                 out.append(StageTime(label, what, f"{missing} plans x {length} tokens",
                                      missing * length * costs.at_batch(costs.plan_token_s, cfg.batch_size)
-                                     * grid.scale(stage.sender)))
+                                     * grid.scale(stage.sender_model)))
         return path.name
 
     receiver_key = training = None
-    stage = spec.stages.receiver
+    stage = spec.stages.receiver_training
     if stage is not None:
         cfg = TrainConfig(**stage.config())
         train = bench.train_samples(limit=cfg.n_train, detours=cfg.detours)
         messages_key = plans_stage(stage.plans, bench.sender_tasks(train), "training plans") if stage.plans else None
         latent = stage.layout is Layout.SLOT and stage.kind is MessageKind.LATENT
-        sender_dim = grid.size(stage.sender or spec.sender).hidden_size if latent else None
-        receiver_key = checkpoint_key(stage.receiver, stage.kind, cfg, [s.id for s in train], messages_key,
+        sender_dim = grid.size(stage.sender_model or spec.sender_model).hidden_size if latent else None
+        receiver_key = checkpoint_key(stage.receiver_model, stage.kind, cfg, [s.id for s in train], messages_key,
                                       stage.dtype, sender_dim, stage.layout)
         rows = 2 + (min(stage.plans.max_new_tokens, cfg.max_slot_rows) if stage.plans else 0)
-        training = (cfg, train, messages_key, lambda: grid.epoch_tokens(receiver_key, stage.receiver, train, cfg, rows))
+        training = (cfg, train, messages_key, lambda: grid.epoch_tokens(receiver_key, stage.receiver_model, train, cfg, rows))
         if grid.first(receiver_key) and not (cache_dir() / "receivers" / receiver_key / "DONE").exists():
             per_epoch = training[3]()
             passes = 1 + (1 / 3 + (1 / 3 if cfg.neg_weight > 0 else 0) if latent else 0)
@@ -249,7 +249,7 @@ def _cell(grid: _Grid, spec, todo: int, label: str) -> list[StageTime]:
                                  f"{len(train)} conversations x {cfg.epochs:g} epochs, {per_epoch} tokens an epoch, "
                                  f"{steps:g} steps", (per_epoch * cfg.epochs * passes * costs.train_token_s
                                                       + steps * costs.optimizer_step_s)
-                                 * grid.scale(stage.receiver, training=True)))
+                                 * grid.scale(stage.receiver_model, training=True)))
     messages = spec.stages.messages
     steps_s = costs.latent_step_s
     if isinstance(messages, PlanCollection):
@@ -265,32 +265,32 @@ def _cell(grid: _Grid, spec, todo: int, label: str) -> list[StageTime]:
                 steps, per_epoch = math.ceil(len(train) / student.batch_size) * s.epochs, epoch_tokens()
                 out.append(StageTime(label, "student training", f"{len(train)} conversations x {s.epochs:g} epochs",
                                      per_epoch * s.epochs * costs.train_token_s
-                                     * (grid.scale(messages.sender, True) + grid.scale(stage.receiver, True))
-                                     + steps * costs.optimizer_step_s * grid.scale(messages.sender, True)))
+                                     * (grid.scale(messages.sender_model, True) + grid.scale(stage.receiver_model, True))
+                                     + steps * costs.optimizer_step_s * grid.scale(messages.sender_model, True)))
         out.append(StageTime(label, "messages", f"{len(samples)} tasks x {messages.k} latent steps",
-                             len(samples) * messages.k * steps_s * grid.scale(messages.sender)))
+                             len(samples) * messages.k * steps_s * grid.scale(messages.sender_model)))
     elif isinstance(messages, SenderPass):
         settings = dict(messages.settings)
         steps = int(settings.get("latent_steps") or settings.get("max_new_tokens") or 0) + 1
         tasks = len(samples) + messages.calibration
         out.append(StageTime(label, "messages", f"{tasks} tasks x {steps} sender steps ({messages.family})",
-                             tasks * steps * steps_s * grid.scale(messages.sender), splits=False,
+                             tasks * steps * steps_s * grid.scale(messages.sender_model), splits=False,
                              note="not split across devices"))
-    if spec.receiver is not None and samples:
+    if spec.receiver_model is not None and samples:
         prompts = [bench.single_reply_prompt(x) for x in samples]
         single = prompts[0] is not None
         games = min(todo, EVAL_BATCH if single else EPISODE_BATCH["cuda" if costs.gpu else "cpu"])
         replies = todo * (1 if single else bench.max_turns)
         seconds = replies * spec.decoding.max_new_tokens * costs.at_batch(costs.reply_token_s, games) \
-            * grid.scale(spec.receiver)
+            * grid.scale(spec.receiver_model)
         work = f"{replies} replies x {spec.decoding.max_new_tokens} tokens ({games} at once)"
         if single:  # one reply to one prompt: reading the prompt and the message's rows is a forward
             # pass over them, a third of a training step's cost a token (a multi-turn reply's
             # observation is short beside its step limit's bound).
             rows = messages.max_new_tokens if isinstance(messages, PlanCollection) \
                 else messages.k if isinstance(messages, LatentSteps) else 0
-            read = round(todo * (rows + sum(grid.tokens(spec.receiver, p) for p in prompts) / len(prompts)))
-            seconds += read * costs.train_token_s / 3 * grid.scale(spec.receiver, training=True)
+            read = round(todo * (rows + sum(grid.tokens(spec.receiver_model, p) for p in prompts) / len(prompts)))
+            seconds += read * costs.train_token_s / 3 * grid.scale(spec.receiver_model, training=True)
             work += f", {read} prompt tokens read"
         out.append(StageTime(label, "evaluation", work, seconds))
     return out

@@ -63,8 +63,8 @@ def expand(
     tasks_csv: str,
     splits_csv: str | None = None,
     seeds: Iterable[int] = (0,),
-    sender: str,
-    receiver: str,
+    sender_model: str,
+    receiver_model: str,
     dtype: str = "float32",
     limit: int | None = None,
     decoding: DecodingSpec | None = None,
@@ -115,8 +115,8 @@ def expand(
             splits = [s for s in wanted_splits if s in bcls.splits] or list(bcls.default_splits)
             # Model settings stay out of the key of a method that runs no model: changing
             # --receiver must not replay the oracle.
-            model = dict(receiver=receiver, dtype=dtype, decoding=_decoding_for(decoding, bcls)) \
-                if mcls.uses_model else dict(receiver=None, dtype=None, decoding=DecodingSpec())
+            model = dict(receiver_model=receiver_model, dtype=dtype, decoding=_decoding_for(decoding, bcls)) \
+                if mcls.uses_model else dict(receiver_model=None, dtype=None, decoding=DecodingSpec())
             bench_params = {**bcls.defaults, **mcls.benchmark_defaults.get(t, {}), **benchmark_params[t]}
             check_params("setting", bench_params, bcls.param_checks, f"benchmark {t}")
             bench_params = {k: v for k, v in bench_params.items()
@@ -132,7 +132,8 @@ def expand(
                             if mcls.trained_with is not None else None
                         spec = RunSpec.make(
                             method=m, benchmark=t, split=split, **model,
-                            sender=(receiver if mcls.plans_with_receiver else sender) if mcls.needs_sender() else None, seed=seed,
+                            sender_model=(receiver_model if mcls.plans_with_receiver else sender_model) if mcls.needs_sender() else None,
+                            seed=seed,
                             method_params={**base, **params}, benchmark_params=bench_params,
                             limit=_limit_for(limit, bcls, mcls), data=data, training=training,
                         )
@@ -240,7 +241,7 @@ def from_options(grid: Path | None, given: dict[str, Any], *, params: dict[str, 
     max_steps = chosen["max_steps"]
     specs = expand(
         methods_csv=chosen["methods"], tasks_csv=chosen["tasks"], splits_csv=chosen["splits"], seeds=seed_list,
-        sender=chosen["sender"] or "smollm2-135m", receiver=chosen["receiver"] or "smollm2-135m",
+        sender_model=chosen["sender"] or "smollm2-135m", receiver_model=chosen["receiver"] or "smollm2-135m",
         dtype=concrete_dtype(chosen["dtype"] or "auto"), limit=chosen["limit"],
         decoding=DecodingSpec(greedy=not sample, temperature=temperature,
                               max_new_tokens=chosen["max_new_tokens"] or 0, lookup_tokens=lookup_tokens),

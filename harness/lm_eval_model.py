@@ -96,13 +96,13 @@ class InterlatLM(LM):
             dtype = "bfloat16" if on_gpu() else "float32"
         resolve_dtype(dtype)
         if task:  # the spec `interlat-bench train -m <method> -t <task> -p ...` makes
-            spec = expand(methods_csv=method, tasks_csv=task, seeds=[int(seed)], sender=sender,
-                          receiver=receiver, dtype=dtype, method_params=params)[0]
+            spec = expand(methods_csv=method, tasks_csv=task, seeds=[int(seed)], sender_model=sender,
+                          receiver_model=receiver, dtype=dtype, method_params=params)[0]
             bench = benchmarks.get(task)(dict(spec.benchmark_params))
         else:
             check_params("model_args", params, mcls.param_checks, f"method {method}")
-            spec = RunSpec.make(method=method, benchmark="lm_eval", split="lm_eval", receiver=receiver,
-                                sender=sender if mcls.needs_sender() else None, seed=int(seed), dtype=dtype,
+            spec = RunSpec.make(method=method, benchmark="lm_eval", split="lm_eval", receiver_model=receiver,
+                                sender_model=sender if mcls.needs_sender() else None, seed=int(seed), dtype=dtype,
                                 method_params={**mcls.defaults, **params})
             bench = Benchmark()  # the generic planner prompt
             spec = with_stages(spec, bench)
@@ -125,7 +125,7 @@ class InterlatLM(LM):
                         self.receiver.kind, method)
         self.agent = self.cell.agent()
         self.max_new_tokens = int(max_new_tokens) if max_new_tokens else None
-        self.info = {"method": method, "sender": spec.sender, "receiver": receiver, "checkpoint": str(folder),
+        self.info = {"method": method, "sender": spec.sender_model, "receiver": receiver, "checkpoint": str(folder),
                      "task": task, "method_params": dict(spec.method_params), "device": self.device_name,
                      "dtype": dtype, "batch_size": self.batch_size}
         self._messages: dict = {}

@@ -134,6 +134,6 @@ def models(specs) -> None:
     is written."""
     from interlat_bench.harness.core.models import check_ref
 
-    for flag, refs in (("--receiver", {s.receiver for s in specs}), ("--sender", {s.sender for s in specs})):
+    for flag, refs in (("--receiver", {s.receiver_model for s in specs}), ("--sender", {s.sender_model for s in specs})):
         for ref in sorted(r for r in refs if r is not None):
             check_ref(ref, flag)

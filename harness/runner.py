@@ -62,10 +62,10 @@ def _run_row(spec: RunSpec, status: str, device: str | None, tags: tuple[str, ..
              n_samples: int | None = None) -> dict:
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     return {"run_key": spec.run_key, "method": spec.method, "benchmark": spec.benchmark,
-            "split": spec.split, "sender": spec.sender, "receiver": spec.receiver, "seed": spec.seed,
+            "split": spec.split, "sender_model": spec.sender_model, "receiver_model": spec.receiver_model, "seed": spec.seed,
             "spec": spec.to_json(), "status": status, "created_at": now, "updated_at": now,
             "git_sha": _git_sha(), "versions": _versions(), "device": device, "tags": list(tags) or None,
-            "timing_only": is_shape(spec.sender) or is_shape(spec.receiver), "n_samples": n_samples}
+            "timing_only": is_shape(spec.sender_model) or is_shape(spec.receiver_model), "n_samples": n_samples}
 
 
 class Cell:
@@ -90,7 +90,7 @@ class Cell:
         if self._training is None:
             from interlat_bench.trainers.config import TrainConfig
 
-            stage = self.stages.receiver
+            stage = self.stages.receiver_training
             cfg = TrainConfig(**stage.config())
             train = self.bench.train_samples(limit=cfg.n_train, detours=cfg.detours)
             plans = collect(stage.plans, self.bench.sender_tasks(train)) if stage.plans is not None else None
@@ -100,17 +100,17 @@ class Cell:
     def checkpoint(self) -> Path | None:
         """The trained receiver's folder (trained now or found in the cache); None for a method
         whose receiver is used as it is."""
-        stage = self.stages.receiver
+        stage = self.stages.receiver_training
         if stage is None or self._folder is not None:
             return self._folder
         from interlat_bench.trainers.config import TrainConfig
         from interlat_bench.trainers.receiver import train_receiver
 
         train, plans = self.training_data()
-        self._folder = train_receiver(stage.receiver, stage.kind, train, plans or {}, TrainConfig(**stage.config()),
+        self._folder = train_receiver(stage.receiver_model, stage.kind, train, plans or {}, TrainConfig(**stage.config()),
                                       messages_key=plans.key if plans is not None else None, dtype=stage.dtype,
                                       deepspeed=self.deepspeed, log=self.log, layout=stage.layout,
-                                      plan_prompt=stage.plan_prompt, sender_ref=stage.sender)
+                                      plan_prompt=stage.plan_prompt, sender_ref=stage.sender_model)
         return self._folder
 
     def receiver(self):
@@ -139,8 +139,8 @@ class Cell:
 
         if stage.calibration:
             stage = self._calibrated(stage)
-        with progress.track(f"send {stage.family} ({stage.sender})", len(tasks)) as counter:
-            return send(stage, self.ctx.model(stage.sender), tasks, log=progress.counter(counter))
+        with progress.track(f"send {stage.family} ({stage.sender_model})", len(tasks)) as counter:
+            return send(stage, self.ctx.model(stage.sender_model), tasks, log=progress.counter(counter))
 
     def _calibrated(self, stage: SenderPass) -> SenderPass:
         """The sender pass with its settings fitted on training samples: each sent with the
@@ -151,7 +151,7 @@ class Cell:
         train = self.bench.train_samples(limit=stage.calibration)
         probe = replace(stage, settings=tuple(sorted(self.method.calibration_settings().items())), calibration=0)
         with progress.track(f"calibrate {stage.family} on {len(train)} training samples", len(train)) as counter:
-            sent = send(probe, self.ctx.model(stage.sender), self.bench.sender_tasks(train),
+            sent = send(probe, self.ctx.model(stage.sender_model), self.bench.sender_tasks(train),
                         log=progress.counter(counter))
         agent = self.method.agent(self.ctx, None)
         # A training sample's first user turn is the receiver's opening prompt.
@@ -164,7 +164,7 @@ class Cell:
         from interlat_bench.collectors.latent_steps import send_latent_steps
 
         if stage.student is None:
-            model, head, who = self.ctx.model(stage.sender), None, stage.sender
+            model, head, who = self.ctx.model(stage.sender_model), None, stage.sender_model
             model, tokenizer = model.model, model.tokenizer
         else:
             student = self.student(stage.student)
@@ -181,8 +181,8 @@ class Cell:
         train, plans = self.training_data()
         cfg = CompressConfig(k=stage.k, epochs=stage.epochs, lr=stage.lr, head_lr=stage.head_lr,
                              batch_size=receiver.cfg.batch_size, seed=receiver.cfg.seed)
-        folder = train_student(self.spec.sender, receiver, receiver.folder, train, plans, cfg, messages_key=plans.key,
-                               plan_prompt=self.stages.receiver.plan_prompt, dtype=self.spec.dtype, log=self.log)
+        folder = train_student(self.spec.sender_model, receiver, receiver.folder, train, plans, cfg, messages_key=plans.key,
+                               plan_prompt=self.stages.receiver_training.plan_prompt, dtype=self.spec.dtype, log=self.log)
         return load_student(folder, dtype=self.spec.dtype)
 
     def agent(self):
@@ -272,14 +272,14 @@ def _compute_cell(cell: Cell, samples, todo, writer, on_sample, workers, tags, e
     return CellResult(spec, len(samples), len(todo), errors)
 
 
-def one_spec(method: str, task: str, *, sender: str, receiver: str, dtype: str, params: dict,
+def one_spec(method: str, task: str, *, sender_model: str, receiver_model: str, dtype: str, params: dict,
              split: str | None = None) -> RunSpec:
     """The cell `collect` and `train` name: one method on one task (its first default split;
     training reads the train split whichever split is evaluated)."""
     from interlat_bench.harness.grid import concrete_dtype, expand
 
     split = split or benchmarks.get(task).default_splits[0]
-    specs = expand(methods_csv=method, tasks_csv=task, splits_csv=split, sender=sender, receiver=receiver,
+    specs = expand(methods_csv=method, tasks_csv=task, splits_csv=split, sender_model=sender_model, receiver_model=receiver_model,
                    dtype=concrete_dtype(dtype), method_params=params)
     if len(specs) != 1:
         raise UserError("give exactly one --method, --task and --split")
@@ -288,16 +288,16 @@ def one_spec(method: str, task: str, *, sender: str, receiver: str, dtype: str, 
 
 def train(spec: RunSpec, *, deepspeed: str | None = None, log=print) -> Path:
     """`interlat-bench train`: the receiver stage of ``spec``'s cell."""
-    if spec.stages.receiver is None:
+    if spec.stages.receiver_training is None:
         raise UserError(f"method {spec.method!r} has no trained receiver")
     return Cell(spec, log=log, deepspeed=deepspeed).checkpoint()
 
 
-def collect_split(task: str, split: str, *, sender: str, dtype: str, params: dict, limit: int | None = None,
+def collect_split(task: str, split: str, *, sender_model: str, dtype: str, params: dict, limit: int | None = None,
                   keep_rows: int | None = None):
     """`interlat-bench collect`: the sender's plans (latent's collection stage) for a split's
     samples (``train``: the receiver's training tasks)."""
-    spec = one_spec("latent", task, sender=sender, receiver=sender, dtype=dtype, params=params)
+    spec = one_spec("latent", task, sender_model=sender_model, receiver_model=sender_model, dtype=dtype, params=params)
     bench = benchmarks.get(task)(dict(spec.benchmark_params))
     samples = bench.train_samples(limit) if split == "train" else bench.samples(split, limit)
     return collect(replace(spec.stages.messages, keep_rows=keep_rows), bench.sender_tasks(samples))

@@ -71,7 +71,7 @@ def against_no_comm(specs, db: Path) -> None:
     said = {"above": "above no_comm beyond both intervals", "below": "below no_comm beyond both intervals",
             "within": "not told apart from no_comm (intervals overlap)"}
     for (bench, split, _, seed), group in groupby(sorted(specs, key=cell), key=cell):
-        runs = {s.method: s.run_key for s in group if s.receiver is not None}
+        runs = {s.method: s.run_key for s in group if s.receiver_model is not None}
         if "no_comm" not in runs or len(runs) < 2:
             continue
         for v in versus(db, runs, "no_comm"):
@@ -121,7 +121,7 @@ def run_summary(results, db: Path, sharded: bool = False) -> None:
     console.print(f"{len(results)} runs, {sum(r.computed for r in results)} samples computed, "
                   f"{sum(r.errors for r in results)} errors; results in {db.parent / 'shards' if sharded else db}")
     if not sharded:
-        run_rates(db, [r.spec for r in results if r.spec.receiver is not None])
+        run_rates(db, [r.spec for r in results if r.spec.receiver_model is not None])
 
 
 def dry_run(specs, plans) -> None:
@@ -179,7 +179,7 @@ def episode(db: Path, run_prefix: str, sample_part: str) -> None:
                         "(see `interlat-bench runs` and `interlat-bench sql`)")
     run, s, metrics = hits[0].run, hits[0].sample, hits[0].metrics
     outcome = f"error: {s.error}" if s.error else f"success {bool(s.success)}, score {s.score}, steps {s.steps}"
-    console.print(Text(f"{run.method} | {run.benchmark}/{run.split} | {run.sender or '-'} -> {run.receiver or '-'} "
+    console.print(Text(f"{run.method} | {run.benchmark}/{run.split} | {run.sender_model or '-'} -> {run.receiver_model or '-'} "
                        f"| run {run.run_key}\nsample {s.sample_id}: {outcome}", style="bold"))
     turns = metrics.get("transcript")
     if not turns:

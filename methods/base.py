@@ -103,17 +103,17 @@ class Method:
         from interlat_bench.methods.sending import plan_collection
 
         def plans():
-            return plan_collection(self.params, benchmark, sender=spec.sender, dtype=spec.dtype, seed=spec.seed)
+            return plan_collection(self.params, benchmark, sender_model=spec.sender_model, dtype=spec.dtype, seed=spec.seed)
 
-        receiver = None
+        training = None
         if self.trained_with is not None:
             reads_plans = self.trained_with is not MessageKind.NONE
             # The run key's resolved settings where the grid made them (an lm-eval spec has none).
-            receiver = ReceiverTraining(
-                receiver=spec.receiver, kind=self.trained_with, layout=self.layout, dtype=spec.dtype,
+            training = ReceiverTraining(
+                receiver_model=spec.receiver_model, kind=self.trained_with, layout=self.layout, dtype=spec.dtype,
                 settings=spec.training or tuple(sorted(self.train_config(benchmark, spec.seed).key_dict().items())),
-                plan_prompt=benchmark.planner_prompt, sender=spec.sender, plans=plans() if reads_plans else None)
-        return Stages(receiver=receiver, messages=plans() if self.sends is not MessageKind.NONE else None)
+                plan_prompt=benchmark.planner_prompt, sender_model=spec.sender_model, plans=plans() if reads_plans else None)
+        return Stages(receiver_training=training, messages=plans() if self.sends is not MessageKind.NONE else None)
 
     def shipped(self, message: Message) -> Message:
         """A collected plan as the sender passes it on: its text alone where ``sends`` is TEXT."""

@@ -31,4 +31,4 @@ class CompressedK(Latent):
     def stages(self, benchmark, spec):
         student = StudentTraining(k=int(self.params["k"]), epochs=float(self.params["compress_epochs"]),
                                   lr=float(self.params["compress_lr"]), head_lr=float(self.params["compress_head_lr"]))
-        return replace(super().stages(benchmark, spec), messages=LatentSteps(spec.sender, student.k, student))
+        return replace(super().stages(benchmark, spec), messages=LatentSteps(spec.sender_model, student.k, student))

@@ -19,11 +19,11 @@ SENDER_DEFAULTS: dict[str, Any] = {"plan_tokens": 128, "plan_greedy": False, "pl
 SENDER_CHECKS = {"plan_tokens": POSITIVE_INT, "plan_greedy": BOOL, "plan_temperature": OPTIONAL_POSITIVE_FLOAT}
 
 
-def plan_collection(params: dict[str, Any], benchmark: Benchmark, *, sender: str, dtype: str, seed: int,
+def plan_collection(params: dict[str, Any], benchmark: Benchmark, *, sender_model: str, dtype: str, seed: int,
                     keep_rows: int | None = None) -> PlanCollection:
     """How the sender writes its plans, from a method's sender settings in ``params`` and the
     benchmark's planner prompt and temperature."""
-    return PlanCollection(sender=sender, dtype=dtype, prompt_template=benchmark.planner_prompt,
+    return PlanCollection(sender_model=sender_model, dtype=dtype, prompt_template=benchmark.planner_prompt,
                           greedy=bool(params.get("plan_greedy")),
                           temperature=params.get("plan_temperature") or benchmark.plan_temperature,
                           top_p=PAPER_TOP_P, top_k=PAPER_TOP_K, max_new_tokens=int(params["plan_tokens"]), seed=seed,

@@ -47,10 +47,10 @@ class TrainingFree(Method):
         raise NotImplementedError
 
     def stages(self, benchmark, spec) -> Stages:
-        if self.same_model and spec.sender != spec.receiver:
+        if self.same_model and spec.sender_model != spec.receiver_model:
             raise UserError(f"{self.name}: the receiver reads the sender's own {self.sends} message, so sender and "
-                            f"receiver must be one model (got --sender {spec.sender} --receiver {spec.receiver})")
-        return Stages(messages=SenderPass(self.family, spec.sender, spec.dtype, benchmark.planner_prompt,
+                            f"receiver must be one model (got --sender {spec.sender_model} --receiver {spec.receiver_model})")
+        return Stages(messages=SenderPass(self.family, spec.sender_model, spec.dtype, benchmark.planner_prompt,
                                           tuple(sorted(self.sender_settings().items())), self.calibration()))
 
     def calibration(self) -> int:
@@ -87,4 +87,4 @@ class TrainingFree(Method):
         return message.with_latents(destroyed(message.latents))
 
     def receiver(self, ctx):
-        return ctx.model(ctx.spec.receiver)
+        return ctx.model(ctx.spec.receiver_model)

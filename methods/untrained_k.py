@@ -25,4 +25,4 @@ class UntrainedK(Latent):
     param_checks = {**Latent.param_checks, "k": POSITIVE_INT}
 
     def stages(self, benchmark, spec):
-        return replace(super().stages(benchmark, spec), messages=LatentSteps(spec.sender, int(self.params["k"])))
+        return replace(super().stages(benchmark, spec), messages=LatentSteps(spec.sender_model, int(self.params["k"])))

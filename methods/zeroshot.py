@@ -16,7 +16,7 @@ class NoCommZeroShot(Method):
     def agent(self, ctx, receiver):
         from interlat_bench.methods.agents import ReceiverAgent
 
-        return ReceiverAgent(ctx.model(ctx.spec.receiver), ctx.decoding(), seed=ctx.spec.seed)
+        return ReceiverAgent(ctx.model(ctx.spec.receiver_model), ctx.decoding(), seed=ctx.spec.seed)
 
 
 @register_method

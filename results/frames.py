@@ -16,7 +16,7 @@ import pandas as pd
 
 from interlat_bench.results.store import Store
 
-_RUN_COLUMNS = ["run_key", "method", "benchmark", "split", "sender", "receiver", "seed", "status", "device",
+_RUN_COLUMNS = ["run_key", "method", "benchmark", "split", "sender_model", "receiver_model", "seed", "status", "device",
                 "git_sha", "created_at", "updated_at"]
 
 
@@ -33,7 +33,9 @@ def runs_df(db: str | os.PathLike[str]) -> pd.DataFrame:
     with Store(db).reader() as con:
         frame = con.execute(f"SELECT {', '.join(_RUN_COLUMNS)}, CAST(spec AS VARCHAR) AS spec FROM runs "
                             "ORDER BY created_at, run_key").df()
-    return _spread(frame, "spec")
+    # The spec's "sender" and "receiver" (the run key's names for the model references) are
+    # the sender_model and receiver_model columns already.
+    return _spread(frame, "spec").drop(columns=["sender", "receiver"], errors="ignore")
 
 
 def samples_df(db: str | os.PathLike[str]) -> pd.DataFrame:
@@ -41,7 +43,7 @@ def samples_df(db: str | os.PathLike[str]) -> pd.DataFrame:
     metrics JSON key as a ``metrics.<key>`` column."""
     with Store(db).reader() as con:
         frame = con.execute("""
-            SELECT s.run_key, r.method, r.benchmark, r.split, r.sender, r.receiver, r.seed, s.sample_id,
+            SELECT s.run_key, r.method, r.benchmark, r.split, r.sender_model, r.receiver_model, r.seed, s.sample_id,
                    s.success, s.score, s.steps, s.error, CAST(s.metrics AS VARCHAR) AS metrics
             FROM samples AS s JOIN runs AS r USING (run_key) ORDER BY s.run_key, s.sample_id""").df()
     return _spread(frame, "metrics", "metrics.")

@@ -472,7 +472,7 @@ class Filters:
     def where(self) -> tuple[list[str], list[Any]]:
         where, args = [] if self.timing_only else ["NOT coalesce(r.timing_only, false)"], []
         for column, wanted in (("method", self.methods), ("benchmark", self.benchmarks), ("split", self.splits),
-                               ("sender", self.senders), ("receiver", self.receivers)):
+                               ("sender_model", self.senders), ("receiver_model", self.receivers)):
             if wanted:
                 where.append(f"list_contains(?, r.{column})")
                 args.append(list(wanted))
@@ -506,7 +506,7 @@ def _configuration_view(store_path, value_sql: str, value_params: list, marks, f
     where.append(f"EXISTS (SELECT 1 FROM samples AS s WHERE s.run_key = r.run_key AND ({value_sql}) IS NOT NULL)")
     params += value_params
     runs_sql = f"""
-        SELECT r.run_key, r.method, r.benchmark, r.split, r.sender, r.receiver, CAST(r.spec AS VARCHAR),
+        SELECT r.run_key, r.method, r.benchmark, r.split, r.sender_model, r.receiver_model, CAST(r.spec AS VARCHAR),
                coalesce(list_contains(?, r.status), false) AS unfinished
         FROM runs AS r WHERE {" AND ".join(where)} ORDER BY r.run_key
     """

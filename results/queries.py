@@ -18,7 +18,7 @@ RUN_STATUSES = ("running", "complete", "partial", "incomplete", "interrupted", "
 # Metrics keys that hold records rather than numbers: never a column of a table.
 _NOT_METRICS = {"transcript", "traceback", "actions"}
 # Run columns that `distinct` may list.
-RUN_COLUMNS = ("method", "benchmark", "split", "sender", "receiver")
+RUN_COLUMNS = ("method", "benchmark", "split", "sender_model", "receiver_model")
 
 Db = str | os.PathLike[str]
 
@@ -30,7 +30,7 @@ def _reader(db: Db):
 
 
 def distinct(db: Db, column: str) -> list[str]:
-    """The values a run column holds (method, benchmark, split, sender, receiver)."""
+    """The values a run column holds (method, benchmark, split, sender_model, receiver_model)."""
     if column not in RUN_COLUMNS:
         raise ValueError(f"column {column!r}: expected one of {', '.join(RUN_COLUMNS)}")
     with _reader(db) as con:
@@ -96,15 +96,15 @@ class RunHead:
     method: str
     benchmark: str
     split: str
-    sender: str | None = None
-    receiver: str | None = None
+    sender_model: str | None = None
+    receiver_model: str | None = None
 
 
 def runs_starting(db: Db, prefix: str, at_most: int = 6) -> list[RunHead]:
     """The runs whose key starts with ``prefix`` (at most ``at_most`` of them)."""
     with _reader(db) as con:
         return [RunHead(*r) for r in con.execute(
-            "SELECT run_key, method, benchmark, split, sender, receiver FROM runs WHERE starts_with(run_key, ?) "
+            "SELECT run_key, method, benchmark, split, sender_model, receiver_model FROM runs WHERE starts_with(run_key, ?) "
             "ORDER BY run_key LIMIT ?", [prefix, at_most]).fetchall()]
 
 
@@ -129,7 +129,7 @@ def episodes(db: Db, run_prefix: str, sample_part: str, at_most: int = 6) -> lis
     sample whose id is exactly ``sample_part`` comes first."""
     with _reader(db) as con:
         hits = con.execute("""
-            SELECT r.run_key, r.method, r.benchmark, r.split, r.sender, r.receiver, s.sample_id, s.success,
+            SELECT r.run_key, r.method, r.benchmark, r.split, r.sender_model, r.receiver_model, s.sample_id, s.success,
                    s.score, s.steps, s.error, CAST(s.metrics AS VARCHAR)
             FROM samples AS s JOIN runs AS r USING (run_key)
             WHERE starts_with(r.run_key, ?) AND contains(s.sample_id, ?)

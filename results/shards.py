@@ -53,6 +53,8 @@ from interlat_bench.results.store import (
 )
 
 RUN_FILE = "run.json"
+# runs columns renamed since a run.json may have been written (store migration 4).
+RENAMED = {"sender": "sender_model", "receiver": "receiver_model"}
 RUN_MARKER = ".run.json.ingested"
 ALIVE_FILE = ".alive"  # a running run holds a lock on it; the kernel drops the lock if the process dies
 FLUSH_AFTER_S = 1.0
@@ -322,7 +324,8 @@ def _check_run(run: Any) -> str | None:
         return "not a JSON object"
     if (seed := run.get("seed")) is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         return f"runs.seed is {type(seed).__name__} {seed!r:.40}, expected int"
-    for name in ("method", "benchmark", "split", "sender", "receiver", "status", "git_sha", "device"):
+    for name in ("method", "benchmark", "split", "sender_model", "receiver_model", *RENAMED, "status", "git_sha",
+                 "device"):
         if run.get(name) is not None and not isinstance(run[name], str):
             return f"runs.{name} is {type(run[name]).__name__}, expected str"
     if (n := run.get("n_samples")) is not None and (not isinstance(n, int) or isinstance(n, bool)):
@@ -406,6 +409,9 @@ def ingest(store: Store, root: str | os.PathLike[str], warn=None) -> dict[str, i
             problem = _check_run(run)
             if problem is None:
                 run["run_key"] = run_key
+                for old, new in RENAMED.items():  # a run.json written before the columns were renamed
+                    if old in run:
+                        run.setdefault(new, run.pop(old))
                 run_rows.append({k: v for k, v in run.items() if k in RUN_COLUMNS})
                 run_texts.append((folder, run_text))
             else:

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from interlat_bench.harness.core.errors import UserError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Numbered migrations; each runs once, in its own transaction, recorded in schema_migrations.
 # Never edit a released migration: append a new number and bump SCHEMA_VERSION.
@@ -79,6 +79,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # and how many samples the cell has, so that a cell computed in shards (`run --shard`) is
     # complete once every one of them is in.
     3: ("ALTER TABLE runs ADD COLUMN timing_only BOOLEAN", "ALTER TABLE runs ADD COLUMN n_samples INTEGER"),
+    # The model references named as such ("receiver" also names the trained checkpoint, the agent
+    # and a timing stage); the spec JSON keeps "sender" and "receiver", the run key's own names.
+    4: ("ALTER TABLE runs RENAME COLUMN sender TO sender_model",
+        "ALTER TABLE runs RENAME COLUMN receiver TO receiver_model"),
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
@@ -87,8 +91,8 @@ RUN_COLUMNS = (
     "method",
     "benchmark",
     "split",
-    "sender",
-    "receiver",
+    "sender_model",
+    "receiver_model",
     "seed",
     "spec",
     "status",

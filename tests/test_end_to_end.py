@@ -86,8 +86,8 @@ def test_a_run_that_finds_the_database_locked_waits_then_keeps_its_rows(results_
         from interlat_bench.harness.core.runspec import DecodingSpec
         from interlat_bench.harness.grid import expand
 
-        specs = expand(methods_csv="no_comm_zeroshot", tasks_csv="math", receiver="tiny-llama",
-                       sender="tiny-llama", limit=2, decoding=DecodingSpec(max_new_tokens=6))
+        specs = expand(methods_csv="no_comm_zeroshot", tasks_csv="math", receiver_model="tiny-llama",
+                       sender_model="tiny-llama", limit=2, decoding=DecodingSpec(max_new_tokens=6))
         runner.run_grid(specs, results_env, log=lines.append, on_sample=take_the_lock)
     finally:
         for proc in holder:

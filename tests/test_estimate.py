@@ -22,8 +22,8 @@ TINY = models.size("tiny-llama").parameters
 UNIT = estimate.Costs(device="CPU (test)", dtype="float32", parameters=TINY, train_parameters=TINY,
                       plan_token_s={64: 1.0}, latent_step_s=1.0, reply_token_s={1: 1.0, 4: 0.75, 16: 0.5}, train_token_s=1.0,
                       optimizer_step_s=100.0)
-ARGS = dict(methods_csv="latent,text,no_comm,cross_task,latentmas", tasks_csv="probe", splits_csv="test", sender="tiny-llama",
-            receiver="tiny-llama", limit=4, decoding=DecodingSpec(max_new_tokens=4),
+ARGS = dict(methods_csv="latent,text,no_comm,cross_task,latentmas", tasks_csv="probe", splits_csv="test", sender_model="tiny-llama",
+            receiver_model="tiny-llama", limit=4, decoding=DecodingSpec(max_new_tokens=4),
             method_params={"n_train": 4, "latent_steps": 3})
 
 

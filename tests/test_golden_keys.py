@@ -32,16 +32,16 @@ def _keys() -> dict[str, dict[str, str]]:
     out = {"run": {}, "checkpoint": {}, "collection": {}}
     for task, settings in CASES:
         usable = [m for m in methods.names() if methods.get(m).benchmarks is None or task in methods.get(m).benchmarks]
-        specs = expand(methods_csv=",".join(usable), tasks_csv=task, seeds=[0, 1], sender="smollm2-135m",
-                       receiver="smollm2-135m", dtype="float32", limit=8, settings=settings)
+        specs = expand(methods_csv=",".join(usable), tasks_csv=task, seeds=[0, 1], sender_model="smollm2-135m",
+                       receiver_model="smollm2-135m", dtype="float32", limit=8, settings=settings)
         for s in specs:
             name = (f"{s.method}|{task}|{json.dumps(settings, sort_keys=True)}|{s.split}|"
                     f"{json.dumps(dict(s.method_params), sort_keys=True)}|{s.seed}")
             out["run"][name] = s.run_key
-            trained = s.stages.receiver
+            trained = s.stages.receiver_training
             if trained is not None:
                 out["checkpoint"][name] = checkpoint_key(
-                    trained.receiver, trained.kind, TrainConfig(**trained.config()), ["a", "b"], "msgs", trained.dtype,
+                    trained.receiver_model, trained.kind, TrainConfig(**trained.config()), ["a", "b"], "msgs", trained.dtype,
                     576 if trained.kind is MessageKind.LATENT else None, trained.layout)
             plans = s.stages.messages if isinstance(s.stages.messages, PlanCollection) else \
                 trained.plans if trained is not None else None

@@ -39,7 +39,7 @@ def test_the_paper_view_gives_the_sender_the_task_alone_and_keeps_run_keys(resul
     sample = plain.samples("seen", limit=1)[0]
     assert "sender_facts" not in sample.data and plain.sender_task(sample) == sample.task
     # The setting at its default stays out of the run key: runs recorded before it keep theirs.
-    kw = dict(methods_csv="text", tasks_csv="alfworld", seeds=[0], sender="tiny-llama", receiver="tiny-llama",
+    kw = dict(methods_csv="text", tasks_csv="alfworld", seeds=[0], sender_model="tiny-llama", receiver_model="tiny-llama",
               splits_csv="seen")
     [default] = expand(**kw)
     [task_view] = expand(**kw, settings={"sender_view": "task"})
@@ -60,7 +60,7 @@ def test_an_unknown_sender_view_is_refused():
     from interlat_bench.harness.core.errors import UserError
 
     with pytest.raises(UserError, match="sender_view"):
-        expand(methods_csv="text", tasks_csv="alfworld", seeds=[0], sender="tiny-llama", receiver="tiny-llama",
+        expand(methods_csv="text", tasks_csv="alfworld", seeds=[0], sender_model="tiny-llama", receiver_model="tiny-llama",
                settings={"sender_view": "oracle"})
     assert benchmarks.get("alfworld").diagnostics["sender_view"] == "expert"  # tables label the informed rows
 
@@ -74,7 +74,7 @@ def test_the_sender_is_given_the_facts_when_it_plans(results_env):
     plans = {}
     for view in ("task", "expert"):
         bench = AlfworldBenchmark({"sender_view": view})
-        stage = plan_collection({**SENDER_DEFAULTS, "plan_tokens": 4}, bench, sender="tiny-llama", dtype="float32",
+        stage = plan_collection({**SENDER_DEFAULTS, "plan_tokens": 4}, bench, sender_model="tiny-llama", dtype="float32",
                                 seed=0)
         plans[view] = collect_plans(stage, bench.sender_tasks(bench.samples("seen", limit=1)))
     assert plans["task"].key != plans["expert"].key

@@ -75,8 +75,8 @@ def _add_run(
             "benchmark": benchmark,
             "split": split,
             "seed": seed,
-            "receiver": receiver,
-            "sender": sender,
+            "receiver_model": receiver,
+            "sender_model": sender,
             "status": "done",
             "spec": spec,
         },
@@ -105,7 +105,7 @@ def _spec(method, benchmark, split, seed=0, *, receiver="llama", sender="qwen", 
     """A real ``runs.spec`` (RunSpec.to_json()) with the benchmark's defaults; ``extra`` adds keys."""
     params, tokens = _BENCH_DEFAULTS[benchmark]
     spec = RunSpec.make(
-        method=method, benchmark=benchmark, split=split, receiver=receiver, sender=sender, seed=seed,
+        method=method, benchmark=benchmark, split=split, receiver_model=receiver, sender_model=sender, seed=seed,
         method_params=method_params or {}, benchmark_params=params if benchmark_params is None else benchmark_params,
         decoding=DecodingSpec(max_new_tokens=max_new_tokens or tokens), limit=10,
     ).to_json()

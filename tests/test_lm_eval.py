@@ -77,7 +77,7 @@ def train_tiny_receiver():
                                                       {"role": "assistant", "content": REPLY}]})
                for i, task in enumerate(tasks)]
     bench = Benchmark()
-    stage = plan_collection({**SENDER_DEFAULTS, "plan_tokens": 6}, bench, sender="tiny-llama", dtype="float32", seed=0)
+    stage = plan_collection({**SENDER_DEFAULTS, "plan_tokens": 6}, bench, sender_model="tiny-llama", dtype="float32", seed=0)
     plans = collect_plans(stage, bench.sender_tasks(samples))
     cfg = TrainConfig(n_train=8, epochs=12, batch_size=8, lr=3e-3, adapter_lr=1e-3, max_len=48,
                       neg_weight=0.0)

@@ -122,7 +122,7 @@ def test_cli_prompt_collects_what_the_harness_collects(task, sample, tmp_path, m
     mc.main(["--sender", "tiny-llama", "--tasks-file", str(tasks_file), "--prompt", task,
              "--max-new-tokens", str(SENDER_DEFAULTS["plan_tokens"])] + (["--sample"] if sample else []))
     bench = {"math": MathBenchmark, "alfworld": AlfworldBenchmark}[task]()
-    stage = plan_collection({**SENDER_DEFAULTS, "plan_greedy": not sample}, bench, sender="tiny-llama",
+    stage = plan_collection({**SENDER_DEFAULTS, "plan_greedy": not sample}, bench, sender_model="tiny-llama",
                             dtype="float32", seed=0)
     collect_plans(stage, bench.sender_tasks([Sample(i, t) for i, t in TASKS[:3]]))
     (cli, cli_tasks), (harness, harness_tasks) = seen
@@ -141,7 +141,7 @@ def test_alignment_tiny_left_padded(tiny, tmp_path, monkeypatch, dec, share):
     if not dec.greedy:
         # Many "EOS" ids so rows stop at different steps and finished rows ride along.
         monkeypatch.setattr(type(tiny), "stop_ids", property(lambda lm: set(range(0, len(lm.tokenizer), 5))))
-    cfg = mc.CollectConfig(sender="tiny-llama", decoding=dec, seed=3, batch_size=4)
+    cfg = mc.CollectConfig(sender_model="tiny-llama", decoding=dec, seed=3, batch_size=4)
     msgs = mc.load_messages(mc.collect_messages(cfg, tasks, out_root=tmp_path, loaded=tiny))
     assert list(msgs) == [tid for tid, _ in tasks]
     (args, _, _), = spies[0].calls  # one batch ...
@@ -165,7 +165,7 @@ def test_alignment_tiny_prefill_in_groups(tiny, tmp_path, monkeypatch):
     """Prompts prefilled in several groups of different widths, then decoded as one batch,
     give each task the states of a teacher-forced pass over its own prompt and plan."""
     tasks = TASKS
-    cfg = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, seed=5, batch_size=len(tasks))
+    cfg = mc.CollectConfig(sender_model="tiny-llama", decoding=SAMPLE, seed=5, batch_size=len(tasks))
     prompts = [mc.prompt_ids(tiny.tokenizer, cfg.prompt_template, t) for _, t in tasks]
     shared = next(i for i in range(len(prompts[0])) if len({p[i] for p in prompts}) > 1)
     own = [len(p) - shared - 1 for p in prompts]  # prefilled after the shared prefix
@@ -191,7 +191,7 @@ def test_alignment_smollm2(tmp_path, monkeypatch):
              ("m1", "Find all real $x$ such that $x^2 - 5x + 6 = 0$, and give their sum."),
              ("m2", "How many positive divisors does 36 have?")]
     spies = spy_batches(monkeypatch)
-    cfg = mc.CollectConfig(sender="smollm2-135m", prompt_template=mc.MATH_PLAN_PROMPT,
+    cfg = mc.CollectConfig(sender_model="smollm2-135m", prompt_template=mc.MATH_PLAN_PROMPT,
                            decoding=Decoding(max_new_tokens=16), batch_size=3)
     msgs = mc.load_messages(mc.collect_messages(cfg, tasks, out_root=tmp_path, loaded=loaded))
     assert all(m.rows > 0 and m.latents.shape[1] == 576 for m in msgs.values())
@@ -204,7 +204,7 @@ def test_stored_format(tiny, tmp_path):
     import pyarrow.parquet as pq
     from datasets import Features
 
-    cfg = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, batch_size=2)
+    cfg = mc.CollectConfig(sender_model="tiny-llama", decoding=SAMPLE, batch_size=2)
     path = mc.collect_messages(cfg, TASKS[:3], out_root=tmp_path, loaded=tiny)
     assert path.parent == tmp_path and len(path.name) == 16 and mc.is_done(path)
     assert not (path / mc.PARTS_DIR).exists()
@@ -223,8 +223,8 @@ def test_stored_format(tiny, tmp_path):
 
 
 def test_keep_rows_is_the_front_of_the_full_message(tiny, tmp_path):
-    full_cfg = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, batch_size=3)
-    short_cfg = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, batch_size=3, keep_rows=3)
+    full_cfg = mc.CollectConfig(sender_model="tiny-llama", decoding=SAMPLE, batch_size=3)
+    short_cfg = mc.CollectConfig(sender_model="tiny-llama", decoding=SAMPLE, batch_size=3, keep_rows=3)
     full = mc.load_messages(mc.collect_messages(full_cfg, TASKS[:3], out_root=tmp_path, loaded=tiny))
     short_path = mc.collect_messages(short_cfg, TASKS[:3], out_root=tmp_path, loaded=tiny)
     assert short_path != mc.collection_path(full_cfg, TASKS[:3], tmp_path)
@@ -235,7 +235,7 @@ def test_keep_rows_is_the_front_of_the_full_message(tiny, tmp_path):
 
 def test_batch_size_is_in_the_key_below_fp32_only():
     def key(dtype: str, batch_size: int) -> str:
-        cfg = mc.CollectConfig(sender="tiny-llama", dtype=dtype, decoding=GREEDY, batch_size=batch_size)
+        cfg = mc.CollectConfig(sender_model="tiny-llama", dtype=dtype, decoding=GREEDY, batch_size=batch_size)
         return mc.content_key(cfg, TASKS)
 
     assert key("float32", 32) == key("float32", 64)  # batching leaves fp32 plans as they are
@@ -244,7 +244,7 @@ def test_batch_size_is_in_the_key_below_fp32_only():
 
 
 def test_second_call_reuses_without_generating(tiny, tmp_path, monkeypatch):
-    cfg = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, batch_size=2)
+    cfg = mc.CollectConfig(sender_model="tiny-llama", decoding=SAMPLE, batch_size=2)
     first = mc.collect_messages(cfg, TASKS[:3], out_root=tmp_path, loaded=tiny)
 
     def boom(*a, **k):
@@ -252,21 +252,21 @@ def test_second_call_reuses_without_generating(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(mc, "generate", boom)
     monkeypatch.setattr("interlat_bench.harness.core.models.load", boom)
-    other_batch = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, batch_size=5)
+    other_batch = mc.CollectConfig(sender_model="tiny-llama", decoding=SAMPLE, batch_size=5)
     assert mc.collect_messages(other_batch, TASKS[:3], out_root=tmp_path) == first
     # Anything that changes content gets its own folder.
-    assert mc.collection_path(mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, seed=1),
+    assert mc.collection_path(mc.CollectConfig(sender_model="tiny-llama", decoding=SAMPLE, seed=1),
                               TASKS[:3], tmp_path) != first
     assert mc.collection_path(cfg, TASKS[:2], tmp_path) != first
     # Greedy output does not depend on the seed or on the sampling knobs.
-    g1 = mc.CollectConfig(sender="tiny-llama", decoding=GREEDY, seed=1)
-    g2 = mc.CollectConfig(sender="tiny-llama", decoding=Decoding(max_new_tokens=6, temperature=0.3))
+    g1 = mc.CollectConfig(sender_model="tiny-llama", decoding=GREEDY, seed=1)
+    g2 = mc.CollectConfig(sender_model="tiny-llama", decoding=Decoding(max_new_tokens=6, temperature=0.3))
     assert mc.collection_path(g1, TASKS, tmp_path) == mc.collection_path(g2, TASKS, tmp_path)
 
 
 def test_resume_after_interruption(tiny, tmp_path, monkeypatch):
     tasks = TASKS[:4]
-    cfg = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, batch_size=2)
+    cfg = mc.CollectConfig(sender_model="tiny-llama", decoding=SAMPLE, batch_size=2)
     crash = Spy(mc.generate, fail_on=2)
     monkeypatch.setattr(mc, "generate", crash)
     with pytest.raises(KeyboardInterrupt):
@@ -309,7 +309,7 @@ def test_torchrun_two_processes_match_one(tiny, tmp_path):
     assert "[rank 0]" in proc.stderr and "[rank 1]" in proc.stderr  # both ranks did work
     two_path = Path(proc.stdout.strip().splitlines()[-1])
 
-    cfg = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, batch_size=3)  # batch size: not in key
+    cfg = mc.CollectConfig(sender_model="tiny-llama", decoding=SAMPLE, batch_size=3)  # batch size: not in key
     one_path = mc.collect_messages(cfg, TASKS, out_root=tmp_path / "one", loaded=tiny)
     assert one_path.name == two_path.name
     one, two = mc.load_messages(one_path), mc.load_messages(two_path)
@@ -325,7 +325,7 @@ def test_a_concurrent_writer_keeps_its_parts_until_it_leaves(tiny, tmp_path):
     other is still writing there (it used to crash with FileNotFoundError on parts/.tmp-...)."""
     import fcntl
 
-    cfg = mc.CollectConfig(sender="tiny-llama", decoding=SAMPLE, batch_size=2)
+    cfg = mc.CollectConfig(sender_model="tiny-llama", decoding=SAMPLE, batch_size=2)
     folder = mc.collection_path(cfg, [(str(i), str(t)) for i, t in TASKS[:3]], tmp_path)
     folder.mkdir(parents=True)
     with open(folder / ".writers.lock", "a+") as other:  # a second run, mid-collection

@@ -51,7 +51,7 @@ def test_difficulty_knobs(knobs):
 
 def test_knobs_enter_the_run_key_and_bad_values_are_refused():
     def key(**params):
-        return expand(methods_csv="no_comm", tasks_csv="probe", sender="s", receiver="r",
+        return expand(methods_csv="no_comm", tasks_csv="probe", sender_model="s", receiver_model="r",
                       benchmark_params={"probe": params})[0].run_key
     assert len({key(), key(n_facts=2), key(n_options=3), key(answer_position="last"), key(seed=1)}) == 5
     with pytest.raises(UserError, match="n_options=1"):
@@ -117,7 +117,7 @@ def test_ranked_answers_score_one_sentence_per_option_and_keep_earlier_keys():
     assert bench.single_reply_prompt(sample) is None and ProbeBenchmark({}).single_reply_prompt(sample)
 
     def key(**params):
-        return expand(methods_csv="no_comm", tasks_csv="probe", sender="s", receiver="r",
+        return expand(methods_csv="no_comm", tasks_csv="probe", sender_model="s", receiver_model="r",
                       benchmark_params={"probe": params})[0].run_key
     assert key() == key(answer="generate") != key(answer="rank")
 
@@ -131,7 +131,7 @@ def test_probe_grid_on_tiny_models_records_chance_and_plans(results_env):
 
 def test_benchmark_settings_from_the_command_line_reach_the_run_key():
     def spec(*settings):
-        return expand(methods_csv="no_comm", tasks_csv="probe", sender="s", receiver="r",
+        return expand(methods_csv="no_comm", tasks_csv="probe", sender_model="s", receiver_model="r",
                       settings=dict(s.split("=") for s in settings) if settings else None)[0]
     assert dict(spec().benchmark_params)["n_options"] == 4
     assert dict(spec("answer_position=last").benchmark_params)["answer_position"] == "last"
@@ -185,7 +185,7 @@ def test_probe_warm_up_makes_object_rows_name_their_object_on_held_out_plans(tmp
     loaded = load("smollm2-135m", "float32")
     bench = ProbeBenchmark({"n_facts": 4, "n_options": 8})
     train, test = bench.train_samples()[:128], bench.samples("test")[:32]
-    collect = CollectConfig(sender="smollm2-135m", prompt_template=bench.planner_prompt,
+    collect = CollectConfig(sender_model="smollm2-135m", prompt_template=bench.planner_prompt,
                             decoding=Decoding(greedy=True, max_new_tokens=bench.method_defaults["plan_tokens"]))
     messages = {}
     for samples in (train, test):
@@ -240,6 +240,6 @@ def test_plan_shots_are_earlier_turns_of_the_senders_conversation():
     assert ProbeBenchmark({"plan_shots": 0}).planner_prompt == ProbeBenchmark().planner_prompt == PROBE_PLAN_PROMPT
 
     def key(**params):
-        return expand(methods_csv="text", tasks_csv="probe", sender="s", receiver="r",
+        return expand(methods_csv="text", tasks_csv="probe", sender_model="s", receiver_model="r",
                       benchmark_params={"probe": params})[0].run_key
     assert key() == key(plan_shots=0) != key(plan_shots=2)

@@ -43,7 +43,7 @@ def _write(db, method, outcomes, *, benchmark="probe", split="test", seed=0, lev
     run_key = f"{method}-{benchmark}-{split}-{seed}"
     with store.writer() as con:
         store.upsert_run(con, {"run_key": run_key, "method": method, "benchmark": benchmark, "split": split,
-                               "seed": seed, "receiver": "m", "sender": "m", "status": "complete",
+                               "seed": seed, "receiver_model": "m", "sender_model": "m", "status": "complete",
                                "device": "cpu", "spec": {"method": method, "seed": seed}})
         store.insert_samples(con, [
             {"run_key": run_key, "sample_id": (ids or [f"q{i}" for i in range(len(outcomes))])[i],
@@ -201,7 +201,7 @@ def _write_rung(db, method, n_facts, n_options, outcomes, stated, seed=0, traini
             "training": {"lr": 2e-5, "seed": seed if training_seed is None else training_seed}}
     with store.writer() as con:
         store.upsert_run(con, {"run_key": run_key, "method": method, "benchmark": "probe", "split": "test",
-                               "seed": seed, "receiver": "m", "sender": "m", "status": "complete", "device": "cpu",
+                               "seed": seed, "receiver_model": "m", "sender_model": "m", "status": "complete", "device": "cpu",
                                "spec": spec})
         store.insert_samples(con, [
             {"run_key": run_key, "sample_id": f"q{i}", "success": bool(ok), "score": float(ok), "steps": 1,

@@ -78,7 +78,7 @@ def test_shape_runs_are_timing_only_out_of_quality_tables_and_in_latency(results
         result = CliRunner().invoke(app, ["run", *common, "--sender", model, "--receiver", model])
         assert result.exit_code == 0, result.output
     with duckdb.connect(str(results_env), read_only=True) as db:
-        runs = dict(db.execute("select sender, timing_only from runs").fetchall())
+        runs = dict(db.execute("select sender_model, timing_only from runs").fetchall())
         cut = db.execute("""select min((metrics->>'truncated_replies')::int) from samples join runs using (run_key)
                             where timing_only""").fetchone()[0]
     assert runs == {tiny_shape: True, "tiny-llama": False}

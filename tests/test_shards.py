@@ -360,7 +360,7 @@ def test_a_run_interrupted_by_ctrl_c_keeps_the_samples_it_finished(tmp_path, mon
             yield Record(sample_id=s.id, success=True, score=1.0, steps=1)
 
     monkeypatch.setattr(playing.Player, "records", records)
-    spec = RunSpec.make(method="random", benchmark="probe", split="test", receiver=None, limit=20)
+    spec = RunSpec.make(method="random", benchmark="probe", split="test", receiver_model=None, limit=20)
     store = Store(tmp_path / "results" / "r.duckdb")
     with pytest.raises(KeyboardInterrupt):
         runner.run_cell(spec, store, tmp_path / "shards")
@@ -414,3 +414,15 @@ def test_the_fast_reader_and_the_line_by_line_reader_load_the_same(tmp_path, mon
     ShardWriter(tmp_path / "c", "k1").append([sample(0)])
     (bad / "1-1-1.jsonl").write_text('{"table": "samples", "sample_id": "x", "success": "yes"}\n')
     assert shards._parse_fast([("k1", p) for p in shard_files(bad)]) is None
+
+
+def test_a_run_json_written_before_the_model_columns_were_renamed_keeps_its_models(tmp_path):
+    root, store = tmp_path / "shards", Store(tmp_path / "results.duckdb")
+    for key, models in (("k1", {"sender": "qwen", "receiver": "llama"}), ("k2", {"sender": 3})):
+        (root / key).mkdir(parents=True)  # as the code before the rename wrote them
+        (root / key / RUN_FILE).write_text(json.dumps({"method": "latent", "benchmark": "probe", "split": "test",
+                                                       "seed": 0, "status": "complete", **models}))
+    assert ingest(store, root)["runs"] == 1  # k2's run.json is set aside: its sender is no model name
+    with store.reader() as con:
+        assert con.execute("SELECT run_key, sender_model, receiver_model FROM runs").fetchall() == \
+            [("k1", "qwen", "llama")]

@@ -63,7 +63,7 @@ def test_single_agents_in_a_grid(results_env):
         "--no-leaderboard"])
     assert out.exit_code == 0, out.output
     con = duckdb.connect(str(results_env), read_only=True)
-    rows = dict(con.execute("""select r.method, list(struct_pack(sender := r.sender, bytes := s.metrics->>'message_bytes',
+    rows = dict(con.execute("""select r.method, list(struct_pack(sender := r.sender_model, bytes := s.metrics->>'message_bytes',
                                       internal := s.metrics->>'message_internal'))
                                from samples s join runs r using (run_key) where s.error is null group by 1""").fetchall())
     # cot_full's plan is written by the receiver model and ships nothing; no_cot runs no sender.

@@ -51,8 +51,8 @@ def run_row(run_key="k1", **over):
         "method": "latent",
         "benchmark": "math",
         "split": "test",
-        "sender": "qwen",
-        "receiver": "llama",
+        "sender_model": "qwen",
+        "receiver_model": "llama",
         "seed": 0,
         "spec": {"lr": 1e-4, "limit": 20},
         "status": "running",
@@ -361,9 +361,10 @@ def test_a_version_1_database_is_migrated_when_first_read_and_keeps_its_rows(tmp
     for statement in MIGRATIONS[1]:
         con.execute(statement)
     con.execute("INSERT INTO schema_migrations VALUES (1, now()::TIMESTAMP)")
-    con.execute("INSERT INTO runs (run_key, method, status) VALUES ('k1', 'latent', 'complete')")
+    con.execute("INSERT INTO runs (run_key, method, sender, receiver, status) "
+                "VALUES ('k1', 'latent', 'qwen', 'llama', 'complete')")
     con.close()
-    with Store(db).reader() as con:
-        assert con.execute("SELECT run_key, method, tags, timing_only FROM runs").fetchall() == \
-            [("k1", "latent", None, None)]
-        assert schema_version(con) == SCHEMA_VERSION == 3
+    with Store(db).reader() as con:  # the model columns renamed (v4), their values kept
+        assert con.execute("SELECT run_key, method, sender_model, receiver_model, tags, timing_only FROM runs"
+                           ).fetchall() == [("k1", "latent", "qwen", "llama", None, None)]
+        assert schema_version(con) == SCHEMA_VERSION == 4

@@ -23,13 +23,13 @@ from interlat_bench.trainers.slot import slot_rows
 TRAIN_VERSION = 2  # 2: supervision ends at the assistant turn's end-of-turn token (conv.encode)
 
 
-def checkpoint_key(receiver: str, kind: str, cfg: TrainConfig, data_ids: list[str], messages_key: str | None,
+def checkpoint_key(receiver_model: str, kind: str, cfg: TrainConfig, data_ids: list[str], messages_key: str | None,
                    dtype: str, sender_dim: int | None, layout: conv.Layout = conv.Layout.SLOT) -> str:
     config = cfg.key_dict()
     for name in ("group_by_length", "detours"):  # absent when off, so earlier receivers' keys still match
         if not config[name]:
             del config[name]
-    fields_ = {"v": TRAIN_VERSION, "receiver": receiver, "kind": str(kind), "cfg": config,
+    fields_ = {"v": TRAIN_VERSION, "receiver": receiver_model, "kind": str(kind), "cfg": config,
                "data": hashlib.sha256("\n".join(data_ids).encode()).hexdigest(),
                "messages": messages_key, "dtype": dtype, "sender_dim": sender_dim}
     if layout is not conv.Layout.SLOT:  # absent for SLOT, so the keys of slot receivers stay as they were

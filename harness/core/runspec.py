@@ -49,8 +49,8 @@ class RunSpec:
     method: str
     benchmark: str
     split: str
-    receiver: str | None  # None: the method runs no model (reference policies)
-    sender: str | None = None
+    receiver_model: str | None  # None: the method runs no model (reference policies)
+    sender_model: str | None = None
     seed: int = 0
     dtype: str | None = "float32"
     method_params: tuple[tuple[str, Any], ...] = ()
@@ -74,13 +74,15 @@ class RunSpec:
                    training=_frozen(training), **kw)
 
     def key_fields(self) -> dict[str, Any]:
+        # The key's field names are frozen: "receiver" and "sender" hold the model references
+        # (receiver_model, sender_model), as they did before those fields were renamed.
         return {
             "key_version": KEY_VERSION,
             "method": self.method,
             "benchmark": self.benchmark,
             "split": self.split,
-            "receiver": self.receiver,
-            "sender": self.sender,
+            "receiver": self.receiver_model,
+            "sender": self.sender_model,
             "seed": self.seed,
             "dtype": self.dtype,
             "method_params": dict(self.method_params),
@@ -101,5 +103,5 @@ class RunSpec:
         return d
 
     def label(self) -> str:
-        who = f"{self.sender}->{self.receiver}" if self.sender else (self.receiver or "no model")
+        who = f"{self.sender_model}->{self.receiver_model}" if self.sender_model else (self.receiver_model or "no model")
         return f"{self.method} | {self.benchmark}/{self.split} | {who} | seed {self.seed}"

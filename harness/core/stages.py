@@ -25,7 +25,7 @@ from interlat_bench.harness.core.message import MessageKind
 class PlanCollection:
     """The sender writes a plan per task, and its last-layer states are kept (collectors)."""
 
-    sender: str
+    sender_model: str
     dtype: str
     prompt_template: str   # the benchmark's planner prompt, with {task}
     greedy: bool
@@ -52,7 +52,7 @@ class StudentTraining:
 class LatentSteps:
     """The sender speaks in K latent steps: with its initial head, or as the trained ``student``."""
 
-    sender: str
+    sender_model: str
     k: int
     student: StudentTraining | None = None
 
@@ -65,7 +65,7 @@ class SenderPass:
     the settings are first fitted on (``Method.calibrated``: KVComm's ``top:f`` layers); 0, none."""
 
     family: str
-    sender: str
+    sender_model: str
     dtype: str
     prompt_template: str
     settings: tuple[tuple[str, Any], ...]
@@ -77,13 +77,13 @@ class ReceiverTraining:
     """The receiver fine-tuned with ``kind`` in its slot (or as its own tokens: ``layout``) on
     the benchmark's training conversations, with the sender's ``plans`` for them."""
 
-    receiver: str
+    receiver_model: str
     kind: MessageKind
     layout: Layout
     settings: tuple[tuple[str, Any], ...]  # trainers.receiver.TrainConfig, as the run key holds it
     dtype: str
     plan_prompt: str
-    sender: str | None             # whose tokens latent rows stand for (the adapter's warm-up)
+    sender_model: str | None       # whose tokens latent rows stand for (the adapter's warm-up)
     plans: PlanCollection | None   # None: trained with an empty slot or no plan
 
     def config(self) -> dict[str, Any]:
@@ -94,7 +94,7 @@ class ReceiverTraining:
 class Stages:
     """Every stage a run cell builds; None where the method has no such stage."""
 
-    receiver: ReceiverTraining | None = None
+    receiver_training: ReceiverTraining | None = None
     messages: PlanCollection | LatentSteps | SenderPass | None = None  # what the sender sends at evaluation
 
     def describe(self) -> dict[str, Any]:
