@@ -199,6 +199,15 @@ class Benchmark:
         an environment (ALFWorld); single-reply benchmarks have no turn to add them to."""
         raise NotImplementedError
 
+    def warmup_samples(self, train: list[Sample], count: int | None) -> list[Sample]:
+        """Training samples beyond ``train`` (the receiver's own conversations), up to ``count``
+        in all: the adapter warm-up reads their sender plans (``TrainConfig.warmup_plans``), the
+        receiver never trains on them."""
+        if not count or count <= len(train):
+            return []
+        ids = {s.id for s in train}
+        return [s for s in self.train_samples(limit=count) if s.id not in ids][: count - len(train)]
+
     @property
     def max_turns(self) -> int:
         """Replies a sample takes at most (what a time estimate counts): one, unless the

@@ -209,6 +209,7 @@ def _cell(grid: _Grid, spec, todo: int, label: str) -> list[StageTime]:
     from interlat_bench.collectors.messages import collection_path, stored_ids
     from interlat_bench.collectors.plans import collect_config
     from interlat_bench.trainers.checkpoint import checkpoint_key
+    from interlat_bench.trainers.checkpoint import messages_key as plans_messages_key
     from interlat_bench.trainers.compression import CompressConfig, student_key
     from interlat_bench.trainers.config import TrainConfig
 
@@ -234,7 +235,10 @@ def _cell(grid: _Grid, spec, todo: int, label: str) -> list[StageTime]:
     if stage is not None:
         cfg = TrainConfig(**stage.config())
         train = bench.train_samples(limit=cfg.n_train, detours=cfg.detours)
-        messages_key = plans_stage(stage.plans, bench.sender_tasks(train), "training plans") if stage.plans else None
+        further = bench.warmup_samples(train, cfg.warmup_plans) if stage.plans else []
+        messages_key = plans_messages_key(
+            plans_stage(stage.plans, bench.sender_tasks(train), "training plans") if stage.plans else None,
+            plans_stage(stage.plans, bench.sender_tasks(further), "warm-up plans") if further else None)
         latent = stage.layout is Layout.SLOT and stage.kind is MessageKind.LATENT
         sender_dim = grid.size(stage.sender_model or spec.sender_model).hidden_size if latent else None
         receiver_key = checkpoint_key(stage.receiver_model, stage.kind, cfg, [s.id for s in train], messages_key,

@@ -97,18 +97,34 @@ class Cell:
             self._training = (train, plans)
         return self._training
 
+    def warmup_plans(self):
+        """The sender's plans for further training tasks, read by the adapter warm-up alone
+        (``TrainConfig.warmup_plans``); None where there are none. A collection of their own, so
+        that the receiver's training plans stay one collection with text's."""
+        from interlat_bench.trainers.config import TrainConfig
+
+        stage = self.stages.receiver_training
+        if stage is None or stage.plans is None:
+            return None
+        train, _ = self.training_data()
+        further = self.bench.warmup_samples(train, TrainConfig(**stage.config()).warmup_plans)
+        return collect(stage.plans, self.bench.sender_tasks(further)) if further else None
+
     def checkpoint(self) -> Path | None:
         """The trained receiver's folder (trained now or found in the cache); None for a method
         whose receiver is used as it is."""
         stage = self.stages.receiver_training
         if stage is None or self._folder is not None:
             return self._folder
+        from interlat_bench.trainers.checkpoint import messages_key
         from interlat_bench.trainers.config import TrainConfig
         from interlat_bench.trainers.receiver import train_receiver
 
         train, plans = self.training_data()
-        self._folder = train_receiver(stage.receiver_model, stage.kind, train, plans or {}, TrainConfig(**stage.config()),
-                                      messages_key=plans.key if plans is not None else None, dtype=stage.dtype,
+        further = self.warmup_plans()
+        key = messages_key(*(m.key for m in (plans, further) if m is not None))
+        self._folder = train_receiver(stage.receiver_model, stage.kind, train, {**(plans or {}), **(further or {})},
+                                      TrainConfig(**stage.config()), messages_key=key, dtype=stage.dtype,
                                       deepspeed=self.deepspeed, log=self.log, layout=stage.layout,
                                       plan_prompt=stage.plan_prompt, sender_ref=stage.sender_model)
         return self._folder

@@ -16,7 +16,7 @@ from interlat_bench.methods.sending import SENDER_CHECKS, SENDER_DEFAULTS
 
 # Training settings that only a latent receiver's adapter uses: left out of the other kinds'
 # configurations, so that tuning the adapter does not change (and retrain) text or no_comm.
-ADAPTER_ONLY = ("adapter_warmup_steps", "warmup_lr", "warmup_ce_weight")
+ADAPTER_ONLY = ("adapter_warmup_steps", "warmup_lr", "warmup_ce_weight", "warmup_plans")
 TRAIN_DEFAULTS = {"preset": "quick", "n_train": None, "curriculum": "schedule"}
 # Names as in trainers.receiver.PRESETS and trainers.curriculum.MODES (a test keeps them equal;
 # importing those modules here would load torch for `--help`).

@@ -442,7 +442,7 @@ def test_grouping_by_length_cuts_padding_keeps_every_example_once_and_leaves_old
     from interlat_bench.trainers.checkpoint import TRAIN_VERSION
 
     legacy = {k: v for k, v in asdict(TrainConfig()).items() if k not in ("group_by_length", "detours", "warmup_lr",
-                                                                            "warmup_ce_weight")}
+                                                                            "warmup_ce_weight", "warmup_plans")}
     blob = json.dumps({"v": TRAIN_VERSION, "receiver": "tiny-llama", "kind": "none", "cfg": legacy,
                        "data": hashlib.sha256(b"a\nb").hexdigest(), "messages": None, "dtype": "float32",
                        "sender_dim": None}, sort_keys=True)

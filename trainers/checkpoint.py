@@ -23,6 +23,12 @@ from interlat_bench.trainers.slot import slot_rows
 TRAIN_VERSION = 2  # 2: supervision ends at the assistant turn's end-of-turn token (conv.encode)
 
 
+def messages_key(*keys: str | None) -> str | None:
+    """The key of the messages a receiver trains on, from its collections' keys: the training
+    plans', then the warm-up's further plans' (``TrainConfig.warmup_plans``) where there are any."""
+    return "+".join(k for k in keys if k) or None
+
+
 def checkpoint_key(receiver_model: str, kind: str, cfg: TrainConfig, data_ids: list[str], messages_key: str | None,
                    dtype: str, sender_dim: int | None, layout: conv.Layout = conv.Layout.SLOT) -> str:
     config = cfg.key_dict()

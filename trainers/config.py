@@ -39,6 +39,14 @@ class TrainConfig:
     # 89%). Restricting the softmax to the plan vocabulary (115 tokens there) costs about nothing;
     # the full 49k-token vocabulary made each step ~10x slower on a CPU for the same gain.
     warmup_ce_weight: float = 0.0
+    # Sender plans the warm-up reads (None: those of the receiver's training tasks). The warm-up
+    # is self-supervised (each row's target is the token the sender wrote there), so plans for
+    # further training tasks cost a collection only, not receiver training. What the rows carry
+    # is there to read (the sender's own LM head names 100% of the fact tokens of held-out plans
+    # at 4 facts x 8 options); what the adapter learns from 256 plans does not generalise (fact
+    # rows the nearest token 97.6% of the time on training plans, 87.9% on held-out ones; 93.1%
+    # after 640 plans, 94.9% after 2048: bench/warmup_rows.py).
+    warmup_plans: int | None = None
     # Batch conversations of similar length (LengthBatches): less padding, the same examples
     # per epoch, batches in a seeded random order.
     group_by_length: bool = False
@@ -63,6 +71,8 @@ class TrainConfig:
             del config["warmup_lr"]
         if not config["warmup_ce_weight"]:
             del config["warmup_ce_weight"]
+        if config["warmup_plans"] is None:
+            del config["warmup_plans"]
         return config
 
     def weights(self):

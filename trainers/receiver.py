@@ -294,7 +294,8 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
         torch.manual_seed(cfg.seed)
         adapter = CommAdapter(sender_dim, lm.hidden_size).to(lm.model.device)
         if cfg.adapter_warmup_steps:
-            warm_up_adapter(adapter, lm.model.get_input_embeddings(), examples, cfg, log)
+            further = further_plan_rows(lm.tokenizer, messages, examples, cfg, sender_tok) if cfg.warmup_plans else []
+            warm_up_adapter(adapter, lm.model.get_input_embeddings(), examples, cfg, log, further=further)
     module = SlotReceiver(lm.model, adapter, slot_kind, bop, eop, cfg.weights(), seed=cfg.seed)
     module.train()
     history = _fit(module, examples, cfg, deepspeed=deepspeed, label=label, dtype=dtype)
@@ -321,32 +322,50 @@ def _whole_weights(module: nn.Module):
     return deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
 
 
+def further_plan_rows(tokenizer, messages: dict, examples: list[Example], cfg: TrainConfig,
+                      sender_tokenizer=None) -> list[tuple[torch.Tensor, list[int]]]:
+    """(latent rows, the receiver token each stands for) of the plans in ``messages`` that no
+    training conversation joins (``TrainConfig.warmup_plans``): the warm-up reads them, the
+    receiver's training does not."""
+    joined = {ex.task_id for ex in examples}
+    out = []
+    for task_id, m in messages.items():
+        if task_id in joined or m.latents is None:
+            continue
+        tokens = row_targets(tokenizer, m.text or "", list(m.token_ids or ()), len(m.latents), sender_tokenizer)
+        if tokens is not None:
+            out.append((m.latents[: cfg.max_slot_rows].float(), tokens))
+    return out
+
+
 def warm_up_adapter(adapter: CommAdapter, embed: nn.Embedding, examples: list[Example], cfg: TrainConfig,
-                    log=print) -> float | None:
+                    log=print, further: list[tuple[torch.Tensor, list[int]]] = ()) -> float | None:
     """Adapter-only warm-up before receiver training: each latent row is pulled (MSE) towards
     the receiver's embedding of the plan token that row predicted, so that at the start of
     training a latent slot reads like the plan text; with ``cfg.warmup_ce_weight`` the row must
     also pick its token out of the plan vocabulary (``plan_vocabulary_loss``). The receiver is
     untouched; the Interlat losses then train both as usual. Needs rows matched to receiver
     tokens (``Example.row_tokens``, from ``row_targets``); examples without them are skipped.
-    Returns the last loss."""
-    pairs = [ex for ex in examples if ex.row_tokens is not None]
+    ``further``: rows of plans beyond the training conversations (``further_plan_rows``), drawn
+    from after the examples'. Returns the last loss."""
+    pairs = [(ex.latents[: ex.max_rows], ex.row_tokens) for ex in examples if ex.row_tokens is not None]
+    pairs += list(further)
     if not pairs:
         log("adapter warm-up skipped: no latent rows could be matched to the receiver's tokens")
         return None
     opt = torch.optim.AdamW(adapter.parameters(), lr=cfg.warmup_lr or cfg.adapter_lr, weight_decay=0.0)
     rng = torch.Generator().manual_seed(cfg.seed)
     dev = embed.weight.device
-    vocabulary = torch.tensor(sorted({t for ex in pairs for t in ex.row_tokens}), device=dev)
+    vocabulary = torch.tensor(sorted({t for _, tokens in pairs for t in tokens}), device=dev)
     with torch.no_grad():  # the receiver's embeddings stay fixed during the warm-up: look them up once
         candidates = embed(vocabulary).float()
     loss = None
     for _ in range(cfg.adapter_warmup_steps):
         batch = [pairs[int(i)] for i in torch.randint(len(pairs), (cfg.batch_size,), generator=rng)]
         losses = []
-        for ex in batch:
-            rows = adapter(ex.latents[: ex.max_rows].to(dev))
-            tokens = torch.tensor(ex.row_tokens[: len(rows)], device=dev)
+        for latents, row_tokens in batch:
+            rows = adapter(latents.to(dev))
+            tokens = torch.tensor(row_tokens[: len(rows)], device=dev)
             with torch.no_grad():
                 target = embed(tokens).float()
             row_loss = nn.functional.mse_loss(rows, target)
