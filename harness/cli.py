@@ -41,6 +41,8 @@ MethodPathOpt = typer.Option([], "--method-path", help="A method class to use wi
 BenchmarkPathOpt = typer.Option([], "--benchmark-path", help="A benchmark class to use without packaging it: "
                                 "package.module:Class or path/to/file.py:Class (repeatable).")
 ParamOpt = typer.Option([], "--param", "-p", help="Method parameter key=value (repeatable).")
+SettingOpt = typer.Option([], "--setting", "-s",
+                          help="Benchmark setting key=value, e.g. n_options=8 for probe (repeatable).")
 
 
 def _progress_to_stderr(quiet: bool, verbose: bool, log_file: Path | None) -> None:
@@ -71,8 +73,7 @@ def run(
         8, min=0, help="Prompt lookup draft length for greedy receivers (0 = off). Speed only: same tokens."),
     dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."),
     param: list[str] = ParamOpt,
-    setting: list[str] = typer.Option(
-        [], "--setting", "-s", help="Benchmark setting key=value, e.g. n_options=8 for probe (repeatable)."),
+    setting: list[str] = SettingOpt,
     workers: int = typer.Option(2, min=1, help="Worker processes for reference policies' episodes (oracle, random)."),
     # The default is harness.runner.EVAL_BATCH (a test keeps them equal; importing the runner
     # here would slow `--help`).
@@ -303,6 +304,7 @@ def collect(
     keep_rows: int | None = typer.Option(None, min=1, help="Compressed front end: keep the first K rows."),
     dtype: str = typer.Option("auto"),
     param: list[str] = typer.Option([], "--param", "-p", help="Sender setting key=value (plan_tokens, ...)."),
+    setting: list[str] = SettingOpt,
     quiet: bool = QuietOpt,
     verbose: bool = VerboseOpt,
     log_file: Path | None = LogFileOpt,
@@ -313,7 +315,7 @@ def collect(
     from interlat_bench.harness import runner
 
     messages = runner.collect_split(task, split, sender_model=sender, dtype=dtype, params=key_values(param), limit=limit,
-                                    keep_rows=keep_rows)
+                                    keep_rows=keep_rows, settings=key_values(setting, "--setting"))
     rows = [m.rows for m in messages.values()]
     console.print(f"{len(messages)} messages ({sum(rows) / max(len(rows), 1):.1f} rows on average) "
                   f"in collection {messages.key}")
@@ -328,6 +330,7 @@ def train(
     dtype: str = typer.Option("auto"),
     deepspeed: Path | None = typer.Option(None, help="DeepSpeed JSON (e.g. trainers/zero2.json)."),
     param: list[str] = typer.Option([], "--param", "-p", help="preset=quick|cpu|paper, n_train=N, curriculum=..."),
+    setting: list[str] = SettingOpt,
     method_path: list[str] = MethodPathOpt,
     benchmark_path: list[str] = BenchmarkPathOpt,
     quiet: bool = QuietOpt,
@@ -341,7 +344,8 @@ def train(
     from interlat_bench.harness import runner, terminal
     from interlat_bench.harness.core.settings import process_rank
 
-    spec = runner.one_spec(method, task, sender_model=sender, receiver_model=receiver, dtype=dtype, params=key_values(param))
+    spec = runner.one_spec(method, task, sender_model=sender, receiver_model=receiver, dtype=dtype, params=key_values(param),
+                           settings=key_values(setting, "--setting"))
     options.models([spec])
     folder = runner.train(spec, deepspeed=str(deepspeed) if deepspeed else None, log=terminal.log.info)
     if process_rank() == 0:  # under torchrun, the first process answers

@@ -289,14 +289,14 @@ def _compute_cell(cell: Cell, samples, todo, writer, on_sample, workers, tags, e
 
 
 def one_spec(method: str, task: str, *, sender_model: str, receiver_model: str, dtype: str, params: dict,
-             split: str | None = None) -> RunSpec:
+             split: str | None = None, settings: dict | None = None) -> RunSpec:
     """The cell `collect` and `train` name: one method on one task (its first default split;
     training reads the train split whichever split is evaluated)."""
     from interlat_bench.harness.grid import concrete_dtype, expand
 
     split = split or benchmarks.get(task).default_splits[0]
     specs = expand(methods_csv=method, tasks_csv=task, splits_csv=split, sender_model=sender_model, receiver_model=receiver_model,
-                   dtype=concrete_dtype(dtype), method_params=params)
+                   dtype=concrete_dtype(dtype), method_params=params, settings=settings)
     if len(specs) != 1:
         raise UserError("give exactly one --method, --task and --split")
     return specs[0]
@@ -310,10 +310,11 @@ def train(spec: RunSpec, *, deepspeed: str | None = None, log=print) -> Path:
 
 
 def collect_split(task: str, split: str, *, sender_model: str, dtype: str, params: dict, limit: int | None = None,
-                  keep_rows: int | None = None):
+                  keep_rows: int | None = None, settings: dict | None = None):
     """`interlat-bench collect`: the sender's plans (latent's collection stage) for a split's
     samples (``train``: the receiver's training tasks)."""
-    spec = one_spec("latent", task, sender_model=sender_model, receiver_model=sender_model, dtype=dtype, params=params)
+    spec = one_spec("latent", task, sender_model=sender_model, receiver_model=sender_model, dtype=dtype, params=params,
+                    settings=settings)
     bench = benchmarks.get(task)(dict(spec.benchmark_params))
     samples = bench.train_samples(limit) if split == "train" else bench.samples(split, limit)
     return collect(replace(spec.stages.messages, keep_rows=keep_rows), bench.sender_tasks(samples))

@@ -123,3 +123,24 @@ def test_ls_name_shows_parameters_with_defaults_and_sweeps_version_and_short_hel
     assert bad.exit_code != 0 and "did you mean 'latent'" in bad.output + bad.stderr
     assert CliRunner().invoke(app, ["--version"]).output.startswith("interlat-bench ")
     assert "Usage" in CliRunner().invoke(app, ["run", "-h"]).output
+
+
+def test_collect_and_train_take_benchmark_settings(results_env):
+    """`collect` and `train` name a cell as `run` does, benchmark settings included: the probe's
+    rung given by `--setting` is what the sender plans for."""
+    from interlat_bench.benchmarks.probe import ProbeBenchmark
+    from interlat_bench.collectors.messages import load_messages
+    from interlat_bench.harness.core.settings import cache_dir
+
+    result = runner.invoke(app, ["collect", "-t", "probe", "--split", "test", "--limit", "2", "--sender", "tiny-llama",
+                                 "-s", "n_facts=3", "-p", "plan_tokens=4"])
+    assert result.exit_code == 0, result.output
+    key = result.output.split("in collection")[-1].strip()
+    messages = load_messages(cache_dir() / "messages" / key)
+    three = {s.id: s.task for s in ProbeBenchmark({"n_facts": 3}).samples("test", 2)}
+    assert set(messages) == set(three) and all(t.count(" is in the ") == 3 for t in three.values())
+    one = runner.invoke(app, ["collect", "-t", "probe", "--split", "test", "--limit", "2", "--sender", "tiny-llama",
+                              "-p", "plan_tokens=4"])
+    assert one.exit_code == 0 and one.output.split("in collection")[-1].strip() != key  # the one-fact probe's
+    bad = runner.invoke(app, ["train", "-m", "no_comm", "-t", "probe", "--receiver", "tiny-llama", "-s", "n_facts=0"])
+    assert bad.exit_code != 0 and "n_facts" in bad.output and "Traceback" not in bad.output
