@@ -61,6 +61,11 @@ def test_each_stage_is_counted_once_and_what_is_cached_or_recorded_costs_nothing
     # latent and text train on one collection of training plans, and cross_task reads with
     # latent's receiver: each counted once, with latent.
     assert ("latent", "training plans") in fresh and ("text", "training plans") not in fresh
+    # The probe's latent warm-up also reads plans for further training tasks (warmup_plans): a
+    # collection of their own, counted with latent, that text does not wait for.
+    assert fresh[("latent", "training plans")].work.startswith("4 plans")
+    assert fresh[("latent", "warm-up plans")].work.startswith(f"{2048 - 4} plans")
+    assert ("text", "warm-up plans") not in fresh
     assert {m for m, s in fresh if s == "receiver training"} == {"latent", "text", "no_comm"}
     assert ("cross_task", "evaluation plans") not in fresh and ("cross_task", "evaluation") in fresh
     plans = fresh[("latent", "evaluation plans")]
