@@ -200,18 +200,18 @@ def runs(
     from interlat_bench.harness import views
     from interlat_bench.results import queries
     from interlat_bench.results.shards import ingest as load_shards
-    from interlat_bench.results.shards import prune_runs
+    from interlat_bench.results.shards import prune_runs, shards_dir
     from interlat_bench.results.store import Store
 
     options.table_format(format, ("rich", "md", "csv"))
     options.run_status(status)
     path = options.existing_db(db)
-    load_shards(Store(path), path.parent / "shards", warn=err.print)  # statuses as of now
+    load_shards(Store(path), shards_dir(path), warn=err.print)  # statuses as of now
     rows = queries.choose_runs(queries.runs(path), keys, status, parse_tags(tag))
     if prune:
         if not keys and not status and not tag:
             raise UserError("--prune: name the runs (keys), a --status or a --tag, e.g. --status interrupted")
-        console.print(f"pruned {prune_runs(Store(path), path.parent / 'shards', [r.run_key for r in rows])} runs")
+        console.print(f"pruned {prune_runs(Store(path), shards_dir(path), [r.run_key for r in rows])} runs")
         return
     views.runs(path, rows, format)
 
@@ -288,11 +288,12 @@ def sql(
 def ingest(db: Path | None = DbOpt):
     """Load pending worker shards into the database (after an interrupted or locked run)."""
     from interlat_bench.results.shards import ingest as load_shards
+    from interlat_bench.results.shards import shards_dir
     from interlat_bench.results.store import Store
 
     path = options.db_path(db)
     options.writable_results(path)
-    console.print(f"ingested {load_shards(Store(path), path.parent / 'shards', warn=err.print)}")
+    console.print(f"ingested {load_shards(Store(path), shards_dir(path), warn=err.print)}")
 
 
 @command()

@@ -37,7 +37,9 @@ def existing_db(db: Path | None) -> Path:
     """The results database to read, which must exist (readers never create one)."""
     path = db_path(db)
     if not path.exists():
-        shards = path.parent / "shards"
+        from interlat_bench.results.shards import shards_dir
+
+        shards = shards_dir(path)
         if any(shards.glob("*/*.jsonl")):  # a run killed before its first ingest
             raise UserError(f"no results database at {path} yet, but finished samples wait in {shards}: "
                             "load them with `interlat-bench ingest`")

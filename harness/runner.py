@@ -27,7 +27,7 @@ from interlat_bench.harness.core.shapes import is_shape
 from interlat_bench.harness.core.stages import LatentSteps, PlanCollection, SenderPass, StudentTraining
 from interlat_bench.harness.playing import EVAL_BATCH, EpisodeWorkers, Player, episode_batch_default
 from interlat_bench.methods.base import RunContext
-from interlat_bench.results.shards import ShardWriter, ingest, resume_ids
+from interlat_bench.results.shards import ShardWriter, ingest, resume_ids, shards_dir
 from interlat_bench.results.store import Store, add_tags
 
 
@@ -339,7 +339,7 @@ def plan_grid(specs: list[RunSpec], db: Path) -> list[CellPlan]:
         bench = benchmarks.get(spec.benchmark)(dict(spec.benchmark_params))
         method = methods.get(spec.method)
         ids = {s.id for s in bench.samples(spec.split, spec.limit)}
-        done = (pending_ids(db.parent / "shards", spec.run_key) | store.finished_ids(spec.run_key)) & ids
+        done = (pending_ids(shards_dir(db), spec.run_key) | store.finished_ids(spec.run_key)) & ids
         trains = "-" if method.trained_with is None else f"{method.trained_with} ({method.layout})"
         out.append(CellPlan(spec, len(ids), len(done), trains))
     return out
@@ -360,7 +360,7 @@ def run_grid(specs: list[RunSpec], db: Path, *, log=print, on_sample=None, on_st
     array's task) and only writes shards, which `ingest` loads once the array is done; the
     database is read, never written, so that n processes may share one results folder."""
     store = Store(db, lock_wait=LOCK_WAIT_S, on_wait=log)
-    shard_root = db.parent / "shards"
+    shard_root = shards_dir(db)
     # Under torchrun or accelerate every rank runs the grid: the stages before evaluation are
     # collective (the collection splits its batches, training its data) and each rank plays
     # its part of every cell's samples, on its own device; rank 0 ingests when all are done.

@@ -118,8 +118,10 @@ def run_rates(db: Path, specs) -> None:
 
 def run_summary(results, db: Path, sharded: bool = False) -> None:
     """What a run computed; and, once it is in the database (not for a shard), its rates."""
+    from interlat_bench.results.shards import shards_dir
+
     console.print(f"{len(results)} runs, {sum(r.computed for r in results)} samples computed, "
-                  f"{sum(r.errors for r in results)} errors; results in {db.parent / 'shards' if sharded else db}")
+                  f"{sum(r.errors for r in results)} errors; results in {shards_dir(db) if sharded else db}")
     if not sharded:
         run_rates(db, [r.spec for r in results if r.spec.receiver_model is not None])
 

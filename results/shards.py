@@ -61,6 +61,17 @@ FLUSH_AFTER_S = 1.0
 SHARD_RE = re.compile(r"^(?P<ns>\d+)-(?P<pid>\d+)-(?P<seq>\d+)\.jsonl$")
 
 
+DEFAULT_DB_NAME = "interlat.duckdb"
+
+
+def shards_dir(db: Path) -> Path:
+    """Where a results database's runs write their shards until ingested: ``shards/`` beside the
+    default ``interlat.duckdb``, ``<name>.shards/`` beside a database of another name, so that two
+    databases in one folder never ingest each other's runs."""
+    db = Path(db)
+    return db.parent / ("shards" if db.name == DEFAULT_DB_NAME else f"{db.stem}.shards")
+
+
 def _dumps(obj: Any) -> str:
     def default(o: Any) -> Any:
         if isinstance(o, datetime):

@@ -118,11 +118,12 @@ def test_corrupt_cached_messages_and_checkpoints_are_detected_and_rebuilt(result
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     out = result.stderr  # notes go to stderr
-    # Read again: the training plans and the checkpoint (the evaluation plans of 3 samples are a
-    # new collection; the corrupt one of 2 samples is not read).
+    # Read again: the training plans, the warm-up's further plans (the probe preset's
+    # warmup_plans) and the checkpoint (the evaluation plans of 3 samples are a new collection;
+    # the corrupt one of 2 samples is not read).
     corrupt = [line for line in out.splitlines() if line.startswith("corrupt cache entry")]
-    assert len(corrupt) == 2, out
-    assert "/cache/messages/" in corrupt[0] and "/cache/receivers/" in corrupt[1]
+    assert len(corrupt) == 3, out
+    assert all("/cache/messages/" in line for line in corrupt[:2]) and "/cache/receivers/" in corrupt[2]
     assert " receiver on 4 conversations" in out  # retrained, not reused
     assert counts(results_env) == {"latent": 3}
     assert len(list((cache_dir() / "receivers").glob("*.corrupt-*"))) == 1  # kept for inspection
@@ -197,3 +198,28 @@ def test_leaderboard_json_filters_and_names_and_sql_exports(results_env, tmp_pat
     out = tmp_path / "q.csv"
     assert "2 rows" in invoke("sql", "select method from runs order by 1", "-f", "csv", "-o", str(out))
     assert out.read_text() == "method\nno_comm_zeroshot\ntext_zeroshot\n"
+
+
+def test_two_databases_in_one_folder_keep_their_runs_apart(results_env):
+    """A run writes its shards where only its own database ingests them: a run still writing
+    for ``a.duckdb`` is not taken into ``b.duckdb`` beside it (nor into the default database)."""
+    import csv
+    import io
+
+    from interlat_bench.results.shards import ShardWriter, shards_dir
+
+    folder = results_env.parent
+    a, b = folder / "a.duckdb", folder / "b.duckdb"
+    assert len({shards_dir(a), shards_dir(b), shards_dir(results_env)}) == 3
+    assert shards_dir(results_env) == folder / "shards"  # the default database's folder as before
+    invoke("run", "-m", "text_zeroshot", "-t", "math", "--limit", "2", "--db", str(b), *TINY)
+    ShardWriter(shards_dir(a), "deadbeef00000000").write_run(  # a's run, still running or killed
+        {"method": "latent", "benchmark": "math", "split": "math500", "seed": 0, "status": "running"})
+    invoke("run", "-m", "text_zeroshot,no_comm_zeroshot", "-t", "math", "--limit", "2", "--db", str(b), *TINY)
+
+    def listed(db):
+        return {r["configuration"] for r in csv.DictReader(io.StringIO(invoke("runs", "-f", "csv", "--db", str(db))))}
+
+    assert listed(b) == {"no_comm_zeroshot", "text_zeroshot"}
+    invoke("ingest", "--db", str(a))
+    assert listed(a) == {"latent"}  # ingested where it belongs
