@@ -154,7 +154,7 @@ class ProbeBenchmark(Benchmark):
     # 81.6%; bench/probe_slot_swap.py); after two its fidelity was 65.4% -> 78.7% (n = 136).
     # warmup_plans 2048: the warm-up also reads the sender's plans for training tasks beyond the
     # receiver's 256 (a collection only: ~10 min on one core at 4 x 8). Fact rows of held-out plans
-    # the nearest token: 87.9% after the warm-up on 256 plans, 94.9% on 2048 (95.4% with 3000
+    # the nearest token: 88.5% after the warm-up on 256 plans, 94.9% on 2048 (95.4% with 3000
     # steps: the data, not the steps); see TrainConfig.warmup_plans.
     train_overrides = {"max_len": 64, "n_train": None, "batch_size": 8, "epochs": 2.0, "adapter_lr": 1e-4,
                        "warmup_lr": 1e-3, "adapter_warmup_steps": 1000, "warmup_ce_weight": 0.1, "warmup_plans": 2048}

@@ -44,8 +44,8 @@ class TrainConfig:
     # further training tasks cost a collection only, not receiver training. What the rows carry
     # is there to read (the sender's own LM head names 100% of the fact tokens of held-out plans
     # at 4 facts x 8 options); what the adapter learns from 256 plans does not generalise (fact
-    # rows the nearest token 97.6% of the time on training plans, 87.9% on held-out ones; 93.1%
-    # after 640 plans, 94.9% after 2048: bench/warmup_rows.py).
+    # rows the nearest token 97.9% of the time on training plans, 88.5% on held-out ones; 94.9%
+    # after 2048 plans: bench/warmup_rows.py, docs/performance).
     warmup_plans: int | None = None
     # Batch conversations of similar length (LengthBatches): less padding, the same examples
     # per epoch, batches in a seeded random order.
