@@ -213,7 +213,8 @@ def probe_ladder(db, marks=None) -> pd.DataFrame:
     95% intervals. A configuration is a leaderboard row with the rung's own fields taken out of
     its label; seeds pool as in the leaderboard (one sample played once: Wilson; replayed by
     several seeds: Student-t over per-sample means). Errored samples count as failures in
-    accuracy and are left out of fidelity (they have no plan verdict)."""
+    accuracy and are left out of fidelity (they have no plan verdict). Unfinished runs are left
+    out, as in the leaderboard: an interrupted run's first samples are not a rung's result."""
     labels = dict(lb.run_rows(db, marks=marks).itertuples(index=False, name=None))
     with Store(db).reader() as con:
         obs = con.execute("""
@@ -223,7 +224,8 @@ def probe_ladder(db, marks=None) -> pd.DataFrame:
                    CASE WHEN s.error IS NULL AND s.success THEN 1.0 ELSE 0.0 END AS accuracy,
                    TRY_CAST(json_extract(s.metrics, '$.fact_in_plan') AS DOUBLE) AS fact_in_plan,
                    TRY_CAST(json_extract(s.metrics, '$.fidelity') AS DOUBLE) AS fidelity
-            FROM samples s JOIN runs r USING (run_key) WHERE r.benchmark = 'probe'""").df()
+            FROM samples s JOIN runs r USING (run_key)
+            WHERE r.benchmark = 'probe' AND NOT list_contains(?, r.status)""", [list(lb.UNFINISHED)]).df()
     obs = obs[obs["run_key"].isin(labels)].dropna(subset=["n_facts", "n_options"])  # runs that name their rung
     if obs.empty:
         return pd.DataFrame()

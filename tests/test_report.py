@@ -192,7 +192,7 @@ def test_report_html_on_probe_alfworld_and_math_runs_renders(results_env, tmp_pa
 
 # -- the probe ladder ------------------------------------------------------------------------
 
-def _write_rung(db, method, n_facts, n_options, outcomes, stated, seed=0, training_seed=None):
+def _write_rung(db, method, n_facts, n_options, outcomes, stated, seed=0, training_seed=None, status="complete"):
     """A probe run at one rung: ``outcomes`` 0/1 per sample, ``stated`` whether its plan states the fact."""
     store = Store(db)
     run_key = f"{method}-{n_facts}-{n_options}-{seed}"
@@ -201,7 +201,7 @@ def _write_rung(db, method, n_facts, n_options, outcomes, stated, seed=0, traini
             "training": {"lr": 2e-5, "seed": seed if training_seed is None else training_seed}}
     with store.writer() as con:
         store.upsert_run(con, {"run_key": run_key, "method": method, "benchmark": "probe", "split": "test",
-                               "seed": seed, "receiver_model": "m", "sender_model": "m", "status": "complete", "device": "cpu",
+                               "seed": seed, "receiver_model": "m", "sender_model": "m", "status": status, "device": "cpu",
                                "spec": spec})
         store.insert_samples(con, [
             {"run_key": run_key, "sample_id": f"q{i}", "success": bool(ok), "score": float(ok), "steps": 1,
@@ -231,6 +231,14 @@ def test_ladder_table_one_line_per_rung_and_configuration_with_fidelity_over_sta
     written = report.write(db, tmp_path / "rep", html=True)
     assert "ladder.svg" in written and "<svg" in written["ladder.svg"].read_text()
     assert "id='plot-ladder'" in written["report.html"].read_text()
+
+
+def test_ladder_leaves_out_an_interrupted_run(tmp_path):
+    db = tmp_path / "r.duckdb"
+    _write_rung(db, "latent", 2, 4, [1, 1, 1, 0], [1, 1, 1, 1])
+    _write_rung(db, "latent", 2, 8, [1, 1], [1, 1], status="interrupted")  # stopped after two samples
+    ladder = report.probe_ladder(db)
+    assert list(zip(ladder["n_facts"], ladder["n_options"], ladder["accuracy_n"])) == [(2, 4, 4)]
 
 
 def test_seeds_that_train_their_own_receivers_pool_into_one_row(tmp_path):
