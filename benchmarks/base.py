@@ -155,6 +155,10 @@ class Benchmark:
     # its label (the probe's plans that state the answer).
     after_run_metrics: ClassVar[tuple[str, ...]] = ()
     after_run_rates: ClassVar[dict[str, str]] = {}
+    # How ``play`` scores, when that changed after runs were recorded: it enters the run key
+    # (through ``fingerprint``), so a results database never holds one metric read two ways
+    # under one name. Plans and receivers are cached by other keys and are reused.
+    scoring: ClassVar[str] = ""
 
     def __init__(self, params: dict[str, Any] | None = None):
         self.params = dict(params or {})
@@ -183,10 +187,13 @@ class Benchmark:
         raise NotImplementedError
 
     def fingerprint(self, split: str, *, with_train: bool = False) -> str:
-        """A content hash of the data a run on ``split`` reads (plus the training data)."""
+        """A content hash of the data a run on ``split`` reads (plus the training data), and of
+        ``scoring`` where set."""
         parts = [files_digest(tuple(self.data_files(split)))]
         if with_train:
             parts.append(files_digest(tuple(self.data_files("train"))))
+        if self.scoring:
+            parts.append(self.scoring)
         return hashlib.sha256("+".join(parts).encode()).hexdigest()[:16]
 
     def samples(self, split: str, limit: int | None = None) -> list[Sample]:

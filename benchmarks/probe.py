@@ -76,15 +76,29 @@ def generate(split: str, seed: int, count: int, n_facts: int, n_options: int, po
                     f"n_options={n_options}: fewer settings or a smaller split")
 
 
-def fact_in_plan(plan: str, target: str, answer: str, options: tuple[str, ...]) -> bool:
-    """The plan states the target's own fact: a sentence that names the target object and,
-    after it, the answer as the first option colour. Mentioning the answer's colour for
-    another object does not count (that is what fidelity must not credit)."""
+def fact_in_plan(plan: str, target: str, answer: str, options: tuple[str, ...], others: tuple[str, ...] = ()) -> bool:
+    """The plan states the target's own fact, and no other: some mention of the target is
+    followed, before another of the sample's objects (``others``) is named, by the answer as
+    the first option colour, and no mention is followed so by another colour. A mention is the
+    target's name or "object", the planner prompt's word for it ("Say first where the object
+    is"; at 2 facts x 8 options 223 of 256 SmolLM2 plans say "The object is in the ... box").
+    The answer's colour said of another object does not count, nor does a plan that puts the
+    target in two boxes."""
+    named_other = re.compile(rf"\b({'|'.join(map(re.escape, others))})\b", re.IGNORECASE) if others else None
+    said = set()
     for sentence in re.split(r"[.!?\n]+", plan):
-        named = re.search(rf"\b{re.escape(target)}\b", sentence, re.IGNORECASE)
-        if named and parse_answer(sentence[named.end():], options) == answer:
-            return True
-    return False
+        for mention in re.finditer(rf"\b({re.escape(target)}|object)\b", sentence, re.IGNORECASE):
+            rest = sentence[mention.end():]
+            other = named_other.search(rest) if named_other else None
+            colour = parse_answer(rest[:other.start()] if other else rest, options)
+            if colour is not None:
+                said.add(colour)
+    return said == {answer}
+
+
+def placed_objects(task: str) -> tuple[str, ...]:
+    """The objects a probe task places, in its order ("The key is in the blue box." ...)."""
+    return tuple(re.findall(r"The (\w+) is in the \w+ box\.", task))
 
 
 def ranked_replies(target: str, options: tuple[str, ...]) -> list[str]:
@@ -131,6 +145,11 @@ class ProbeBenchmark(Benchmark):
     # the one measured run; SPEC 5 leaves the schedule open, the CPU default of 1 epoch at 1e-5
     # is sized for larger training sets).
     PLAN_TOKENS_PER_FACT = 16
+    # fact_in_plan's second reading (2026-12-06): "the object" counts as a mention of the
+    # target, and a plan giving the target two boxes states no answer. Before it, a plan that
+    # said only "The object is in the blue box." did not count, and one that also named the
+    # target with another colour did.
+    scoring = "fact_in_plan 2"
 
     @property
     def method_defaults(self) -> dict[str, Any]:
@@ -224,7 +243,8 @@ class ProbeBenchmark(Benchmark):
         predicted = parse_answer(reply, d["options"])
         correct = predicted == d["answer"]
         plan = message.text
-        stated = None if plan is None else fact_in_plan(plan, d["target"], d["answer"], d["options"])
+        others = tuple(o for o in placed_objects(sample.task) if o != d["target"])
+        stated = None if plan is None else fact_in_plan(plan, d["target"], d["answer"], d["options"], others)
         return Record(
             sample_id=sample.id, success=correct, score=float(correct),
             metrics={"answer": d["answer"], "predicted": predicted, "output": reply, "chance": self.chance,

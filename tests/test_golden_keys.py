@@ -54,12 +54,16 @@ def _keys() -> dict[str, dict[str, str]]:
 # Settings added to a preset since the golden keys were written: a new setting trains a new
 # receiver, so its keys move by design; without it every key must be the golden one.
 PRESET_CHANGES = {"probe": ("warmup_plans",)}  # the adapter warm-up's further plans (2026-12-06)
+# Benchmarks whose scoring changed since (``Benchmark.scoring``): their run keys move by design.
+SCORING_CHANGES = ("probe",)  # fact_in_plan's second reading (2026-12-06)
 
 
 def _before_preset_changes(monkeypatch):
     for task, added in PRESET_CHANGES.items():
         bench = benchmarks.get(task)
         monkeypatch.setattr(bench, "train_overrides", {k: v for k, v in bench.train_overrides.items() if k not in added})
+    for task in SCORING_CHANGES:
+        monkeypatch.setattr(benchmarks.get(task), "scoring", "")
 
 
 @pytest.mark.parametrize("kind", ["run", "checkpoint", "collection"])
@@ -72,9 +76,23 @@ def test_keys_are_those_of_the_code_before(kind, monkeypatch):
     assert not moved, f"{len(moved)} {kind} keys moved, e.g. {next(iter(moved.items()))}"
 
 
-def test_the_preset_changes_move_only_the_latent_receivers_of_their_benchmark():
+def test_a_scoring_change_moves_only_its_benchmarks_run_keys(monkeypatch):
+    """A new reading of a record moves the runs that must be evaluated again, and neither the
+    receivers nor the plans they reuse."""
+    before = _keys()
+    for task in SCORING_CHANGES:
+        monkeypatch.setattr(benchmarks.get(task), "scoring", "")
+    old = _keys()
+    assert before["checkpoint"] == old["checkpoint"] and before["collection"] == old["collection"]
+    moved = {name for name, key in before["run"].items() if key != old["run"][name]}
+    assert moved == {name for name in before["run"] if name.split("|")[1] in SCORING_CHANGES}
+
+
+def test_the_preset_changes_move_only_the_latent_receivers_of_their_benchmark(monkeypatch):
     """warmup_plans is an adapter setting: of the golden keys it moves the probe's latent-receiver
     runs and checkpoints (latent and the methods that train one), and no collection key."""
+    for task in SCORING_CHANGES:
+        monkeypatch.setattr(benchmarks.get(task), "scoring", "")
     now = _keys()
     moved = {kind: {name for name, key in now[kind].items() if name in GOLDEN[kind] and key != GOLDEN[kind][name]}
              for kind in now}

@@ -154,6 +154,24 @@ def test_fidelity_counts_the_targets_own_fact_not_its_colour_elsewhere():
     assert not fact_in_plan("The keychain is in the blue box.", "key", "blue", options)
 
 
+def test_fidelity_reads_the_object_as_the_target_and_refuses_a_plan_with_two_boxes_for_it():
+    """The planner prompt asks where "the object" is, and SmolLM2's plans answer in those words;
+    the first reading of fact_in_plan missed those plans and counted self-contradicting ones."""
+    from interlat_bench.benchmarks.probe import fact_in_plan, placed_objects
+
+    options = ("red", "blue", "green")
+    # stated by the prompt's word for the target (the first reading: not stated)
+    assert fact_in_plan("The object is in the blue box. Open the blue box.", "key", "blue", options, ("coin",))
+    # two boxes for the target: no answer stated (the first reading: stated)
+    assert not fact_in_plan("The object is in the red box. The key is in the blue box.", "key", "blue", options,
+                            ("coin",))
+    # another object's fact after the target's, in one sentence, is not the target's
+    assert fact_in_plan("The key is in the blue box and the coin is in the red box.", "key", "blue", options,
+                        ("coin",))
+    assert not fact_in_plan("The object is the coin, in the blue box.", "key", "blue", options, ("coin",))
+    assert placed_objects("Find the key. The coin is in the red box. The key is in the blue box.") == ("coin", "key")
+
+
 def test_plan_tokens_grow_with_the_facts_to_state():
     from interlat_bench.benchmarks.probe import ProbeBenchmark
 
