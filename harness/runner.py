@@ -85,13 +85,16 @@ class Cell:
         self._folder, self._receiver, self._training = checkpoint, None, None
 
     # -- receiver training -------------------------------------------------------------
+    def train_config(self):
+        """The receiver's training settings (``trainers.config.TrainConfig``) from its stage."""
+        from interlat_bench.trainers.config import TrainConfig
+
+        return TrainConfig(**self.stages.receiver_training.config())
+
     def training_data(self):
         """(training samples, the sender's plans for them or None): what the receiver trains on."""
         if self._training is None:
-            from interlat_bench.trainers.config import TrainConfig
-
-            stage = self.stages.receiver_training
-            cfg = TrainConfig(**stage.config())
+            stage, cfg = self.stages.receiver_training, self.train_config()
             train = self.bench.train_samples(limit=cfg.n_train, detours=cfg.detours)
             plans = collect(stage.plans, self.bench.sender_tasks(train)) if stage.plans is not None else None
             self._training = (train, plans)
@@ -101,13 +104,11 @@ class Cell:
         """The sender's plans for further training tasks, read by the adapter warm-up alone
         (``TrainConfig.warmup_plans``); None where there are none. A collection of their own, so
         that the receiver's training plans stay one collection with text's."""
-        from interlat_bench.trainers.config import TrainConfig
-
         stage = self.stages.receiver_training
         if stage is None or stage.plans is None:
             return None
         train, _ = self.training_data()
-        further = self.bench.warmup_samples(train, TrainConfig(**stage.config()).warmup_plans)
+        further = self.bench.warmup_samples(train, self.train_config().warmup_plans)
         return collect(stage.plans, self.bench.sender_tasks(further)) if further else None
 
     def checkpoint(self) -> Path | None:
@@ -116,17 +117,11 @@ class Cell:
         stage = self.stages.receiver_training
         if stage is None or self._folder is not None:
             return self._folder
-        from interlat_bench.trainers.checkpoint import messages_key
-        from interlat_bench.trainers.config import TrainConfig
-        from interlat_bench.trainers.receiver import train_receiver
+        from interlat_bench.trainers.receiver import train_receiver_stage
 
         train, plans = self.training_data()
-        further = self.warmup_plans()
-        key = messages_key(*(m.key for m in (plans, further) if m is not None))
-        self._folder = train_receiver(stage.receiver_model, stage.kind, train, {**(plans or {}), **(further or {})},
-                                      TrainConfig(**stage.config()), messages_key=key, dtype=stage.dtype,
-                                      deepspeed=self.deepspeed, log=self.log, layout=stage.layout,
-                                      plan_prompt=stage.plan_prompt, sender_ref=stage.sender_model)
+        self._folder = train_receiver_stage(stage, train, plans, self.warmup_plans(), deepspeed=self.deepspeed,
+                                            log=self.log)
         return self._folder
 
     def receiver(self):

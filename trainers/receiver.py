@@ -28,8 +28,9 @@ from interlat_bench.harness.core import conversation as conv
 from interlat_bench.harness.core.atomic import set_aside
 from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.settings import cache_dir, process_rank
+from interlat_bench.harness.core.stages import ReceiverTraining
 from interlat_bench.trainers.adapter import CommAdapter
-from interlat_bench.trainers.checkpoint import checkpoint_key, checkpoint_problem, save
+from interlat_bench.trainers.checkpoint import checkpoint_key, checkpoint_problem, messages_key, save
 from interlat_bench.trainers.config import TrainConfig
 from interlat_bench.trainers.curriculum import Curriculum
 from interlat_bench.trainers.losses import (
@@ -251,6 +252,18 @@ def padding_share(examples: list[Example], order: list[int], batch_size: int) ->
     batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
     padded = sum(len(b) * max(b) for b in batches)
     return 1 - sum(lengths) / padded if padded else 0.0
+
+
+def train_receiver_stage(stage: ReceiverTraining, train, plans: dict | None, further: dict | None, *,
+                         deepspeed: str | None = None, log=print) -> Path:
+    """The receiver-training stage built from its spec (``harness.core.stages.ReceiverTraining``):
+    ``train`` the benchmark's training samples, ``plans`` the sender's plans for them and
+    ``further`` its plans for the warm-up's further tasks (collections, or None). Returns the
+    checkpoint folder, trained now or found in the cache under the same key as ever."""
+    key = messages_key(*(m.key for m in (plans, further) if m is not None))
+    return train_receiver(stage.receiver_model, stage.kind, train, {**(plans or {}), **(further or {})},
+                          TrainConfig(**stage.config()), messages_key=key, dtype=stage.dtype, deepspeed=deepspeed,
+                          log=log, layout=stage.layout, plan_prompt=stage.plan_prompt, sender_ref=stage.sender_model)
 
 
 def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages: dict, cfg: TrainConfig, *,
