@@ -96,7 +96,7 @@ class Cell:
         if self._training is None:
             stage, cfg = self.stages.receiver_training, self.train_config()
             train = self.bench.train_samples(limit=cfg.n_train, detours=cfg.detours)
-            plans = collect(stage.plans, self.bench.sender_tasks(train)) if stage.plans is not None else None
+            plans = collect(stage.plans, self.bench, train) if stage.plans is not None else None
             self._training = (train, plans)
         return self._training
 
@@ -109,7 +109,7 @@ class Cell:
             return None
         train, _ = self.training_data()
         further = self.bench.warmup_samples(train, self.train_config().warmup_plans)
-        return collect(stage.plans, self.bench.sender_tasks(further)) if further else None
+        return collect(stage.plans, self.bench, further) if further else None
 
     def checkpoint(self) -> Path | None:
         """The trained receiver's folder (trained now or found in the cache); None for a method
@@ -138,9 +138,9 @@ class Cell:
         stage = self.stages.messages
         if stage is None:
             return {}
-        tasks = self.bench.sender_tasks(samples)
         if isinstance(stage, PlanCollection):
-            return {tid: self.method.shipped(m) for tid, m in collect(stage, tasks).items()}
+            return {tid: self.method.shipped(m) for tid, m in collect(stage, self.bench, samples).items()}
+        tasks = self.bench.sender_tasks(samples)
         if isinstance(stage, SenderPass):
             return self._sender_pass(stage, tasks)
         return self._latent_steps(stage, tasks)
@@ -200,11 +200,12 @@ class Cell:
         return self.method.agent(self.ctx, self.receiver())
 
 
-def collect(stage: PlanCollection, tasks) -> dict:
-    """The collection stage (``collectors.plans``)."""
+def collect(stage: PlanCollection, bench, samples: list) -> dict:
+    """The collection stage (``collectors.plans``): the sender's plans for ``samples``, each for
+    what the benchmark gives the sender (``Benchmark.sender_tasks``)."""
     from interlat_bench.collectors.plans import collect_plans
 
-    return collect_plans(stage, tasks)
+    return collect_plans(stage, bench.sender_tasks(samples))
 
 
 def run_cell(spec: RunSpec, store: Store, shard_root: Path, *, log=print, on_sample=None,
@@ -312,7 +313,7 @@ def collect_split(task: str, split: str, *, sender_model: str, dtype: str, param
                     settings=settings)
     bench = benchmarks.get(task)(dict(spec.benchmark_params))
     samples = bench.train_samples(limit) if split == "train" else bench.samples(split, limit)
-    return collect(replace(spec.stages.messages, keep_rows=keep_rows), bench.sender_tasks(samples))
+    return collect(replace(spec.stages.messages, keep_rows=keep_rows), bench, samples)
 
 
 @dataclass
