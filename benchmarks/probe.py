@@ -82,8 +82,9 @@ def fact_in_plan(plan: str, target: str, answer: str, options: tuple[str, ...], 
     the first option colour, and no mention is followed so by another colour. A mention is the
     target's name or "object", the planner prompt's word for it ("Say first where the object
     is"; at 2 facts x 8 options 223 of 256 SmolLM2 plans say "The object is in the ... box").
-    The answer's colour said of another object does not count, nor does a plan that puts the
-    target in two boxes."""
+    The answer's colour said of another object does not count, nor does a plan whose mentions
+    disagree: SmolLM2 also restates the first fact with its object called "the object", and
+    such a plan is ambiguous to any reader."""
     named_other = re.compile(rf"\b({'|'.join(map(re.escape, others))})\b", re.IGNORECASE) if others else None
     said = set()
     for sentence in re.split(r"[.!?\n]+", plan):
