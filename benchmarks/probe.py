@@ -147,9 +147,9 @@ class ProbeBenchmark(Benchmark):
     # is sized for larger training sets).
     PLAN_TOKENS_PER_FACT = 16
     # fact_in_plan's second reading (2026-12-06): "the object" counts as a mention of the
-    # target, and a plan giving the target two boxes states no answer. Before it, a plan that
-    # said only "The object is in the blue box." did not count, and one that also named the
-    # target with another colour did.
+    # target, and a plan whose mentions give two colours states no answer. Before it, a plan
+    # that said only "The object is in the blue box." did not count, and one that also named
+    # the target with another colour did.
     scoring = "fact_in_plan 2"
 
     @property
