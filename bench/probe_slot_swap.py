@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from interlat_bench.benchmarks.probe import ProbeBenchmark, fact_in_plan, placed_objects
+from interlat_bench.benchmarks.probe import ProbeBenchmark, states_fact
 from interlat_bench.collectors.messages import load_messages
 from interlat_bench.harness.core.generation import Decoding
 from interlat_bench.harness.core.message import Message, MessageKind
@@ -79,8 +79,7 @@ def main() -> None:
             m = messages[s.id]
             with torch.no_grad():
                 ok = bench.play(s, agent, m).success
-            others = tuple(o for o in placed_objects(s.task) if o != s.data["target"])
-            says = fact_in_plan(m.text, s.data["target"], s.data["answer"], s.data["options"], others)
+            says = states_fact(m.text, s)
             solved, stated, solved_stated = solved + ok, stated + says, solved_stated + (ok and says)
         print(f"{name:>10}: accuracy {solved}/{len(samples)} = {solved / len(samples):.1%}, "
               f"fidelity {solved_stated}/{stated} = {solved_stated / max(stated, 1):.1%}", flush=True)

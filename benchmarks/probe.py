@@ -102,6 +102,13 @@ def placed_objects(task: str) -> tuple[str, ...]:
     return tuple(re.findall(r"The (\w+) is in the \w+ box\.", task))
 
 
+def states_fact(plan: str, sample: Sample) -> bool:
+    """``fact_in_plan`` for a probe sample: its target, answer, options and other objects."""
+    d = sample.data
+    others = tuple(o for o in placed_objects(sample.task) if o != d["target"])
+    return fact_in_plan(plan, d["target"], d["answer"], d["options"], others)
+
+
 def ranked_replies(target: str, options: tuple[str, ...]) -> list[str]:
     """The replies ``answer=rank`` scores, one per option: a whole sentence, so that a receiver that
     was never taught to answer with a bare colour is scored on a reply it would write (a bare
@@ -244,8 +251,7 @@ class ProbeBenchmark(Benchmark):
         predicted = parse_answer(reply, d["options"])
         correct = predicted == d["answer"]
         plan = message.text
-        others = tuple(o for o in placed_objects(sample.task) if o != d["target"])
-        stated = None if plan is None else fact_in_plan(plan, d["target"], d["answer"], d["options"], others)
+        stated = None if plan is None else states_fact(plan, sample)
         return Record(
             sample_id=sample.id, success=correct, score=float(correct),
             metrics={"answer": d["answer"], "predicted": predicted, "output": reply, "chance": self.chance,

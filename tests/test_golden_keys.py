@@ -58,12 +58,16 @@ PRESET_CHANGES = {"probe": ("warmup_plans",)}  # the adapter warm-up's further p
 SCORING_CHANGES = ("probe",)  # fact_in_plan's second reading (2026-12-06)
 
 
+def _before_scoring_changes(monkeypatch):
+    for task in SCORING_CHANGES:
+        monkeypatch.setattr(benchmarks.get(task), "scoring", "")
+
+
 def _before_preset_changes(monkeypatch):
     for task, added in PRESET_CHANGES.items():
         bench = benchmarks.get(task)
         monkeypatch.setattr(bench, "train_overrides", {k: v for k, v in bench.train_overrides.items() if k not in added})
-    for task in SCORING_CHANGES:
-        monkeypatch.setattr(benchmarks.get(task), "scoring", "")
+    _before_scoring_changes(monkeypatch)
 
 
 @pytest.mark.parametrize("kind", ["run", "checkpoint", "collection"])
@@ -80,8 +84,7 @@ def test_a_scoring_change_moves_only_its_benchmarks_run_keys(monkeypatch):
     """A new reading of a record moves the runs that must be evaluated again, and neither the
     receivers nor the plans they reuse."""
     before = _keys()
-    for task in SCORING_CHANGES:
-        monkeypatch.setattr(benchmarks.get(task), "scoring", "")
+    _before_scoring_changes(monkeypatch)
     old = _keys()
     assert before["checkpoint"] == old["checkpoint"] and before["collection"] == old["collection"]
     moved = {name for name, key in before["run"].items() if key != old["run"][name]}
@@ -91,8 +94,7 @@ def test_a_scoring_change_moves_only_its_benchmarks_run_keys(monkeypatch):
 def test_the_preset_changes_move_only_the_latent_receivers_of_their_benchmark(monkeypatch):
     """warmup_plans is an adapter setting: of the golden keys it moves the probe's latent-receiver
     runs and checkpoints (latent and the methods that train one), and no collection key."""
-    for task in SCORING_CHANGES:
-        monkeypatch.setattr(benchmarks.get(task), "scoring", "")
+    _before_scoring_changes(monkeypatch)
     now = _keys()
     moved = {kind: {name for name, key in now[kind].items() if name in GOLDEN[kind] and key != GOLDEN[kind][name]}
              for kind in now}
