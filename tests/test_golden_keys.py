@@ -51,9 +51,14 @@ def _keys() -> dict[str, dict[str, str]]:
     return out
 
 
-# Settings added to a preset since the golden keys were written: a new setting trains a new
-# receiver, so its keys move by design; without it every key must be the golden one.
-PRESET_CHANGES = {"probe": ("warmup_plans",)}  # the adapter warm-up's further plans (2026-12-06)
+# What a preset held when the golden keys were written, where it has changed since: a changed
+# preset trains a new receiver, so its keys move by design; with the old values back every key
+# must be the golden one. ABSENT: a setting added since.
+ABSENT = object()
+PRESET_CHANGES = {"probe": {
+    "warmup_plans": ABSENT,  # the adapter warm-up's further plans (2026-12-06)
+    "adapter_warmup_steps": 1000, "warmup_ce_weight": 0.1,  # the warm-up on the MSE alone (2026-12-06)
+}}
 # Benchmarks whose scoring changed since (``Benchmark.scoring``): their run keys move by design.
 SCORING_CHANGES = ("probe",)  # fact_in_plan's second reading (2026-12-06)
 
@@ -64,9 +69,10 @@ def _before_scoring_changes(monkeypatch):
 
 
 def _before_preset_changes(monkeypatch):
-    for task, added in PRESET_CHANGES.items():
+    for task, before in PRESET_CHANGES.items():
         bench = benchmarks.get(task)
-        monkeypatch.setattr(bench, "train_overrides", {k: v for k, v in bench.train_overrides.items() if k not in added})
+        overrides = {**bench.train_overrides, **before}
+        monkeypatch.setattr(bench, "train_overrides", {k: v for k, v in overrides.items() if v is not ABSENT})
     _before_scoring_changes(monkeypatch)
 
 
@@ -92,8 +98,9 @@ def test_a_scoring_change_moves_only_its_benchmarks_run_keys(monkeypatch):
 
 
 def test_the_preset_changes_move_only_the_latent_receivers_of_their_benchmark(monkeypatch):
-    """warmup_plans is an adapter setting: of the golden keys it moves the probe's latent-receiver
-    runs and checkpoints (latent and the methods that train one), and no collection key."""
+    """The probe preset's changes are adapter settings: of the golden keys they move the probe's
+    latent-receiver runs and checkpoints (latent and the methods that train one), and no
+    collection key."""
     _before_scoring_changes(monkeypatch)
     now = _keys()
     moved = {kind: {name for name, key in now[kind].items() if name in GOLDEN[kind] and key != GOLDEN[kind][name]}
