@@ -476,7 +476,6 @@ def _probe_latent_setup(n: int, **overrides):
     return cfg, samples, messages
 
 
-
 @pytest.mark.slow
 def test_probe_warm_up_leaves_rows_at_their_tokens_embeddings():
     """The cause found at 4 facts x 4 options (SmolLM2 -> SmolLM2): the warm-up's cross-entropy
