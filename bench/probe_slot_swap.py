@@ -15,7 +15,8 @@ only what fills its slot:
 - ``text``: the plan's own token embeddings (what this receiver can read at best).
 
 Prints accuracy and fidelity (accuracy where the plan states the target's own fact) per slot,
-with n. Not a test: a diagnostic for one trained receiver.
+with n, and fidelity on the plans that also give another object another colour
+(``distractor_in_plan``) apart. Not a test: a diagnostic for one trained receiver.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from interlat_bench.benchmarks.probe import ProbeBenchmark, states_fact
+from interlat_bench.benchmarks.probe import ProbeBenchmark, states_distractor, states_fact
 from interlat_bench.collectors.messages import load_messages
 from interlat_bench.harness.core.generation import Decoding
 from interlat_bench.harness.core.message import Message, MessageKind
@@ -74,16 +75,19 @@ def main() -> None:
     for name in args.slots.split(","):
         agent = ReceiverAgent(receiver.lm, Decoding(greedy=True, max_new_tokens=bench.reply_tokens),
                               slot_encoder=slots[name])
-        solved = stated = solved_stated = 0
+        solved, fidelity = 0, {True: [], False: []}  # by whether the plan has a distractor
         for s in samples:
             m = messages[s.id]
             with torch.no_grad():
                 ok = bench.play(s, agent, m).success
-            says = states_fact(m.text, s)
-            solved, stated, solved_stated = solved + ok, stated + says, solved_stated + (ok and says)
+            solved += ok
+            if states_fact(m.text, s):
+                fidelity[states_distractor(m.text, s)].append(ok)
+        stated = fidelity[True] + fidelity[False]
         print(f"{name:>10}: accuracy {solved}/{len(samples)} = {solved / len(samples):.1%}, "
-              f"fidelity {solved_stated}/{stated} = {solved_stated / max(stated, 1):.1%}", flush=True)
-
+              f"fidelity {sum(stated)}/{len(stated)} = {sum(stated) / max(len(stated), 1):.1%} "
+              f"(with a distractor {sum(fidelity[True])}/{len(fidelity[True])}, "
+              f"without {sum(fidelity[False])}/{len(fidelity[False])})", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -97,6 +97,27 @@ def fact_in_plan(plan: str, target: str, answer: str, options: tuple[str, ...], 
     return said == {answer}
 
 
+def distractor_in_plan(plan: str, target: str, answer: str, options: tuple[str, ...],
+                       others: tuple[str, ...]) -> bool:
+    """The plan gives another of the sample's objects (``others``, by name) a colour other than
+    the answer (the first option colour after its name, before the next object is named): a
+    reader must tell that object from the target to pick the right colour. At 2 facts SmolLM2's
+    commonest plan is "The object is in the <answer> box. The <other> is in the <other colour>
+    box.", and that is where the receivers' fidelity is lost (docs/performance)."""
+    if not others:
+        return False
+    named = re.compile(rf"\b({'|'.join(map(re.escape, others))})\b", re.IGNORECASE)
+    any_object = re.compile(rf"\b({'|'.join(map(re.escape, (*others, target, 'object')))})\b", re.IGNORECASE)
+    for sentence in re.split(r"[.!?\n]+", plan):
+        for mention in named.finditer(sentence):
+            rest = sentence[mention.end():]
+            following = any_object.search(rest)
+            colour = parse_answer(rest[:following.start()] if following else rest, options)
+            if colour is not None and colour != answer:
+                return True
+    return False
+
+
 def placed_objects(task: str) -> tuple[str, ...]:
     """The objects a probe task places, in its order ("The key is in the blue box." ...)."""
     return tuple(re.findall(r"The (\w+) is in the \w+ box\.", task))
@@ -107,6 +128,13 @@ def states_fact(plan: str, sample: Sample) -> bool:
     d = sample.data
     others = tuple(o for o in placed_objects(sample.task) if o != d["target"])
     return fact_in_plan(plan, d["target"], d["answer"], d["options"], others)
+
+
+def states_distractor(plan: str, sample: Sample) -> bool:
+    """``distractor_in_plan`` for a probe sample."""
+    d = sample.data
+    others = tuple(o for o in placed_objects(sample.task) if o != d["target"])
+    return distractor_in_plan(plan, d["target"], d["answer"], d["options"], others)
 
 
 def ranked_replies(target: str, options: tuple[str, ...]) -> list[str]:

@@ -172,6 +172,23 @@ def test_fidelity_reads_the_object_as_the_target_and_refuses_a_plan_with_two_box
     assert placed_objects("Find the key. The coin is in the red box. The key is in the blue box.") == ("coin", "key")
 
 
+def test_a_distractor_is_another_objects_other_colour():
+    from interlat_bench.benchmarks.probe import distractor_in_plan
+
+    options, others = ("red", "blue", "green"), ("coin",)
+    # SmolLM2's commonest 2-fact plan: the target's fact, then the other object's
+    assert distractor_in_plan("The object is in the blue box. The coin is in the red box.", "key", "blue", options,
+                              others)
+    # the other object in the answer's box, or not given a box, is no distractor
+    assert not distractor_in_plan("The object is in the blue box. The coin is in the blue box.", "key", "blue",
+                                  options, others)
+    assert not distractor_in_plan("The key is in the blue box. Then find the coin.", "key", "blue", options, others)
+    # the colour after the next object named is that object's, not the other's
+    assert not distractor_in_plan("Find the coin; the key is in the blue box.", "key", "blue", options, others)
+    assert distractor_in_plan("the COIN sits in the green box", "key", "blue", options, others)
+    assert not distractor_in_plan("The key is in the red box.", "key", "blue", options, ())
+
+
 def test_plan_tokens_grow_with_the_facts_to_state():
     from interlat_bench.benchmarks.probe import ProbeBenchmark
 
