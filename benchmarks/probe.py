@@ -217,9 +217,12 @@ class ProbeBenchmark(Benchmark):
     # than the same rows snapped to their tokens (bench/probe_slot_swap.py). The MSE alone,
     # given the steps it needs, names more rows and keeps them where the tokens are: held-out
     # fact rows the nearest token 96.8% at 4 x 4 (95.1% before), 97.0% at 4 x 8 (94.3%), norm
-    # 0.99x, cosine 0.98 (bench/warmup_rows.py). Latent fidelity at 4 x 4, seed 0: 82.0% ->
-    # 95.1% (text 95.9%); but at 2 x 8, seed 0, 79.8% -> 71.8% (text 80.6%), not yet understood
-    # (docs/performance.md). About 3 minutes more per latent receiver on one core at 4 facts.
+    # 0.99x, cosine 0.98 (bench/warmup_rows.py). Latent fidelity, three seeds pooled, old ->
+    # new (text): 4 x 4 83.3 -> 94.3% (95.1), 4 x 8 91.8 -> 94.4 (96.0), 2 x 4 86.1 -> 89.4
+    # (90.5); but 2 x 8 84.7 -> 81.7 (88.2), lost on plans that give another object another
+    # colour, which the receiver reads worse from its rows than from the plan's token
+    # embeddings (bench/probe_distractors.py, docs/performance.md). About 3 minutes more per
+    # latent receiver on one core at 4 facts.
     train_overrides = {"max_len": 64, "n_train": None, "batch_size": 8, "epochs": 2.0, "adapter_lr": 1e-4,
                        "warmup_lr": 1e-3, "adapter_warmup_steps": 3000, "warmup_plans": 2048}
 
