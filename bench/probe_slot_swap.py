@@ -89,5 +89,6 @@ def main() -> None:
               f"(with a distractor {sum(fidelity[True])}/{len(fidelity[True])}, "
               f"without {sum(fidelity[False])}/{len(fidelity[False])})", flush=True)
 
+
 if __name__ == "__main__":
     main()
