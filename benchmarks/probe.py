@@ -123,18 +123,20 @@ def placed_objects(task: str) -> tuple[str, ...]:
     return tuple(re.findall(r"The (\w+) is in the \w+ box\.", task))
 
 
+def _other_objects(sample: Sample) -> tuple[str, ...]:
+    return tuple(o for o in placed_objects(sample.task) if o != sample.data["target"])
+
+
 def states_fact(plan: str, sample: Sample) -> bool:
     """``fact_in_plan`` for a probe sample: its target, answer, options and other objects."""
     d = sample.data
-    others = tuple(o for o in placed_objects(sample.task) if o != d["target"])
-    return fact_in_plan(plan, d["target"], d["answer"], d["options"], others)
+    return fact_in_plan(plan, d["target"], d["answer"], d["options"], _other_objects(sample))
 
 
 def states_distractor(plan: str, sample: Sample) -> bool:
     """``distractor_in_plan`` for a probe sample."""
     d = sample.data
-    others = tuple(o for o in placed_objects(sample.task) if o != d["target"])
-    return distractor_in_plan(plan, d["target"], d["answer"], d["options"], others)
+    return distractor_in_plan(plan, d["target"], d["answer"], d["options"], _other_objects(sample))
 
 
 def ranked_replies(target: str, options: tuple[str, ...]) -> list[str]:
