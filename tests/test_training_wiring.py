@@ -328,6 +328,7 @@ def test_packed_logits_equal_the_full_forward_at_supervised_positions(math_train
 
 def test_adapter_warm_up_pulls_rows_to_their_tokens_and_leaves_the_receiver_alone():
     from interlat_bench.benchmarks.base import Sample
+    from interlat_bench.harness.core import progress
     from interlat_bench.trainers.receiver import warm_up_adapter
 
     lm, _, _ = tiny_receiver()
@@ -357,9 +358,30 @@ def test_adapter_warm_up_pulls_rows_to_their_tokens_and_leaves_the_receiver_alon
                 adapter(ex.latents[:MAX_ROWS].to(embed.weight.device)),
                 embed(torch.tensor(ex.row_tokens[:MAX_ROWS], device=embed.weight.device)))) for ex in examples[1:])
 
+    class Shown:  # what a progress display is told
+        stages = []
+
+        def __init__(self, name, total):
+            self.stages.append(self)
+            self.name, self.total, self.done, self.info = name, total, 0, ""
+
+        def advance(self, n=1, info=""):
+            self.done, self.info = self.done + n, info or self.info
+
+        def close(self):
+            pass
+
     start = error()
-    final = warm_up_adapter(adapter, embed, examples, cfg, log=quiet)
+    before = progress.use(Shown)
+    try:
+        final = warm_up_adapter(adapter, embed, examples, cfg, log=quiet)
+    finally:
+        progress.use(before)
     assert final is not None and error() < 0.2 * start
+    # The warm-up is a stage the user sees move (minutes at the probe preset), with its loss.
+    [shown] = Shown.stages
+    assert (shown.name, shown.total, shown.done) == ("warm up the adapter", 150, 150)
+    assert shown.info.startswith("loss ")
     assert all(torch.equal(v, lm.model.state_dict()[k]) for k, v in before_lm.items())
 
     # With the cross-entropy term each row also singles out its own token among the plan's.

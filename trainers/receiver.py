@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from interlat_bench.harness.core import conversation as conv
+from interlat_bench.harness.core import progress
 from interlat_bench.harness.core.atomic import set_aside
 from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.settings import cache_dir, process_rank
@@ -373,22 +374,26 @@ def warm_up_adapter(adapter: CommAdapter, embed: nn.Embedding, examples: list[Ex
     with torch.no_grad():  # the receiver's embeddings stay fixed during the warm-up: look them up once
         candidates = embed(vocabulary).float()
     loss = None
-    for _ in range(cfg.adapter_warmup_steps):
-        batch = [pairs[int(i)] for i in torch.randint(len(pairs), (cfg.batch_size,), generator=rng)]
-        losses = []
-        for latents, row_tokens in batch:
-            rows = adapter(latents.to(dev))
-            tokens = torch.tensor(row_tokens[: len(rows)], device=dev)
-            with torch.no_grad():
-                target = embed(tokens).float()
-            row_loss = nn.functional.mse_loss(rows, target)
-            if cfg.warmup_ce_weight:
-                row_loss = row_loss + cfg.warmup_ce_weight * plan_vocabulary_loss(rows, tokens, candidates, vocabulary)
-            losses.append(row_loss)
-        loss = torch.stack(losses).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with progress.track("warm up the adapter", cfg.adapter_warmup_steps) as stage:
+        for step in range(1, cfg.adapter_warmup_steps + 1):
+            batch = [pairs[int(i)] for i in torch.randint(len(pairs), (cfg.batch_size,), generator=rng)]
+            losses = []
+            for latents, row_tokens in batch:
+                rows = adapter(latents.to(dev))
+                tokens = torch.tensor(row_tokens[: len(rows)], device=dev)
+                with torch.no_grad():
+                    target = embed(tokens).float()
+                row_loss = nn.functional.mse_loss(rows, target)
+                if cfg.warmup_ce_weight:
+                    row_loss = row_loss + cfg.warmup_ce_weight * plan_vocabulary_loss(rows, tokens, candidates,
+                                                                                      vocabulary)
+                losses.append(row_loss)
+            loss = torch.stack(losses).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            # The loss is read back every 100 steps only: reading it waits for the device.
+            stage.advance(info=f"loss {loss.item():.5f}" if step % 100 == 0 else "")
     log(f"adapter warm-up: {cfg.adapter_warmup_steps} steps on {len(pairs)} messages, final loss {loss.item():.5f}")
     return loss.item()
 

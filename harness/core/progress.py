@@ -66,10 +66,12 @@ _log = logging.getLogger("interlat_bench.progress")
 _display: Callable[[str, int], Stage] = lambda name, total: Lines(name, total, _log.info)  # noqa: E731
 
 
-def use(display: Callable[[str, int], Stage]) -> None:
-    """Choose how stages are shown from now on: ``display(name, total)`` opens one."""
+def use(display: Callable[[str, int], Stage]) -> Callable[[str, int], Stage]:
+    """Choose how stages are shown from now on: ``display(name, total)`` opens one. Returns
+    the display used until now (to put it back)."""
     global _display
-    _display = display
+    before, _display = _display, display
+    return before
 
 
 @contextlib.contextmanager
