@@ -247,7 +247,10 @@ def _cell(grid: _Grid, spec, todo: int, label: str) -> list[StageTime]:
         training = (cfg, train, messages_key, lambda: grid.epoch_tokens(receiver_key, stage.receiver_model, train, cfg, rows))
         if grid.first(receiver_key) and not (cache_dir() / "receivers" / receiver_key / "DONE").exists():
             per_epoch = training[3]()
-            passes = 1 + (1 / 3 + (1 / 3 if cfg.neg_weight > 0 else 0) if latent else 0)
+            # A gradient-free pass costs about a third of a trained one (forward only);
+            # the plan pass is a trained one when it has a CE of its own (plan_ce_weight).
+            plan_pass = 1 if cfg.plan_ce_weight > 0 else 1 / 3
+            passes = 1 + (plan_pass + (1 / 3 if cfg.neg_weight > 0 else 0) if latent else 0)
             steps = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum)) * cfg.epochs
             out.append(StageTime(label, "receiver training",
                                  f"{len(train)} conversations x {cfg.epochs:g} epochs, {per_epoch} tokens an epoch, "

@@ -308,6 +308,41 @@ def test_plan_and_negative_passes(math_train, monkeypatch):
     assert all(p.grad is not None for p in adapter.parameters())
 
 
+def test_plan_ce_trains_the_plan_pass_and_leaves_l_plan_target_detached(math_train):
+    """plan_ce_weight > 0: the plan-text pass runs with gradient and its CE joins the loss with
+    that weight; L_plan still reads it as a fixed target. Off (the SPEC's loss), the pass is
+    gradient-free and the total is the same as before the option existed."""
+    lm, bop, eop = tiny_receiver()
+    cfg = TrainConfig(max_len=32, max_slot_rows=MAX_ROWS)
+    samples = math_train[:3]
+    examples = build_examples(lm.tokenizer, samples, fake_messages(samples, seed=1), "latent", cfg)
+    torch.manual_seed(0)
+    adapter = CommAdapter(SENDER_DIM, lm.hidden_size).to(lm.model.device)
+    totals, grads = {}, {}
+    for w in (0.0, 0.8):
+        module = SlotReceiver(lm.model, adapter, "latent", bop, eop, LossWeights(plan=0.5, neg=0.0, plan_ce=w), seed=5)
+        module.train()
+        lm.model.zero_grad()
+        total = module(examples)
+        totals[w], parts = total, dict(module.last_parts)
+        if w:
+            with torch.no_grad():
+                plan_logits, plan_targets, plan_sup = module._logits(
+                    [module._sequence(ex, module.slot(ex, None, 0.0)) for ex in examples])
+                plan_ce = torch.nn.functional.cross_entropy(plan_logits[plan_sup], plan_targets[plan_sup])
+            assert parts["plan_ce"] == pytest.approx(float(plan_ce), rel=1e-5) and parts["w_plan_ce"] == w
+            assert total.item() == pytest.approx(parts["ce"] + 0.5 * parts["plan"] + w * float(plan_ce), rel=1e-5)
+        else:
+            assert "plan_ce" not in parts
+            assert total.item() == pytest.approx(parts["ce"] + 0.5 * parts["plan"], rel=1e-6)
+        total.backward()
+        grads[w] = lm.model.get_input_embeddings().weight.grad.clone()
+    # The plan pass adds gradient of its own to the receiver (the embeddings it reads).
+    assert not torch.allclose(grads[0.0], grads[0.8])
+    assert TrainConfig(plan_ce_weight=0.0).key_dict() == TrainConfig().key_dict()  # old keys unchanged
+    assert TrainConfig(plan_ce_weight=0.8).key_dict()["plan_ce_weight"] == 0.8
+
+
 def test_packed_logits_equal_the_full_forward_at_supervised_positions(math_train):
     lm, bop, eop = tiny_receiver()
     cfg = TrainConfig(max_len=48, max_slot_rows=MAX_ROWS)

@@ -19,6 +19,12 @@ class TrainConfig:
     max_len: int = 384              # tokens after the slot (the conversation), truncated
     max_slot_rows: int = 128
     plan_weight: float = 0.5
+    # Cross-entropy on the plan-text pass too (latent receivers; 0 = off, as in SPEC 4): L_plan's
+    # target is this receiver reading the plan's token embeddings, and without a loss of its own
+    # that reading is trained only through the curriculum's plan tails. At 8 facts x 4 options
+    # the latent-trained receiver given the exact embeddings read 8 of 99 fewer stated facts
+    # right than the text receiver (bench/probe_slot_swap.py, docs/performance.md).
+    plan_ce_weight: float = 0.0
     neg_weight: float = 0.1
     margin: float = 0.3
     adaptive_weights: bool = False
@@ -78,13 +84,15 @@ class TrainConfig:
             del config["warmup_ce_weight"]
         if config["warmup_plans"] is None:
             del config["warmup_plans"]
+        if not config["plan_ce_weight"]:
+            del config["plan_ce_weight"]
         return config
 
     def weights(self):
         from interlat_bench.trainers.losses import LossWeights  # torch: not for plain settings
 
         return LossWeights(plan=self.plan_weight, neg=self.neg_weight, margin=self.margin,
-                           adaptive=self.adaptive_weights)
+                           adaptive=self.adaptive_weights, plan_ce=self.plan_ce_weight)
 
 
 PRESETS = {

@@ -304,9 +304,11 @@ class LossWeights:
     margin: float = 0.3
     adaptive: bool = False
     adaptive_clamp: float = 10.0
+    # CE on the plan-text pass (TrainConfig.plan_ce_weight); 0 = off, the SPEC's loss.
+    plan_ce: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("ce", "plan", "neg"):
+        for name in ("ce", "plan", "neg", "plan_ce"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"loss weight {name} must be finite and >= 0, got {value}")
@@ -341,9 +343,11 @@ def combine(
     plan: torch.Tensor | None,
     neg: torch.Tensor | None,
     weights: LossWeights,
+    plan_ce: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """total = w_ce*ce + w_plan*plan + w_neg*neg (None terms skipped), plus a dict of floats for
-    logging: ce, plan, neg (when present), w_ce, w_plan, w_neg, total. Weights are python floats."""
+    """total = w_ce*ce + w_plan*plan + w_neg*neg + w_plan_ce*plan_ce (None terms skipped), plus a
+    dict of floats for logging: ce, plan, neg, plan_ce (when present), their weights, total.
+    Weights are python floats."""
     ce_v = float(ce.detach().float().item())
     plan_v, neg_v = _scalar(plan), _scalar(neg)
     w_plan, w_neg = weights.effective(ce_v, plan_v, neg_v)
@@ -356,6 +360,9 @@ def combine(
     if neg is not None and neg_v is not None:
         total = total + w_neg * neg
         parts.update(neg=neg_v, w_neg=w_neg)
+    if plan_ce is not None and weights.plan_ce > 0:
+        total = total + float(weights.plan_ce) * plan_ce
+        parts.update(plan_ce=float(plan_ce.detach().float().item()), w_plan_ce=float(weights.plan_ce))
     parts["total"] = float(total.detach().float().item())
     return total, parts
 

@@ -3,7 +3,7 @@
 The same trainer serves the three message kinds, so `latent`, `text` and `no_comm`
 differ only in what fills the slot:
 - latent: adapter(M) mixed with the plan-embedding tail by the curriculum; loss
-  CE + w_plan * L_plan + w_neg * L_neg;
+  CE + w_plan * L_plan + w_neg * L_neg (+ w_plan_ce * the plan-text pass's CE, off by default);
 - text:   the plan's token embeddings (receiver tokenizer); CE only;
 - none:   an empty slot (<bop><eop>); CE only.
 Built on the HF Trainer, so multi-GPU and a DeepSpeed config work unchanged.
@@ -194,11 +194,15 @@ class SlotReceiver(nn.Module):
         lat_logits, targets, sup = self._logits([self._sequence(ex, self.slot(ex, ex.latents, self.ratio))
                                                  for ex in examples])
         ce = nn.functional.cross_entropy(lat_logits[sup], targets[sup])
-        plan_loss = neg_loss = None
+        plan_loss = neg_loss = plan_ce = None
         if self.kind is MessageKind.LATENT:
-            with torch.no_grad():
-                plan_logits, _, plan_sup = self._logits([self._sequence(ex, self.slot(ex, None, 0.0))
-                                                         for ex in examples])
+            # The plan-text pass is L_plan's target (detached there); it carries gradient only
+            # when it is also trained on (plan_ce).
+            with contextlib.nullcontext() if self.weights.plan_ce > 0 else torch.no_grad():
+                plan_logits, plan_targets, plan_sup = self._logits([self._sequence(ex, self.slot(ex, None, 0.0))
+                                                                    for ex in examples])
+            if self.weights.plan_ce > 0:
+                plan_ce = nn.functional.cross_entropy(plan_logits[plan_sup], plan_targets[plan_sup])
             plan_loss = plan_alignment_loss(lat_logits, plan_logits, sup, plan_sup)
             negs = negative_latents([ex.latents for ex in examples],
                                     rng=torch.Generator().manual_seed(self.seed + int(self.ratio * 1e6)))
@@ -207,7 +211,7 @@ class SlotReceiver(nn.Module):
                     neg_logits, _, neg_sup = self._logits([self._sequence(ex, self.slot(ex, n, 1.0))
                                                            for ex, n in zip(examples, negs)])
                 neg_loss = separation_loss(lat_logits, neg_logits, sup, neg_sup, self.weights.margin)
-        total, self.last_parts = combine(ce, plan_loss, neg_loss, self.weights)
+        total, self.last_parts = combine(ce, plan_loss, neg_loss, self.weights, plan_ce)
         self.last_parts["ratio"] = self.ratio
         return total
 
