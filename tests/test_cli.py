@@ -1,6 +1,8 @@
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from interlat_bench.harness.cli import app
@@ -106,6 +108,16 @@ def test_grid_file_dry_run_and_command_line_overrides(tmp_path, results_env):
         grid.write_text(text)
         bad = CliRunner().invoke(app, ["run", "--grid", str(grid), "--dry-run"])
         assert bad.exit_code != 0 and says in bad.output + bad.stderr and str(grid) in bad.output + bad.stderr
+
+
+@pytest.mark.parametrize("name, samples, cells", [("demo.yaml", 512, 4), ("alfworld-informed.yaml", 420, 14)])
+def test_shipped_grid_files_expand(name, samples, cells, results_env):
+    """The grids the docs point to expand as they say (a dry run: nothing trained or played)."""
+    grid = Path(__file__).resolve().parents[1] / "grids" / name
+    out = CliRunner().invoke(app, ["run", "--grid", str(grid), "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert f"{samples} samples to compute in {cells} cells" in out.output
+    assert not results_env.exists()
 
 
 def test_ls_name_shows_parameters_with_defaults_and_sweeps_version_and_short_help():
