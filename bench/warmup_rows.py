@@ -2,11 +2,12 @@
 does it need?
 
 Run: ``python bench/warmup_rows.py TRAIN_MESSAGES [MORE_TRAIN_MESSAGES] TEST_MESSAGES
-[--plans 256,640,2048] [--facts 4 --options 8] [--steps N] [--ce-weight W] [--receiver smollm2-135m]``,
+[--plans 256,640,2048] [--facts 4 --options 8] [--steps N] [--ce-weight W] [--positions rope] [--receiver smollm2-135m]``,
 with TRAIN_MESSAGES collections of the sender's plans for the probe's training tasks
 (``$INTERLAT_CACHE/messages/KEY``: the receiver's 256 and the warm-up's further plans; as many
 as the largest ``--plans``) and TEST_MESSAGES one for its test tasks, all at the rung given.
-``--steps`` and ``--ce-weight`` replace the preset's warm-up steps and cross-entropy weight.
+``--steps``, ``--ce-weight`` and ``--positions`` replace the preset's warm-up steps, cross-entropy weight
+and the adapter's positions.
 
 For each count N, a fresh adapter gets the probe preset's warm-up (``warm_up_adapter``: its
 steps, rates and loss) on the first N training plans and nothing else; printed: the share of
@@ -46,13 +47,15 @@ def main() -> None:
     ap.add_argument("--sender", default="smollm2-135m")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--ce-weight", type=float, default=None)
+    ap.add_argument("--positions", default=None, help="the adapter's positions (none, rope)")
     args = ap.parse_args()
     if len(args.messages) < 2:
         ap.error("give at least one training collection and the test collection")
 
     cfg = Latent({}).train_config(ProbeBenchmark({"n_facts": args.facts, "n_options": args.options}))
     cfg = replace(cfg, **{k: v for k, v in (("adapter_warmup_steps", args.steps),
-                                            ("warmup_ce_weight", args.ce_weight)) if v is not None})
+                                            ("warmup_ce_weight", args.ce_weight),
+                                            ("adapter_positions", args.positions)) if v is not None})
     lm = models.load(args.receiver, dtype="float32", seed=cfg.seed)
     embed = lm.model.get_input_embeddings()
     unit = torch.nn.functional.normalize(embed.weight.detach().float(), dim=-1)
@@ -90,14 +93,15 @@ def main() -> None:
         head = lm.model.get_output_embeddings().weight.detach().float()
         print(f"sender's LM head on held-out rows: {rates(lambda h: (h @ head.T).argmax(-1), held_out)}")
     print(f"warm-up: {cfg.adapter_warmup_steps} steps of {cfg.batch_size} plans at {cfg.warmup_lr}, "
-          f"cross-entropy weight {cfg.warmup_ce_weight}; {len(test)} held-out plans", flush=True)
+          f"cross-entropy weight {cfg.warmup_ce_weight}, positions {cfg.adapter_positions}; "
+          f"{len(test)} held-out plans", flush=True)
     ordered = sorted(train.items())  # by task id: the first N training tasks, as warmup_plans takes them
     for count in [int(x) for x in args.plans.split(",")]:
         if count > len(ordered):
             raise SystemExit(f"{len(ordered)} training plans, fewer than --plans {count}")
         pairs = further_plan_rows(tok, dict(ordered[:count]), [], cfg, sender_tok)
         torch.manual_seed(cfg.seed)
-        adapter = CommAdapter(int(ordered[0][1].latents.shape[1]), lm.hidden_size)
+        adapter = CommAdapter(int(ordered[0][1].latents.shape[1]), lm.hidden_size, positions=cfg.adapter_positions)
         start = time.perf_counter()
         warm_up_adapter(adapter, embed, [], cfg, log=lambda *_: None, further=pairs)
         seconds = time.perf_counter() - start

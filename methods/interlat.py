@@ -14,9 +14,11 @@ from interlat_bench.harness.core.registry import register_method
 from interlat_bench.methods.base import Method
 from interlat_bench.methods.sending import SENDER_CHECKS, SENDER_DEFAULTS
 
-# Training settings that only a latent receiver's adapter uses: left out of the other kinds'
-# configurations, so that tuning the adapter does not change (and retrain) text or no_comm.
-ADAPTER_ONLY = ("adapter_warmup_steps", "warmup_lr", "warmup_ce_weight", "warmup_plans")
+# Training settings that only a latent receiver uses (its adapter, its plan-text pass): left out
+# of the other kinds' configurations, so that tuning them does not change (and retrain) text or
+# no_comm.
+LATENT_ONLY = ("adapter_warmup_steps", "warmup_lr", "warmup_ce_weight", "warmup_plans", "adapter_positions",
+               "plan_ce_weight")
 TRAIN_DEFAULTS = {"preset": "quick", "n_train": None, "curriculum": "schedule"}
 # Names as in trainers.receiver.PRESETS and trainers.curriculum.MODES (a test keeps them equal;
 # importing those modules here would load torch for `--help`).
@@ -38,7 +40,7 @@ class TrainedReceiver(Method):
         # Benchmark-specific sizing applies to the CPU preset only; `paper` stays as published.
         sizing = benchmark.train_overrides if self.params["preset"] == "quick" else {}
         if self.trained_with is not MessageKind.LATENT:
-            sizing = {k: v for k, v in sizing.items() if k not in ADAPTER_ONLY}
+            sizing = {k: v for k, v in sizing.items() if k not in LATENT_ONLY}
         overrides = {**sizing, "curriculum": self.params["curriculum"], "seed": seed}
         if self.params.get("n_train") is not None:
             overrides["n_train"] = int(self.params["n_train"])

@@ -232,3 +232,33 @@ def test_save_overwrites_atomically(tmp_path) -> None:
     loaded = CommAdapter.load(path)
     for (name, p), q in zip(b.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
+
+
+def test_rope_positions_let_a_row_read_its_neighbour_and_keep_the_rest() -> None:
+    """positions="none" (SPEC 3) treats the rows as a set: permuting them permutes the outputs,
+    so no row can single out the next one. "rope" breaks that symmetry, shares every weight with
+    the plain adapter, still ignores padding, and round-trips through save/load."""
+    torch.manual_seed(0)
+    plain, rope = CommAdapter(16, 16, heads=2), CommAdapter(16, 16, heads=2, positions="rope")
+    rope.load_state_dict(plain.state_dict())  # same parameters: the option adds none
+    x = torch.randn(2, 6, 16)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    assert torch.allclose(plain(x[:, perm]), plain(x)[:, perm], atol=1e-5)
+    assert not torch.allclose(rope(x[:, perm]), rope(x)[:, perm], atol=1e-4)
+    # The same attention as nn.MultiheadAttention's where every rotation is the identity (one row).
+    assert torch.allclose(rope(x[:, :1]), plain(x[:, :1]), atol=1e-6)
+    pad = torch.zeros(2, 6, dtype=torch.bool)
+    pad[1, 4:] = True
+    out = rope(x, pad)
+    assert torch.allclose(out[1, :4], rope(x[1, :4]), atol=1e-5) and not out[1, 4:].any()
+    with pytest.raises(ValueError, match="positions"):
+        CommAdapter(16, 16, positions="alibi")
+
+
+def test_rope_adapter_save_load_and_old_configs(tmp_path) -> None:
+    torch.manual_seed(1)
+    rope = CommAdapter(16, 16, heads=2, positions="rope")
+    back = CommAdapter.load(rope.save(tmp_path / "a.safetensors"))
+    x = torch.randn(5, 16)
+    assert back.positions == "rope" and torch.equal(back(x), rope(x))
+    assert "positions" not in CommAdapter(16, 16).config()  # saved before the option: loads as "none"

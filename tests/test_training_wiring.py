@@ -452,7 +452,7 @@ def test_plan_vocabulary_loss_is_cross_entropy_over_the_plan_tokens_only():
 
 def test_warm_up_settings_key_only_latent_receivers():
     from interlat_bench.benchmarks.probe import ProbeBenchmark
-    from interlat_bench.methods.interlat import ADAPTER_ONLY, Latent, NoComm, Text
+    from interlat_bench.methods.interlat import LATENT_ONLY, Latent, NoComm, Text
 
     bench = ProbeBenchmark({})
     latent = Latent({}).train_config(bench).key_dict()
@@ -467,8 +467,8 @@ def test_warm_up_settings_key_only_latent_receivers():
         config = method.train_config(bench).key_dict()
         assert config["adapter_warmup_steps"] == 0
         assert "warmup_ce_weight" not in config and "warmup_lr" not in config
-        assert {k: v for k, v in config.items() if k not in ADAPTER_ONLY} == \
-            {k: v for k, v in latent.items() if k not in ADAPTER_ONLY}
+        assert {k: v for k, v in config.items() if k not in LATENT_ONLY} == \
+            {k: v for k, v in latent.items() if k not in LATENT_ONLY}
 
 
 def test_grouping_by_length_cuts_padding_keeps_every_example_once_and_leaves_old_keys_alone(math_train):
@@ -501,7 +501,8 @@ def test_grouping_by_length_cuts_padding_keeps_every_example_once_and_leaves_old
     from interlat_bench.trainers.checkpoint import TRAIN_VERSION
 
     legacy = {k: v for k, v in asdict(TrainConfig()).items() if k not in ("group_by_length", "detours", "warmup_lr",
-                                                                            "warmup_ce_weight", "warmup_plans")}
+                                                                            "warmup_ce_weight", "warmup_plans",
+                                                                            "plan_ce_weight", "adapter_positions")}
     blob = json.dumps({"v": TRAIN_VERSION, "receiver": "tiny-llama", "kind": "none", "cfg": legacy,
                        "data": hashlib.sha256(b"a\nb").hexdigest(), "messages": None, "dtype": "float32",
                        "sender_dim": None}, sort_keys=True)

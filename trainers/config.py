@@ -30,6 +30,10 @@ class TrainConfig:
     adaptive_weights: bool = False
     curriculum: str = "schedule"
     seed: int = 0
+    # Position information in the adapter's self-attention (CommAdapter `positions`): "none" (SPEC
+    # 3, the paper's adapter: attention over the rows as a set) or "rope" (rotary positions, so a
+    # row can read its neighbours by offset).
+    adapter_positions: str = "none"
     # Adapter-only steps before training (warm_up_adapter); 0 = none, as in the paper.
     adapter_warmup_steps: int = 0
     # The warm-up's own learning rate (None: adapter_lr). Kept apart from adapter_lr because a
@@ -86,6 +90,8 @@ class TrainConfig:
             del config["warmup_plans"]
         if not config["plan_ce_weight"]:
             del config["plan_ce_weight"]
+        if config["adapter_positions"] == "none":
+            del config["adapter_positions"]
         return config
 
     def weights(self):

@@ -310,7 +310,7 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
     adapter = None
     if slot_kind is MessageKind.LATENT:
         torch.manual_seed(cfg.seed)
-        adapter = CommAdapter(sender_dim, lm.hidden_size).to(lm.model.device)
+        adapter = CommAdapter(sender_dim, lm.hidden_size, positions=cfg.adapter_positions).to(lm.model.device)
         if cfg.adapter_warmup_steps:
             further = further_plan_rows(lm.tokenizer, messages, examples, cfg, sender_tok) if cfg.warmup_plans else []
             warm_up_adapter(adapter, lm.model.get_input_embeddings(), examples, cfg, log, further=further)
