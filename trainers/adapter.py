@@ -16,7 +16,8 @@ Positions (`positions`): SPEC's attention has none, so it treats the rows as a s
 cannot single out its neighbour. That matters because row t is the state that *predicted* plan
 token t (where the sender hesitated, it holds the candidates), while row t + 1 is the state that
 *read* token t as its input: on the probe at 8 facts x 4 options a linear probe names a colour
-token from its own row on 89.7% of held-out plans and from the next row on 100%. `positions=
+token from its own row on 90.5% of held-out plans and from the next row on 100%
+(bench/row_probe.py). `positions=
 "rope"` rotates queries and keys by row index (rotary embeddings, base 10000), which lets a head
 attend by offset; "none" (the default) is the SPEC's adapter, and checkpoints saved before the
 option load as such.
