@@ -225,8 +225,17 @@ class ProbeBenchmark(Benchmark):
     # colour, which the receiver reads worse from its rows than from the plan's token
     # embeddings (bench/probe_distractors.py, docs/performance.md). About 3 minutes more per
     # latent receiver on one core at 4 facts.
+    # adapter_positions "rope" (2026-12-07; SPEC's adapter has none): row t of a message is the
+    # state that predicted plan token t, row t+1 the state that read it, and where the sender
+    # hesitated only the next row says which token it chose (a linear probe names colour tokens
+    # from their own row 90.5%, from the next 100%: bench/row_probe.py). Attention without
+    # positions treats the rows as a set and cannot single out a neighbour. Latent fidelity,
+    # SPEC adapter -> rope (text), three seeds pooled: 8 x 4 74.7 -> 85.2% (85.5), 2 x 8 81.7 ->
+    # 86.8% (88.2); seed 0 at 4 x 4 116 -> 116 of 122 (117), 1 x 8 253/253 (253); SmolLM2 ->
+    # Gemma-3-270m 98.4 -> 99.2% (docs/performance.md). About 2 minutes more warm-up.
     train_overrides = {"max_len": 64, "n_train": None, "batch_size": 8, "epochs": 2.0, "adapter_lr": 1e-4,
-                       "warmup_lr": 1e-3, "adapter_warmup_steps": 3000, "warmup_plans": 2048}
+                       "warmup_lr": 1e-3, "adapter_warmup_steps": 3000, "warmup_plans": 2048,
+                       "adapter_positions": "rope"}
 
     @property
     def planner_prompt(self) -> str:

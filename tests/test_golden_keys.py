@@ -58,6 +58,7 @@ ABSENT = object()
 PRESET_CHANGES = {"probe": {
     "warmup_plans": ABSENT,  # the adapter warm-up's further plans (2026-12-06)
     "adapter_warmup_steps": 1000, "warmup_ce_weight": 0.1,  # the warm-up on the MSE alone (2026-12-06)
+    "adapter_positions": ABSENT,  # rotary positions in the adapter (2026-12-07)
 }}
 # Benchmarks whose scoring changed since (``Benchmark.scoring``): their run keys move by design.
 SCORING_CHANGES = ("probe",)  # fact_in_plan's second reading (2026-12-06)
