@@ -232,7 +232,7 @@ class ProbeBenchmark(Benchmark):
     # positions treats the rows as a set and cannot single out a neighbour. Latent fidelity,
     # SPEC adapter -> rope (text), three seeds pooled: 8 x 4 74.7 -> 85.2% (85.5), 2 x 8 81.7 ->
     # 86.8% (88.2); seed 0 at 4 x 4 116 -> 116 of 122 (117), 1 x 8 253/253 (253); SmolLM2 ->
-    # Gemma-3-270m 98.4 -> 99.2% (docs/performance.md). About 2 minutes more warm-up.
+    # Gemma-3-270m 98.4 -> 99.2% (docs/performance.md). Warm-up 143 s longer at 8 x 4 on one core.
     train_overrides = {"max_len": 64, "n_train": None, "batch_size": 8, "epochs": 2.0, "adapter_lr": 1e-4,
                        "warmup_lr": 1e-3, "adapter_warmup_steps": 3000, "warmup_plans": 2048,
                        "adapter_positions": "rope"}
