@@ -189,7 +189,8 @@ def probe_table(db, baseline: str, marks) -> ReportTable | None:
     # The plan's columns from the same rows as accuracy (a leaderboard of a metric that older runs
     # lack would label its rows differently).
     ladder = probe_ladder(db, marks)
-    for measure, name in (("plan states fact %", "fact_in_plan"), ("fidelity %", "fidelity")):
+    for measure, name in (("plan states fact %", "fact_in_plan"), ("fidelity %", "fidelity"),
+                          ("no option named %", "no_option")):
         if not ladder.empty:
             extra.append(pd.DataFrame([{
                 "row": line["label"], "column": line["column"], "measure": measure, "value": line[name],
@@ -200,7 +201,10 @@ def probe_table(db, baseline: str, marks) -> ReportTable | None:
     wide = _wide(cells, "method", set(cells["measure"]), lambda line: f"{line['measure']} {line['column']}")
     notes = _notes(title, baseline, cells) + [
         "plan states fact: share of plans with a sentence naming the target and then the answer's colour; "
-        "fidelity: accuracy on those samples only (its n); both blank for no_comm, which sends no plan"]
+        "fidelity: accuracy on those samples only (its n); both blank for no_comm, which sends no plan",
+        "no option named: share of replies naming none of the options, each scored wrong; where it is large, "
+        "accuracy can fall below chance (a destroyed message that silences the receiver). Scored by rank "
+        "(`--setting answer=rank`: the likeliest of the option sentences) every reply names one"]
     return ReportTable("probe", "Channel probe: accuracy, chance level, plans that state the fact, fidelity",
                        notes, cells, wide)
 
@@ -209,8 +213,8 @@ RUNG_FIELDS = ("n_facts", "n_options", "plan_tokens")  # what a rung sets; plan 
 
 
 def probe_ladder(db, marks=None) -> pd.DataFrame:
-    """The probe per configuration and rung (n_facts x n_options): accuracy and fidelity with
-    95% intervals. A configuration is a leaderboard row with the rung's own fields taken out of
+    """The probe per configuration and rung (n_facts x n_options): accuracy, fidelity and the
+    share of replies that name no option, with 95% intervals. A configuration is a leaderboard row with the rung's own fields taken out of
     its label; seeds pool as in the leaderboard (one sample played once: Wilson; replayed by
     several seeds: Student-t over per-sample means). Errored samples count as failures in
     accuracy and are left out of fidelity (they have no plan verdict). Unfinished runs are left
@@ -223,7 +227,10 @@ def probe_ladder(db, marks=None) -> pd.DataFrame:
                    TRY_CAST(json_extract(r.spec, '$.benchmark_params.n_options') AS INTEGER) AS n_options,
                    CASE WHEN s.error IS NULL AND s.success THEN 1.0 ELSE 0.0 END AS accuracy,
                    TRY_CAST(json_extract(s.metrics, '$.fact_in_plan') AS DOUBLE) AS fact_in_plan,
-                   TRY_CAST(json_extract(s.metrics, '$.fidelity') AS DOUBLE) AS fidelity
+                   TRY_CAST(json_extract(s.metrics, '$.fidelity') AS DOUBLE) AS fidelity,
+                   -- a reply that names no option (errored samples, which have no reply, left out)
+                   CASE WHEN s.error IS NULL THEN CAST(json_type(s.metrics, '$.predicted') = 'NULL' AS DOUBLE)
+                   END AS no_option
             FROM samples s JOIN runs r USING (run_key)
             WHERE r.benchmark = 'probe' AND NOT list_contains(?, r.status)""", [list(lb.UNFINISHED)]).df()
     obs = obs[obs["run_key"].isin(labels)].dropna(subset=["n_facts", "n_options"])  # runs that name their rung
@@ -236,7 +243,7 @@ def probe_ladder(db, marks=None) -> pd.DataFrame:
         line = {"label": label, "row": _without_rung(label), "method": method, "column": f"probe/{split}",
                 "n_facts": int(n_facts), "n_options": int(n_options), "chance": 1 / n_options,
                 "seeds": g["seed"].nunique()}
-        for measure in ("accuracy", "fact_in_plan", "fidelity"):
+        for measure in ("accuracy", "fact_in_plan", "fidelity", "no_option"):
             per_sample = g.dropna(subset=[measure]).groupby("sample_id")[measure]
             means, k = per_sample.mean(), int(per_sample.count().max()) if len(per_sample) else 0
             n = len(means)
@@ -278,11 +285,12 @@ def ladder_table(db, baseline: str, marks) -> ReportTable | None:
                           "configuration": line["row"], "chance %": f"{100 * line['chance']:.1f}",
                           "accuracy %": cell(line, "accuracy"), "plan states fact %": cell(line, "fact_in_plan"),
                           "fidelity %": cell(line, "fidelity"),
+                          "no option named %": "–" if pd.isna(line["no_option"]) else f"{100 * line['no_option']:.1f}",
                           "seeds": line["seeds"]} for _, line in ladder.iterrows()]).set_index("rung")
     notes = ["The channel probe at each rung (n_facts x n_options; plan tokens scale with the facts). "
              "accuracy: all samples, errors count as failures; fidelity: accuracy where the plan states the "
              "target's own fact (its n); 95% Wilson interval for one seed, Student-t over per-sample means "
-             "for several; chance = 1 / n_options"]
+             "for several; chance = 1 / n_options; no option named: share of replies naming none (scored wrong)"]
     return ReportTable("ladder", "Channel probe ladder: accuracy and fidelity per rung", notes, ladder, wide)
 
 

@@ -192,8 +192,10 @@ def test_report_html_on_probe_alfworld_and_math_runs_renders(results_env, tmp_pa
 
 # -- the probe ladder ------------------------------------------------------------------------
 
-def _write_rung(db, method, n_facts, n_options, outcomes, stated, seed=0, training_seed=None, status="complete"):
-    """A probe run at one rung: ``outcomes`` 0/1 per sample, ``stated`` whether its plan states the fact."""
+def _write_rung(db, method, n_facts, n_options, outcomes, stated, seed=0, training_seed=None, status="complete",
+                named=None, errors=None):
+    """A probe run at one rung: ``outcomes`` 0/1 per sample, ``stated`` whether its plan states the fact,
+    ``named`` whether its reply names an option (all, by default), ``errors`` which samples errored."""
     store = Store(db)
     run_key = f"{method}-{n_facts}-{n_options}-{seed}"
     spec = {"method": method, "seed": seed, "benchmark_params": {"n_facts": n_facts, "n_options": n_options},
@@ -205,7 +207,10 @@ def _write_rung(db, method, n_facts, n_options, outcomes, stated, seed=0, traini
                                "spec": spec})
         store.insert_samples(con, [
             {"run_key": run_key, "sample_id": f"q{i}", "success": bool(ok), "score": float(ok), "steps": 1,
-             "metrics": {"chance": 1 / n_options, "fact_in_plan": int(st), "fidelity": int(ok) if st else None}}
+             "error": "boom" if errors and errors[i] else None,
+             "metrics": {} if errors and errors[i] else {
+                 "chance": 1 / n_options, "fact_in_plan": int(st), "fidelity": int(ok) if st else None,
+                 "predicted": "red" if named is None or named[i] else None}}
             for i, (ok, st) in enumerate(zip(outcomes, stated, strict=True))])
 
 
@@ -231,6 +236,22 @@ def test_ladder_table_one_line_per_rung_and_configuration_with_fidelity_over_sta
     written = report.write(db, tmp_path / "rep", html=True)
     assert "ladder.svg" in written and "<svg" in written["ladder.svg"].read_text()
     assert "id='plot-ladder'" in written["report.html"].read_text()
+
+
+def test_ladder_and_probe_table_count_replies_that_name_no_option(tmp_path):
+    # A silenced receiver: 6 of 8 replies name no option, so accuracy (1 of 9) falls below chance (1 of 4);
+    # the errored sample has no reply and stays out of the share.
+    db = tmp_path / "r.duckdb"
+    _write_rung(db, "randomrot", 1, 4, [1, 0, 0, 0, 0, 0, 0, 0, 0], [1] * 9,
+                named=[1, 1, 0, 0, 0, 0, 0, 0, 0], errors=[0] * 8 + [1])
+    _write_rung(db, "latent", 1, 4, [1, 1, 1, 0], [1] * 4)
+    ladder = report.probe_ladder(db).set_index("row")
+    assert ladder.loc["randomrot", "no_option"] == pytest.approx(6 / 8)
+    assert ladder.loc["randomrot", "no_option_n"] == 8 and ladder.loc["latent", "no_option"] == 0.0
+    probe = report.tables(db)["probe"]
+    named = probe.cells[probe.cells["measure"] == "no option named %"].set_index("row")["value"]
+    assert named.to_dict() == pytest.approx({"randomrot": 6 / 8, "latent": 0.0})
+    assert any("no option named" in note for note in probe.notes)
 
 
 def test_ladder_leaves_out_an_interrupted_run(tmp_path):
