@@ -214,11 +214,12 @@ RUNG_FIELDS = ("n_facts", "n_options", "plan_tokens")  # what a rung sets; plan 
 
 def probe_ladder(db, marks=None) -> pd.DataFrame:
     """The probe per configuration and rung (n_facts x n_options): accuracy, fidelity and the
-    share of replies that name no option, with 95% intervals. A configuration is a leaderboard row with the rung's own fields taken out of
-    its label; seeds pool as in the leaderboard (one sample played once: Wilson; replayed by
-    several seeds: Student-t over per-sample means). Errored samples count as failures in
-    accuracy and are left out of fidelity (they have no plan verdict). Unfinished runs are left
-    out, as in the leaderboard: an interrupted run's first samples are not a rung's result."""
+    share of replies that name no option, with 95% intervals. A configuration is a leaderboard
+    row with the rung's own fields taken out of its label; seeds pool as in the leaderboard (one
+    sample played once: Wilson; replayed by several seeds: Student-t over per-sample means).
+    Errored samples count as failures in accuracy and are left out of fidelity (they have no
+    plan verdict) and of the no-option share (no reply). Unfinished runs are left out, as in the
+    leaderboard: an interrupted run's first samples are not a rung's result."""
     labels = dict(lb.run_rows(db, marks=marks).itertuples(index=False, name=None))
     with Store(db).reader() as con:
         obs = con.execute("""
