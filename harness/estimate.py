@@ -208,7 +208,7 @@ def _label(spec, swept: set[str]) -> str:
 def _cell(grid: _Grid, spec, todo: int, label: str) -> list[StageTime]:
     from interlat_bench.collectors.messages import collection_path, stored_ids
     from interlat_bench.collectors.plans import collect_config
-    from interlat_bench.trainers.checkpoint import checkpoint_key
+    from interlat_bench.trainers.checkpoint import checkpoint_key, training_data_ids
     from interlat_bench.trainers.checkpoint import messages_key as plans_messages_key
     from interlat_bench.trainers.compression import CompressConfig, student_key
     from interlat_bench.trainers.config import TrainConfig
@@ -241,7 +241,7 @@ def _cell(grid: _Grid, spec, todo: int, label: str) -> list[StageTime]:
             plans_stage(stage.plans, bench.sender_tasks(further), "warm-up plans") if further else None)
         latent = stage.layout is Layout.SLOT and stage.kind is MessageKind.LATENT
         sender_dim = grid.size(stage.sender_model or spec.sender_model).hidden_size if latent else None
-        receiver_key = checkpoint_key(stage.receiver_model, stage.kind, cfg, [s.id for s in train], messages_key,
+        receiver_key = checkpoint_key(stage.receiver_model, stage.kind, cfg, training_data_ids(train), messages_key,
                                       stage.dtype, sender_dim, stage.layout)
         rows = 2 + (min(stage.plans.max_new_tokens, cfg.max_slot_rows) if stage.plans else 0)
         training = (cfg, train, messages_key, lambda: grid.epoch_tokens(receiver_key, stage.receiver_model, train, cfg, rows))

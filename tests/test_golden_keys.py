@@ -2,7 +2,9 @@
 plan-collection keys of a fixed grid (every method on MATH, ALFWorld, the probe and two of their
 settings, seeds 0 and 1) equal those the code computed before the stages became specs
 (tests/golden_keys.json, written by that code at da19791). An existing results database and
-cache are then found by the new code as they were."""
+message cache are then found by the new code as they were. Checkpoint keys are pinned for given
+training data ids; what those ids hold (``training_data_ids``: each id with a digest of its
+conversation, since 2026-12-07) is pinned by tests/test_training_wiring.py."""
 
 from __future__ import annotations
 

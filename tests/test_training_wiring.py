@@ -610,3 +610,23 @@ def test_same_seed_trains_the_same_receiver_and_another_seed_another(tmp_path):
     first, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
     assert any(not torch.equal(first[k], other[k]) for k in first if k.startswith("adapter."))
+
+
+def test_a_receiver_is_keyed_by_what_it_trains_on_not_only_by_sample_ids(tmp_path):
+    """The probe numbers its samples alike at every rung (``probe/train/00000`` ...), and a
+    receiver without messages has no collection key to tell rungs apart: before its key held a
+    digest of each conversation, the ``no_comm`` receiver trained at 2 x 8 was reused at 8 x 4,
+    where it answered 4-option tasks with the 8 colours it had learnt. A setting that leaves the
+    conversations alone (``plan_shots``: the sender's examples) still finds the same receiver."""
+    from interlat_bench.benchmarks.probe import ProbeBenchmark
+
+    cfg = TrainConfig(n_train=8, batch_size=8, epochs=1.0, max_len=32)
+
+    def checkpoint(params: dict):
+        samples = ProbeBenchmark(params).train_samples(limit=8)
+        return train_receiver("tiny-llama", "none", samples, {}, cfg, out_root=tmp_path, log=quiet)
+
+    two_by_eight = checkpoint({"n_facts": 2, "n_options": 8})
+    assert checkpoint({"n_facts": 8, "n_options": 4}) != two_by_eight
+    assert checkpoint({"n_facts": 2, "n_options": 8, "seed": 1}) != two_by_eight
+    assert checkpoint({"n_facts": 2, "n_options": 8, "plan_shots": 2}) == two_by_eight

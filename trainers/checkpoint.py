@@ -29,6 +29,20 @@ def messages_key(*keys: str | None) -> str | None:
     return "+".join(k for k in keys if k) or None
 
 
+def training_data_ids(samples) -> list[str]:
+    """Each training sample as a receiver's key sees it: its id and a digest of what the receiver
+    learns from it (the task and the reference conversation). Ids alone repeat across the settings
+    of a generated benchmark: the probe numbers its samples alike at every ``n_facts``,
+    ``n_options`` and ``seed``, so a receiver without messages (``no_comm``) trained at one rung
+    was found under the same key at another. Settings that leave the conversations alone (the
+    sender's view of an ALFWorld game) still share a receiver."""
+    def digest(s) -> str:
+        blob = json.dumps([s.task, s.data.get("conversation")], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    return [f"{s.id}:{digest(s)}" for s in samples]
+
+
 def checkpoint_key(receiver_model: str, kind: str, cfg: TrainConfig, data_ids: list[str], messages_key: str | None,
                    dtype: str, sender_dim: int | None, layout: conv.Layout = conv.Layout.SLOT) -> str:
     config = cfg.key_dict()

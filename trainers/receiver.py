@@ -31,7 +31,13 @@ from interlat_bench.harness.core.message import MessageKind
 from interlat_bench.harness.core.settings import cache_dir, process_rank
 from interlat_bench.harness.core.stages import ReceiverTraining
 from interlat_bench.trainers.adapter import CommAdapter
-from interlat_bench.trainers.checkpoint import checkpoint_key, checkpoint_problem, messages_key, save
+from interlat_bench.trainers.checkpoint import (
+    checkpoint_key,
+    checkpoint_problem,
+    messages_key,
+    save,
+    training_data_ids,
+)
 from interlat_bench.trainers.config import TrainConfig
 from interlat_bench.trainers.curriculum import Curriculum
 from interlat_bench.trainers.losses import (
@@ -287,7 +293,7 @@ def train_receiver(receiver_ref: str, kind: MessageKind | str, samples, messages
 
     sender_dim = next((int(m.latents.shape[1]) for m in messages.values() if m.latents is not None), None) \
         if slot_kind is MessageKind.LATENT else None
-    key = checkpoint_key(receiver_ref, kind, cfg, [s.id for s in samples], messages_key, dtype, sender_dim, layout)
+    key = checkpoint_key(receiver_ref, kind, cfg, training_data_ids(samples), messages_key, dtype, sender_dim, layout)
     target = (out_root or cache_dir() / "receivers") / key
     if (target / "DONE").exists():
         problem = checkpoint_problem(target)
